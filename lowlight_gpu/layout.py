@@ -1,0 +1,57 @@
+"""Where each image of a pair goes: LOL or MBLLEN folders, progressive steps, hash splits."""
+
+from .sources import stable_hash
+
+# role -> folder, per layout.  "{split}" is the split name when a split is configured.
+LAYOUTS = {
+    "lol": {"high": "high", "low": "low", "clean_low": "low_clean"},
+    "mbllen": {"high": "train", "low": "train_lowlight", "clean_low": "train_dark"},
+}
+
+
+def split_of(rel, split):
+    """The split (train/val/test) of a source id, by a stable hash compared with the cumulative ratios."""
+    if not split:
+        return None
+    u = stable_hash(rel, "split") / 2.0 ** 64
+    total = 0.0
+    for name, ratio in split:
+        total += ratio
+        if u < total:
+            return name
+    return split[-1][0]  # guards the last ulp of rounding in the ratio sum
+
+
+def folder(layout, role, split_name):
+    """The folder of one role (high, low, clean_low) for a layout and split."""
+    base = LAYOUTS[layout][role]
+    if split_name is None:
+        return base
+    if layout == "mbllen":  # MBLLEN names its folders train, train_dark, ...: val, val_dark, ... follow suit
+        return base.replace("train", split_name, 1)
+    return f"{split_name}/{base}"
+
+
+def step_folder(t, steps):
+    """The sub-folder of progressive step t: t01 ... tNN, zero-padded to the width of T."""
+    return f"t{t:0{max(2, len(str(steps)))}d}"
+
+
+def plan_outputs(out_rel, config, split_name):
+    """The images to write for one pair: a list of (role, step or None, noisy, relative path)."""
+    layout = config.layout
+    clean = config.save.clean_low or layout == "mbllen"
+    plan = [("high", None, False, f"{folder(layout, 'high', split_name)}/{out_rel}")]
+    if config.progressive.enabled:
+        steps = config.progressive.steps
+        saved = config.progressive.saved_steps()
+    else:
+        steps, saved = None, (None,)
+    for role, noisy in (("low", True), ("clean_low", False)):
+        if role == "clean_low" and not clean:
+            continue
+        base = folder(layout, role, split_name)
+        for t in saved:
+            sub = f"{step_folder(t, steps)}/" if t is not None else ""
+            plan.append((role, t, noisy, f"{base}/{sub}{out_rel}"))
+    return plan

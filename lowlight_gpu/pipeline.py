@@ -1,0 +1,224 @@
+"""The stages wired together: scan -> (skip finished) -> decode -> synthesize -> encode/write -> manifest.
+
+Work items carry only paths and small dicts (never pixels), so the same
+function runs in local threads or on Dask workers.  Each item returns either
+a manifest row or an error row; nothing raises for a bad input.
+"""
+
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from joblib import Parallel, delayed
+
+from . import __version__, imageio, layout, manifest, synth
+from .config import ConfigError
+from .params import pair_seed, sample_params
+from .sources import scan
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a work item needs besides its source: plain, picklable data."""
+
+    config: object
+    backend: str
+
+
+@dataclass
+class RunResult:
+    """Counts of one run (or one shard)."""
+
+    pairs: int = 0
+    errors: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    merged: dict = field(default_factory=dict)
+
+    @property
+    def pairs_per_second(self):
+        """Pairs finished per second of wall time, skipped ones included."""
+        return self.pairs / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_workers(workers):
+    """The worker-thread count for 'auto' or an int: the CPUs this process may use."""
+    if workers != "auto":
+        return int(workers)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def make_pair(src, prior, ctx):
+    """Produce one pair (or reuse a verified earlier one); returns ('row', row) or ('error', row)."""
+    config = ctx.config
+    if src.error:
+        return "error", {"source": src.rel, "error": src.error}
+    out_root = config.output
+    if prior is not None:
+        row, from_journal = prior
+        if manifest.row_is_intact(out_root, row, src.path, check_hashes=from_journal):
+            return "skip", row
+    try:
+        decoded = imageio.decode(src.path, config.max_pixels)
+    except imageio.DecodeError as exc:
+        return "error", {"source": src.rel, "error": str(exc)}
+    try:
+        return "row", synthesize_and_write(src, decoded, ctx)
+    except OSError as exc:  # disk full, permissions: record it, the next run retries
+        return "error", {"source": src.rel, "error": f"cannot write output: {exc.strerror or exc}"}
+
+
+def synthesize_and_write(src, decoded, ctx):
+    """Render every planned image of one pair, write them atomically, and return its manifest row."""
+    config = ctx.config
+    backend = synth.get(ctx.backend)
+    split_name = layout.split_of(src.rel, config.split)
+    plan = layout.plan_outputs(src.out_rel, config, split_name)
+    params = sample_params(pair_seed(config.seed, src.rel), config)
+    lows = backend.render_many(decoded.rgb, params, [(t, noisy) for role, t, noisy, _ in plan[1:]])
+    files = {}
+    for (role, t, noisy, rel), rgb in zip(plan, [decoded.rgb] + lows):
+        data = imageio.encode_png(rgb, decoded.alpha, config.save.compress_level)
+        imageio.write_atomic(os.path.join(config.output, rel), data)
+        files[rel] = [len(data), manifest.hashlib.blake2b(data, digest_size=16).hexdigest()]
+    return build_row(src, decoded, params, plan, split_name, ctx.backend, files)
+
+
+def build_row(src, decoded, params, plan, split_name, backend, files):
+    """The manifest row of one pair (plus private resume state)."""
+    lows = [(t, rel) for role, t, noisy, rel in plan if role == "low"]
+    cleans = [(t, rel) for role, t, noisy, rel in plan if role == "clean_low"]
+    row = {
+        "source": src.rel,
+        "high": plan[0][3],
+        "low": lows[-1][1],
+        "seed": params["seed"],
+        "params": params,
+        "width": int(decoded.rgb.shape[1]),
+        "height": int(decoded.rgb.shape[0]),
+        "backend": backend,
+    }
+    if "progressive" in params:
+        row["steps"] = [{"t": t, "path": rel} for t, rel in lows]
+    if cleans:
+        row["clean_low"] = cleans[-1][1]
+        if "progressive" in params:
+            row["clean_steps"] = [{"t": t, "path": rel} for t, rel in cleans]
+    if decoded.alpha is not None:
+        row["alpha"] = True
+    if split_name is not None:
+        row["split"] = split_name
+    st = os.stat(src.path)
+    row[manifest.STATE] = {"source": [st.st_size, st.st_mtime_ns], "files": files}
+    return row
+
+
+def dataset_info(config):
+    """The body of dataset.json, without counts."""
+    return {
+        "name": "lowlight_gpu dataset",
+        "version": __version__,
+        "fingerprint": config.fingerprint(),
+        "config": config.to_dict(),
+        "layout": describe_layout(config),
+    }
+
+
+def describe_layout(config):
+    """A short map of where each image of a pair lives, for readers of dataset.json."""
+    plan = layout.plan_outputs("NAME.png", config, "SPLIT" if config.split else None)
+    return {f"{role}" + (f"@t{t}" if t is not None else ""): rel for role, t, noisy, rel in plan}
+
+
+def check_output(config):
+    """Refuse (ConfigError, before writing) an output folder made with a different config."""
+    run_file = os.path.join(config.output, manifest.PARTS, "run.json")
+    if not os.path.exists(run_file):
+        return
+    with open(run_file, encoding="utf-8") as f:
+        recorded = json.load(f).get("fingerprint")
+    if recorded != config.fingerprint():
+        raise ConfigError(
+            f"output: folder '{config.output}' holds a dataset made with a different config "
+            f"(fingerprint {recorded}, now {config.fingerprint()}); choose a new output folder or delete it")
+
+
+def record_run(config):
+    """Write parts/run.json, the fingerprint later runs into this output must match."""
+    body = {"fingerprint": config.fingerprint(), "version": __version__}
+    imageio.write_atomic(os.path.join(config.output, manifest.PARTS, "run.json"),
+                         (json.dumps(body) + "\n").encode())
+
+
+def plan_sources(config, shard, limit):
+    """The lazily scanned sources of this shard, at most limit of them."""
+    sources = scan(config.input, shard, skip=[config.output])
+    return itertools.islice(sources, limit) if limit is not None else sources
+
+
+def execute(items, ctx, workers, engine):
+    """Run make_pair over items in order, in threads or on a Dask cluster; yields outcomes in item order."""
+    calls = (delayed(make_pair)(src, prior, ctx) for src, prior in items)
+    if engine is not None:
+        return engine.run(calls, workers)
+    # Threads: Pillow, zlib, numpy and the compiled kernels release the GIL, and CUDA stays in one process.
+    return Parallel(n_jobs=workers, backend="threading", return_as="generator",
+                    pre_dispatch="2*n_jobs", batch_size=1)(calls)
+
+
+def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
+    """Generate the pairs of one shard into config.output; merge at once when there is a single shard."""
+    check_output(config)
+    backend = backend or synth.select(config.backend).NAME
+    os.makedirs(config.output, exist_ok=True)
+    record_run(config)
+    start = time.perf_counter()
+    result = RunResult()
+    prior = manifest.PriorRows(config.output)
+    items = ((src, prior.pop(src.rel)) for src in plan_sources(config, shard, limit))
+    writer = manifest.ShardWriter(config.output, *shard)
+    workers = resolve_workers(config.workers)
+    ctx = RunContext(config, backend)
+    try:
+        for kind, row in execute(items, ctx, workers, engine):
+            if kind == "error":
+                writer.add_error(row)
+                result.errors += 1
+            else:
+                writer.add_row(row)
+                result.pairs += 1
+                result.skipped += kind == "skip"
+            if progress is not None:
+                progress(kind, row)
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.finish({"fingerprint": config.fingerprint(), "version": __version__, "limit": limit})
+    if shard[1] == 1:
+        result.merged = manifest.merge(config.output, dataset_info(config), count=1)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def merge(config):
+    """Combine finished shard parts of config.output into the dataset files."""
+    return manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint())
+
+
+def dry_run(config, shard=(0, 1), limit=None, out=sys.stdout):
+    """Print what a run would do, writing nothing; returns the number of sources."""
+    n = 0
+    for src in plan_sources(config, shard, limit):
+        if n < 5 and not src.error:
+            plan = layout.plan_outputs(src.out_rel, config, layout.split_of(src.rel, config.split))
+            print(f"  {src.rel} -> " + ", ".join(rel for _, _, _, rel in plan), file=out)
+        n += 1
+    print(f"dry run: {n} input(s) in '{config.input}' would go to '{config.output}' "
+          f"(shard {shard[0]}/{shard[1]}); nothing written", file=out)
+    return n
