@@ -1,0 +1,52 @@
+"""Shared helpers for the benchmarks: a reproducible input set and a median timer."""
+
+import os
+import shutil
+import statistics
+import time
+
+import numpy as np
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = os.path.join(REPO, "samples")
+
+
+def make_inputs(folder, count=24, megapixels=1.0, fmt="JPEG"):
+    """Write count photo-like inputs (~megapixels each) made from the bundled samples; returns folder."""
+    os.makedirs(folder, exist_ok=True)
+    photos = [Image.open(os.path.join(SAMPLES, n)).convert("RGB") for n in sorted(os.listdir(SAMPLES))]
+    for i in range(count):
+        im = photos[i % len(photos)]
+        scale = (megapixels * 1e6 / (im.width * im.height)) ** 0.5
+        im = im.resize((int(im.width * scale), int(im.height * scale)), Image.LANCZOS)
+        if i // len(photos) % 2:
+            im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        ext = "jpg" if fmt == "JPEG" else "png"
+        im.save(os.path.join(folder, f"img{i:03d}.{ext}"), fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    return folder
+
+
+def timed(fn, repeat=3):
+    """Median wall time of fn() over repeat runs (fn does its own setup/cleanup outside the timing)."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def fresh(folder):
+    """Remove and recreate folder."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    return folder
+
+
+def machine():
+    """A one-line description of this machine."""
+    import platform
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{platform.processor() or platform.machine()}, {cpus} CPUs, Python {platform.python_version()}, numpy {np.__version__}"
