@@ -129,6 +129,8 @@ def _main(args):
     except (ConfigError, BackendUnavailable) as exc:
         return _fail(exc)
     _summary(config, args, result)
+    if result.pairs and (args.shard is None or args.shard[1] == 1):  # a shard's rows are not merged yet
+        _end_report(config)
     return EXIT_FAILED_INPUTS if result.errors else EXIT_OK
 
 
@@ -190,6 +192,16 @@ class _progress:
         if self.bar is not None:
             self.bar.close()
         return False
+
+
+def _end_report(config):
+    """report.png and report.md after a run; a failure here is one line on stderr, never the run's exit code."""
+    from .tools import report
+
+    try:
+        print(f"lowlight-gpu: wrote {', '.join(report.write_report(config.output))}")
+    except Exception as exc:  # noqa: BLE001 - the pairs are done; the report is a bonus
+        print(f"lowlight-gpu: warning: no report ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def _summary(config, args, result):

@@ -381,6 +381,14 @@ def _check_paths(cfg: Config) -> None:
         raise ConfigError(f"input: folder '{cfg.input}' does not exist; set input to a folder of images")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output: '{cfg.output}' is a file, not a folder; set output to a folder path")
+    ancestor = out.absolute().parent
+    while not ancestor.exists():  # the filesystem root always exists
+        ancestor = ancestor.parent
+    if not out.exists() and not ancestor.is_dir():
+        raise ConfigError(f"output: '{cfg.output}' cannot be created because '{ancestor}' is a file; "
+                          "set output to a folder path")
+    if out.exists() and out.resolve() == inp.resolve():  # the outputs would be scanned as inputs next run
+        raise ConfigError(f"output: '{cfg.output}' is the input folder; set output to another folder")
 
 
 def config_from_dict(raw: Mapping, *, check_paths: bool = False) -> Config:

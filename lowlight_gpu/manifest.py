@@ -5,6 +5,7 @@ Layout under OUTPUT/parts/ for shard i of n (tag = shard-0000i-of-0000n):
   {tag}.jsonl             the shard's rows once it finished (the last journal, renamed)
   {tag}.errors.jsonl      the shard's failed inputs
   {tag}.done              written last: its presence means the shard is complete
+  run.json                the config fingerprint every job into this output must share
 Every file holds rows sorted by ``source``, so parts merge by streaming.
 Rows in parts carry a private ``_state`` (output sizes and hashes, source
 size and mtime) used to verify outputs before a resume skips them; the public
@@ -17,12 +18,15 @@ import heapq
 import json
 import os
 import re
+import socket
 
 from .imageio import write_atomic
 
 PARTS = "parts"
 STATE = "_state"
+RUN_FILE = "run.json"
 _TAG_RE = re.compile(r"shard-(\d+)-of-(\d+)\.done$")
+_FILE_TAG_RE = re.compile(r"shard-(\d+)-of-(\d+)\.")
 
 
 class MergeError(Exception):
@@ -56,11 +60,21 @@ def read_rows(path):
                 if not line.endswith("\n"):
                     return
                 try:
-                    yield json.loads(line)
+                    row = json.loads(line)
                 except ValueError:
                     return
-    except FileNotFoundError:
+                # A crash on a network filesystem can leave blocks of other bytes; whatever follows them is unsafe.
+                if not isinstance(row, dict) or not isinstance(row.get("source"), str):
+                    return
+                yield row
+    except (FileNotFoundError, UnicodeDecodeError):
         return
+
+
+def file_shard(path):
+    """(index, count) of the shard a file under parts/ belongs to, or None."""
+    m = _FILE_TAG_RE.search(os.path.basename(path))
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def merged(paths):
@@ -71,11 +85,13 @@ def merged(paths):
 class PriorRows:
     """Rows of earlier runs into this output, looked up in increasing source order."""
 
-    def __init__(self, out_root):
+    def __init__(self, out_root, shard=None):
         parts = os.path.join(out_root, PARTS)
-        finals = [p for p in glob.glob(os.path.join(parts, "shard-*.jsonl"))
-                  if ".errors." not in p and ".journal-" not in p]
-        journals = glob.glob(os.path.join(parts, "shard-*.journal-*.jsonl"))
+        # Parts of a sibling shard (same count, other index) cannot hold this shard's sources: with 64 array
+        # jobs, each reads only its own parts instead of all 64.  Parts of another count may, so they stay.
+        mine = [p for p in glob.glob(os.path.join(parts, "shard-*.jsonl")) if _may_hold(file_shard(p), shard)]
+        finals = [p for p in mine if ".errors." not in p and ".journal-" not in p]
+        journals = [p for p in mine if ".journal-" in p]
         # Journals come from runs that may have crashed, so their outputs get their hashes checked.
         tagged = [self._tag(read_rows(p), False) for p in finals] + [self._tag(read_rows(p), True) for p in journals]
         self._stream = heapq.merge(*tagged, key=lambda item: item[0]["source"])
@@ -94,6 +110,13 @@ class PriorRows:
                 found = self._head  # prefer a finished part's row over a journal's
             self._head = next(self._stream, None)
         return found
+
+
+def _may_hold(tag, shard):
+    """Whether a part tagged tag can hold rows of shard (None: any shard)."""
+    if tag is None:
+        return False
+    return shard is None or tag[1] != shard[1] or tag == tuple(shard)
 
 
 def row_is_intact(out_root, row, source_path, check_hashes):
@@ -124,15 +147,24 @@ class ShardWriter:
         os.makedirs(self.parts, exist_ok=True)
         self.tag = shard_tag(index, count)
         self.old_journals = glob.glob(os.path.join(self.parts, f"{self.tag}.journal-*.jsonl"))
-        n = 1 + max([int(re.search(r"journal-(\d+)", p).group(1)) for p in self.old_journals], default=0)
-        self.journal_path = os.path.join(self.parts, f"{self.tag}.journal-{n}.jsonl")
         self.errors_tmp = os.path.join(self.parts, f".{self.tag}.errors.jsonl.tmp")
-        done = os.path.join(self.parts, f"{self.tag}.done")
-        if os.path.exists(done):
-            os.remove(done)  # the shard is being redone; merge must wait for this run
-        self.rows = open(self.journal_path, "w", encoding="utf-8")
+        try:
+            os.remove(os.path.join(self.parts, f"{self.tag}.done"))  # being redone: merge must wait for this run
+        except FileNotFoundError:
+            pass
+        self.rows, self.journal_path = self._new_journal()
         self.errors = open(self.errors_tmp, "w", encoding="utf-8")
         self.n_rows = self.n_errors = 0
+
+    def _new_journal(self):
+        """Create the next journal-K exclusively, so no earlier journal is ever truncated."""
+        n = 1 + max([int(re.search(r"journal-(\d+)", p).group(1)) for p in self.old_journals], default=0)
+        while True:
+            path = os.path.join(self.parts, f"{self.tag}.journal-{n}.jsonl")
+            try:
+                return open(path, "x", encoding="utf-8"), path
+            except FileExistsError:  # appeared since the glob: never reuse it
+                n += 1
 
     def add_row(self, row):
         """Append one pair's row; flushed so a killed run keeps it."""
@@ -150,10 +182,13 @@ class ShardWriter:
         """Promote the journal to the shard's part, drop older journals, and write the done-marker last."""
         self.rows.close()
         self.errors.close()
+        # A finished part is trusted on size alone by later runs, so the outputs it lists must be on disk
+        # before it exists, not only in this node's page cache.
+        flush_to_disk()
         os.replace(self.journal_path, os.path.join(self.parts, f"{self.tag}.jsonl"))
         os.replace(self.errors_tmp, os.path.join(self.parts, f"{self.tag}.errors.jsonl"))
         for p in self.old_journals:
-            os.remove(p)
+            _remove(p)
         marker = dict(marker, pairs=self.n_rows, errors=self.n_errors)
         write_atomic(os.path.join(self.parts, f"{self.tag}.done"), (dumps(marker) + "\n").encode())
 
@@ -161,6 +196,61 @@ class ShardWriter:
         """Close files after an interruption, keeping the journal for the next run."""
         self.rows.close()
         self.errors.close()
+
+
+def claim_run(out_root, body):
+    """Write body to parts/run.json unless a job already did; returns what run.json holds.
+
+    Shard jobs often start together.  Each writes its own temporary file and hard-links it into place,
+    which only the first can do, so run.json is never torn and the first job's config wins.
+    """
+    parts = os.path.join(out_root, PARTS)
+    os.makedirs(parts, exist_ok=True)
+    final = os.path.join(parts, RUN_FILE)
+    if not os.path.exists(final):
+        tmp = os.path.join(parts, f".{RUN_FILE}.{socket.gethostname()}-{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(body) + "\n")
+        try:
+            os.link(tmp, final)
+        except (FileExistsError, FileNotFoundError):
+            pass  # another job was first (and may already have swept our temporary file)
+        except OSError:  # a filesystem without hard links: a rename is still atomic, the last writer wins
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:
+                pass
+    # run.json exists now, so every temporary file here is spent: ours, a killed job's, or a slower job's,
+    # whose link then fails harmlessly.
+    for leftover in glob.glob(os.path.join(parts, f".{RUN_FILE}.*.tmp")):
+        _remove(leftover)
+    return read_run(out_root)
+
+
+def read_run(out_root):
+    """The body of parts/run.json, or None when there is none; ValueError when it is unreadable."""
+    try:
+        with open(os.path.join(out_root, PARTS, RUN_FILE), encoding="utf-8") as f:
+            body = json.load(f)
+    except FileNotFoundError:
+        return None
+    if not isinstance(body, dict):
+        raise ValueError("not a JSON object")
+    return body
+
+
+def flush_to_disk():
+    """Push this machine's written data to stable storage (os.sync: one call, not one per file)."""
+    if hasattr(os, "sync"):
+        os.sync()
+
+
+def _remove(path):
+    """Delete path if it is still there."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def done_markers(out_root):
@@ -193,25 +283,45 @@ def merge(out_root, dataset_info, count=None, fingerprint=None):
     if fingerprint is not None and prints != {fingerprint}:
         raise MergeError("cannot merge: the shards were made with a different config than this one "
                          f"(fingerprints {sorted(map(str, prints))}, config {fingerprint})")
-    tags = [shard_tag(i, count) for i in range(count)]
     parts = os.path.join(out_root, PARTS)
+    shards = [(f"shard {i}/{count}", os.path.join(parts, shard_tag(i, count)), have[i]) for i in range(count)]
     n_pairs = _write_merged(os.path.join(out_root, "manifest.jsonl"),
-                            [os.path.join(parts, f"{t}.jsonl") for t in tags])
+                            [(name, f"{base}.jsonl", m.get("pairs")) for name, base, m in shards])
     n_errors = _write_merged(os.path.join(out_root, "errors.jsonl"),
-                             [os.path.join(parts, f"{t}.errors.jsonl") for t in tags])
-    info = dict(dataset_info, counts={"pairs": n_pairs, "errors": n_errors, "shards": count})
+                             [(name, f"{base}.errors.jsonl", m.get("errors")) for name, base, m in shards])
+    # No shard count here: N shards plus --merge must give the very bytes of one whole run.
+    info = dict(dataset_info, counts={"pairs": n_pairs, "errors": n_errors})
     write_atomic(os.path.join(out_root, "dataset.json"), (json.dumps(info, indent=2) + "\n").encode())
-    return info["counts"]
+    return dict(info["counts"], shards=count)
 
 
-def _write_merged(dest, paths):
-    """Stream-merge sorted parts into dest (without private state), atomically; returns the row count."""
+def _numbered(rows, i):
+    """(row, i) for each row."""
+    for row in rows:
+        yield row, i
+
+
+def _write_merged(dest, parts):
+    """Stream-merge sorted parts [(name, path, expected rows)] into dest without private state; returns the row count.
+
+    dest is replaced atomically, and only when every part holds the rows its done-marker counted:
+    a lost or damaged part is a MergeError naming its shard, never a silently short manifest.
+    """
     tmp = os.path.join(os.path.dirname(dest), "." + os.path.basename(dest) + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in merged(paths):
-            row.pop(STATE, None)
-            f.write(dumps(row) + "\n")
-            n += 1
+    seen = [0] * len(parts)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            streams = [_numbered(read_rows(path), i) for i, (_, path, _) in enumerate(parts)]
+            for row, i in heapq.merge(*streams, key=lambda item: item[0]["source"]):
+                row.pop(STATE, None)
+                f.write(dumps(row) + "\n")
+                seen[i] += 1
+        for (name, path, expected), n in zip(parts, seen):
+            if not os.path.exists(path) or (expected is not None and n != expected):
+                raise MergeError(f"cannot merge: {name} is damaged ({os.path.basename(path)} holds {n} readable "
+                                 f"rows, its done-marker says {expected}); run that shard again")
+    except BaseException:
+        _remove(tmp)
+        raise
     os.replace(tmp, dest)
-    return n
+    return sum(seen)

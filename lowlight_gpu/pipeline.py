@@ -5,8 +5,8 @@ function runs in local threads or on Dask workers.  Each item returns either
 a manifest row or an error row; nothing raises for a bad input.
 """
 
+import dataclasses
 import itertools
-import json
 import os
 import sys
 import time
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from joblib import Parallel, delayed
 
 from . import __version__, imageio, layout, manifest, synth
-from .config import ConfigError
+from .config import _NOT_FINGERPRINTED, ConfigError
 from .params import pair_seed, sample_params
 from .sources import scan
 
@@ -63,6 +63,7 @@ def make_pair(src, prior, ctx):
     if prior is not None:
         row, from_journal = prior
         if manifest.row_is_intact(out_root, row, src.path, check_hashes=from_journal):
+            remove_temps(out_root, row[manifest.STATE]["files"])
             return "skip", row
     try:
         decoded = imageio.decode(src.path, config.max_pixels)
@@ -72,6 +73,15 @@ def make_pair(src, prior, ctx):
         return "row", synthesize_and_write(src, decoded, ctx)
     except OSError as exc:  # disk full, permissions: record it, the next run retries
         return "error", {"source": src.rel, "error": f"cannot write output: {exc.strerror or exc}"}
+
+
+def remove_temps(out_root, rels):
+    """Delete the temp files ('.name.png.tmp') a killed run may have left beside a finished pair's outputs."""
+    for rel in rels:
+        try:
+            os.remove(imageio.temp_name(os.path.join(out_root, rel)))
+        except OSError:  # almost always: there is none
+            pass
 
 
 def synthesize_and_write(src, decoded, ctx):
@@ -121,11 +131,14 @@ def build_row(src, decoded, params, plan, split_name, backend, files):
 
 def dataset_info(config):
     """The body of dataset.json, without counts."""
+    # Only the settings that shape the bytes (the fingerprinted ones): where the run read and wrote, and on
+    # how many threads or which cluster, must not make a sharded or Dask run differ from a local one.
+    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_FINGERPRINTED}
     return {
         "name": "lowlight_gpu dataset",
         "version": __version__,
         "fingerprint": config.fingerprint(),
-        "config": config.to_dict(),
+        "config": settings,
         "layout": describe_layout(config),
     }
 
@@ -138,22 +151,41 @@ def describe_layout(config):
 
 def check_output(config):
     """Refuse (ConfigError, before writing) an output folder made with a different config."""
-    run_file = os.path.join(config.output, manifest.PARTS, "run.json")
-    if not os.path.exists(run_file):
-        return
-    with open(run_file, encoding="utf-8") as f:
-        recorded = json.load(f).get("fingerprint")
-    if recorded != config.fingerprint():
-        raise ConfigError(
-            f"output: folder '{config.output}' holds a dataset made with a different config "
-            f"(fingerprint {recorded}, now {config.fingerprint()}); choose a new output folder or delete it")
+    _check_recorded(config, _read_run(config))
 
 
 def record_run(config):
-    """Write parts/run.json, the fingerprint later runs into this output must match."""
+    """Claim parts/run.json for this config (the first of several starting jobs wins); refuse another config's."""
     body = {"fingerprint": config.fingerprint(), "version": __version__}
-    imageio.write_atomic(os.path.join(config.output, manifest.PARTS, "run.json"),
-                         (json.dumps(body) + "\n").encode())
+    try:
+        recorded = manifest.claim_run(config.output, body)
+    except ValueError:
+        recorded = _read_run(config)  # raises the one-line error
+    _check_recorded(config, recorded)
+
+
+def _read_run(config):
+    """parts/run.json of config.output, or None; ConfigError when it is unreadable."""
+    try:
+        return manifest.read_run(config.output)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"output: '{os.path.join(config.output, manifest.PARTS, manifest.RUN_FILE)}' is "
+                          f"unreadable ({exc}); delete it to reuse this folder") from None
+
+
+def _check_recorded(config, recorded):
+    """ConfigError unless the recorded run.json body is absent or has this config's fingerprint."""
+    if recorded is None or recorded.get("fingerprint") == config.fingerprint():
+        return
+    raise ConfigError(
+        f"output: folder '{config.output}' holds a dataset made with a different config "
+        f"(fingerprint {recorded.get('fingerprint')}, now {config.fingerprint()}); "
+        "choose a new output folder or delete it")
+
+
+def absolute_paths(config):
+    """config with absolute input and output, so a work item means the same file on any machine's cwd."""
+    return dataclasses.replace(config, input=os.path.abspath(config.input), output=os.path.abspath(config.output))
 
 
 def plan_sources(config, shard, limit):
@@ -174,13 +206,14 @@ def execute(items, ctx, workers, engine):
 
 def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
     """Generate the pairs of one shard into config.output; merge at once when there is a single shard."""
+    config = absolute_paths(config)
     check_output(config)
     backend = backend or synth.select(config.backend).NAME
     os.makedirs(config.output, exist_ok=True)
     record_run(config)
     start = time.perf_counter()
     result = RunResult()
-    prior = manifest.PriorRows(config.output)
+    prior = manifest.PriorRows(config.output, shard)
     items = ((src, prior.pop(src.rel)) for src in plan_sources(config, shard, limit))
     writer = manifest.ShardWriter(config.output, *shard)
     workers = resolve_workers(config.workers)
@@ -211,8 +244,9 @@ def merge(config):
     return manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint())
 
 
-def dry_run(config, shard=(0, 1), limit=None, out=sys.stdout):
+def dry_run(config, shard=(0, 1), limit=None, out=None):
     """Print what a run would do, writing nothing; returns the number of sources."""
+    out = out if out is not None else sys.stdout  # looked up per call, so redirected stdout is honoured
     n = 0
     for src in plan_sources(config, shard, limit):
         if n < 5 and not src.error:

@@ -57,6 +57,15 @@ def _sort_key(entry):
     return entry.name + "/" if entry.is_dir() else entry.name
 
 
+def _is_utf8(name):
+    """False for a name holding undecodable bytes (os.scandir gives them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _walk(folder, rel_prefix, skip, seen):
     """Yield Sources below folder in sorted id order."""
     try:
@@ -66,7 +75,7 @@ def _walk(folder, rel_prefix, skip, seen):
         yield Source(folder, rel_prefix, "", f"cannot list folder: {exc.strerror or exc}")
         return
     images = [e.name for e in entries if not e.is_dir() and is_image_name(e.name)]
-    names = output_names(images)
+    names = output_names([n for n in images if _is_utf8(rel_prefix + n)])
     for e in entries:
         if e.is_dir():
             real = os.path.realpath(e.path)
@@ -80,6 +89,9 @@ def _walk(folder, rel_prefix, skip, seen):
             yield from _walk(e.path, rel_prefix + e.name + "/", skip, seen | {key})
         elif e.name in names:
             yield Source(e.path, rel_prefix + e.name, rel_prefix + names[e.name])
+        elif is_image_name(e.name):  # not UTF-8: cannot be an id in JSON, so report it with its bytes escaped
+            shown = os.fsencode(rel_prefix + e.name).decode("utf-8", "backslashreplace")
+            yield Source(e.path, shown, "", "file name is not valid UTF-8; rename it")
 
 
 def scan(root, shard=(0, 1), skip=()):

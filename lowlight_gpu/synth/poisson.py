@@ -125,5 +125,5 @@ def ndtri(p):
     r = (p - 0.5) ** 2
     central = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * (p - 0.5) / \
         (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0)
-    tail = np.where(p < 0.5, -tail, tail)
+    tail = np.where(p < 0.5, tail, -tail)  # Acklam's tail formula is the lower tail (negative); mirror it above
     return np.where(q < 0.02425, tail, central)

@@ -1,0 +1,72 @@
+"""PairDataset: read a generated dataset through its manifest, for training loops.
+
+    from lowlight_gpu import PairDataset
+    ds = PairDataset("out")                         # (low, high) uint8 (H, W, 3) numpy arrays
+    ds = PairDataset("out", as_tensor=True)         # (low, high) float CHW torch tensors in [0, 1]
+    ds = PairDataset("out", with_params=True)       # (low, high, params)
+    ds = PairDataset("out", steps=True)             # (step_1, ..., step_T, high): the saved progressive steps
+    ds = PairDataset("out", split="train")          # only the rows of one hash split
+
+With torch installed the class is a ``torch.utils.data.Dataset`` (use it with a
+DataLoader); without torch it is a plain sequence of numpy samples.
+"""
+
+import os
+
+import numpy as np
+
+from . import imageio
+from .manifest import read_rows
+
+try:  # torch is optional: subclass its Dataset when it is there, so DataLoader and friends accept it
+    import torch
+    from torch.utils.data import Dataset as _Base
+except ImportError:  # pragma: no cover - exercised where torch is absent
+    torch = None
+    _Base = object
+
+MAX_PIXELS = 1 << 40  # our own outputs: the decompression-bomb guard is for untrusted sources
+
+
+class PairDataset(_Base):
+    """Samples of a generated dataset: (low, high), (low, high, params), or (steps..., high)."""
+
+    def __init__(self, root, with_params=False, steps=False, transform=None, as_tensor=False, split=None):
+        """Read root/manifest.jsonl; keep only paths (and params if asked) per row."""
+        if as_tensor and torch is None:
+            raise ImportError("PairDataset(as_tensor=True) needs torch; pip install 'lowlight-gpu[torch]'")
+        self.root = os.fspath(root)
+        path = os.path.join(self.root, "manifest.jsonl")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"PairDataset: no manifest.jsonl in '{self.root}'; generate the dataset first")
+        self.with_params, self.steps, self.transform, self.as_tensor = with_params, steps, transform, as_tensor
+        self.items = []
+        for row in read_rows(path):
+            if split is not None and row.get("split") != split:
+                continue
+            # Keep only what __getitem__ needs: a million rows of full dicts would cost gigabytes.
+            images = tuple(s["path"] for s in row["steps"]) if steps and "steps" in row else (row["low"],)
+            self.items.append((images + (row["high"],), row["params"] if with_params else None))
+
+    def __len__(self):
+        """The number of pairs."""
+        return len(self.items)
+
+    def __getitem__(self, index):
+        """One sample: the low image(s) then high, plus params when with_params; transform applied last."""
+        paths, params = self.items[index]
+        sample = tuple(self._convert(self._read(p)) for p in paths)
+        if self.with_params:
+            sample += (params,)
+        return self.transform(sample) if self.transform is not None else sample
+
+    def _read(self, rel):
+        """One image of the dataset as a read-only uint8 (H, W, 3) array (alpha dropped)."""
+        return imageio.decode(os.path.join(self.root, rel), MAX_PIXELS).rgb
+
+    def _convert(self, rgb):
+        """A writable uint8 HWC copy, or a float32 CHW tensor in [0, 1] when as_tensor."""
+        if not self.as_tensor:
+            # A copy: decode's arrays are read-only, which torch's default_collate warns about.
+            return np.array(rgb)
+        return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)

@@ -1,0 +1,419 @@
+"""GPU backend: the numpy reference's images, rendered by fused CUDA kernels through CuPy.
+
+The CPU still computes every parameter (scalars, the 256-entry LUTs, the Poisson
+tables of ``synth/poisson.py``); the GPU only does per-value work, in one fused
+kernel per output image (``synth/kernels.cu``).  Only uint8 images and the small
+tables cross PCIe; float data lives in registers.  Noise words come from the
+same Philox4x32-10 counters as ``rng.py`` (never ``cupy.random``), so results
+match ``numpy_backend.render``: noise-free images exactly, noisy ones except
+where the two libraries' float32 log/sin/cos/pow round an ulp apart across an
+8-bit boundary (about one value in a million; never more than 1 LSB).
+
+Threads: the pipeline calls ``render_many`` from many worker threads at once.
+Each thread gets its own non-blocking CUDA stream and its own page-locked
+staging buffers, so one thread's copies and kernels overlap with the decoding
+and encoding done by the others.  Never fork a process after CUDA has been
+initialised (a forked child cannot use the parent's CUDA context): use threads,
+or start worker processes with the "spawn"/"forkserver" method.
+
+Compilation: the kernels are compiled once per process (under a lock) by NVRTC
+the first time they are needed, which takes about a second; CuPy also caches
+the binary on disk (``~/.cupy/kernel_cache``, or ``$CUPY_CACHE_DIR``), so later
+processes load it in milliseconds.
+"""
+
+import re
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .. import rng
+from .numpy_backend import noise_step, noise_tables
+from .signal import clean_lut, step_exponents, step_signal, working_codes
+
+NAME = "cupy"
+
+SOURCE_DIR = Path(__file__).resolve().parent
+KERNEL_FILE = "kernels.cu"
+# --fmad=false: numpy rounds a*b and then +c; a fused multiply-add would round once.
+# CuPy appends -ftz=true itself; flushing float32 subnormals to zero cannot move an
+# output code (they quantize to 0 either way), so it is left as CuPy sets it.
+COMPILE_OPTIONS = ("--std=c++17", "--fmad=false")
+CUPY_ADDED_OPTIONS = ("-ftz=true",)
+
+THREADS_PER_BLOCK = 256
+MAX_GRID = 1 << 20           # grid-stride loops cover anything larger
+MIN_SLICE_VALUES = 1 << 16   # smallest slice the out-of-memory fallback tries
+ALIGN = 256                  # byte alignment of each table inside the uploaded blob
+
+_MODELS = {"poisson-gaussian": 0, "brooks": 0, "poisson": 1, "gaussian": 2}  # LL_MODEL_* in noise.cuh
+
+_compile_lock = threading.Lock()
+_modules = {}                # device id -> (noise kernel, LUT kernel)
+_probe_lock = threading.Lock()
+_available = None
+_slice_values = 48_000_000 * 3  # values per slice; configure(batch_megapixels=...) changes it
+
+
+# ---------------------------------------------------------------- source and compilation
+
+def kernel_source():
+    """The CUDA source of every kernel, with the local headers inlined."""
+    # Inlining (instead of -I) makes CuPy's disk-cache key, a hash of the source
+    # text and options, change whenever a header changes.
+    return _inline(SOURCE_DIR / KERNEL_FILE, set())
+
+
+def _inline(path, seen):
+    """The text of path with each #include "local.cuh" replaced by that file, once."""
+    out = []
+    for line in path.read_text().splitlines():
+        match = re.match(r'\s*#\s*include\s+"([^"]+)"', line)
+        if match:
+            name = match.group(1)
+            if name not in seen:
+                seen.add(name)
+                out.append(_inline(path.parent / name, seen))
+            continue
+        if re.match(r"\s*#\s*pragma\s+once", line):
+            continue  # meaningless once inlined, and NVRTC warns about it in a main file
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def source_files():
+    """Paths of the CUDA files the backend compiles (for tests and packaging checks)."""
+    return [SOURCE_DIR / KERNEL_FILE, SOURCE_DIR / "noise.cuh", SOURCE_DIR / "philox.cuh"]
+
+
+def _kernels():
+    """(noise kernel, LUT kernel) for the current device, compiled once per process."""
+    import cupy
+
+    device = cupy.cuda.runtime.getDevice()
+    kernels = _modules.get(device)
+    if kernels is None:
+        with _compile_lock:
+            kernels = _modules.get(device)
+            if kernels is None:
+                module = cupy.RawModule(code=kernel_source(), options=COMPILE_OPTIONS)
+                kernels = (module.get_function("ll_noise_kernel"), module.get_function("ll_lut_kernel"))
+                _modules[device] = kernels
+    return kernels
+
+
+# ---------------------------------------------------------------- availability and configuration
+
+def available():
+    """(True, "") when CuPy can compile and run this backend's kernels here, else (False, reason); cached."""
+    global _available
+    if _available is None:
+        with _probe_lock:
+            if _available is None:
+                _available = _probe()
+    return _available
+
+
+def _probe():
+    """Compile the kernels and render a tiny image with each of them."""
+    try:
+        import cupy  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken CUDA install raising something else
+        return False, f"cupy is not importable: {type(exc).__name__}: {exc}"
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3) * np.uint8(13)
+    params = {"seed": 7, "alpha": 0.9, "beta": 0.8, "gamma": 2.0,
+              "noise": {"model": "poisson-gaussian", "peak": 200.0, "read_sigma": 0.01,
+                        "order": "after", "space": "srgb"}}
+    try:
+        noisy, clean = render_many(rgb, params, [(None, True), (None, False)])
+    except Exception as exc:
+        return False, f"CuPy could not run the kernels: {type(exc).__name__}: {exc}"
+    # The noise-free image is exact by construction; tests/test_cupy_backend.py checks the noisy one.
+    if not np.array_equal(clean, clean_lut(params, None, "srgb")[rgb]) or noisy.shape != rgb.shape:
+        return False, "CuPy kernels ran but returned wrong values"
+    return True, ""
+
+
+def configure(batch_megapixels=None, memory_limit_gb=None):
+    """Set the largest slice one thread keeps on the GPU and cap CuPy's device memory pool."""
+    global _slice_values
+    if batch_megapixels is not None:
+        _slice_values = _even(max(MIN_SLICE_VALUES, int(batch_megapixels * 1e6) * 3))
+    if memory_limit_gb is not None:
+        import cupy
+
+        cupy.get_default_memory_pool().set_limit(size=int(memory_limit_gb * 2 ** 30))
+
+
+def _even(n):
+    """n rounded down to an even count (a slice must start on a Philox block)."""
+    return int(n) & ~1
+
+
+# ---------------------------------------------------------------- per-image parameters (CPU)
+
+def darken_constants(params, t):
+    """float32 (alpha, beta, gamma) with step_signal(z, params, t) == beta * (alpha * z) ** gamma."""
+    alpha, beta, gamma = params["alpha"], params["beta"], params["gamma"]
+    prog = params.get("progressive")
+    if prog is None or t is None or t == prog["steps"]:
+        return np.float32(alpha), np.float32(beta), np.float32(gamma)
+    # An earlier progressive step is scale * z ** power (signal.step_signal); alpha = 1 keeps z exact.
+    scale_exp, power = step_exponents(gamma, prog["steps"], t)
+    b_prime = beta * alpha ** gamma
+    return np.float32(1.0), np.float32(b_prime ** scale_exp), np.float32(power)
+
+
+def noise_args(params, t):
+    """The scalar kernel arguments of one noisy image, in ll_noise_kernel's order."""
+    noise = params["noise"]
+    model = noise["model"]
+    key0, key1 = rng.split_key(params["seed"])
+    if model == "gaussian":
+        inv_peak, sigma = 0.0, noise["sigma"]
+    else:
+        inv_peak, sigma = 1.0 / noise["peak"], noise.get("read_sigma", 0.0)
+    alpha, beta, gamma = darken_constants(params, t)
+    return (np.uint32(key0), np.uint32(key1), np.uint32(noise_step(params, t)),
+            np.int32(_MODELS[model]), np.int32(noise["order"] == "before"),
+            np.int32(noise["space"] == "linear"),
+            np.float32(inv_peak), np.float32(sigma), alpha, beta, gamma)
+
+
+def noise_sections(params, t):
+    """The per-code arrays of one noisy image, in ll_noise_kernel's pointer order."""
+    noise = params["noise"]
+    space = noise["space"]
+    before = noise["order"] == "before"
+    signal = working_codes(space) if before else step_signal(working_codes(space), params, t)
+    tables = noise_tables(noise, signal)
+    if tables is None:  # gaussian: only the float32 signal is read
+        empty = (np.zeros(0, np.uint32), np.zeros(0, np.int32), np.zeros(0, np.int32),
+                 np.zeros(0, np.uint8), np.zeros(0, np.float64))
+        return (*empty, signal.astype(np.float32))
+    return (tables.thresholds, tables.guide, tables.kshift, tables.normal.view(np.uint8),
+            tables.lam.astype(np.float64), signal.astype(np.float32))
+
+
+class _Job:
+    """One requested output: a LUT (noise-free) or scalar args plus per-code tables (noisy)."""
+
+    def __init__(self, params, t, noisy):
+        noise = params["noise"]
+        self.clean = not noisy or noise["model"] == "none"
+        if self.clean:
+            self.args = ()
+            self.sections = (clean_lut(params, t, noise["space"]),)
+        else:
+            self.args = noise_args(params, t)
+            self.sections = noise_sections(params, t)
+        self.offsets = ()
+
+
+def _layout(jobs):
+    """Assign each job's sections a 256-byte-aligned offset in one blob; return its size."""
+    size = 0
+    for job in jobs:
+        offsets = []
+        for arr in job.sections:
+            offsets.append(size)
+            size += -(-max(arr.nbytes, 1) // ALIGN) * ALIGN
+        job.offsets = tuple(offsets)
+    return size
+
+
+def _fill(blob, jobs):
+    """Copy every job's sections into the host blob at their offsets."""
+    for job in jobs:
+        for off, arr in zip(job.offsets, job.sections):
+            blob[off:off + arr.nbytes] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+
+
+def _device_views(d_blob, job):
+    """The job's sections as typed device arrays inside the uploaded blob."""
+    return tuple(d_blob[off:off + arr.nbytes].view(arr.dtype) for off, arr in zip(job.offsets, job.sections))
+
+
+# ---------------------------------------------------------------- kernel launches
+
+def _launch(job, views, d_codes, d_out, first):
+    """Run the job's kernel on one slice of codes whose first value has global index `first`."""
+    noise_kernel, lut_kernel = _kernels()
+    n = d_codes.size
+    if job.clean:
+        grid = max(1, min(MAX_GRID, -(-n // (4 * THREADS_PER_BLOCK))))
+        lut_kernel((grid,), (THREADS_PER_BLOCK,), (d_codes, d_out, np.int64(n), views[0]))
+    else:
+        grid = max(1, min(MAX_GRID, -(-((n + 1) // 2) // THREADS_PER_BLOCK)))
+        noise_kernel((grid,), (THREADS_PER_BLOCK,),
+                     (d_codes, d_out, np.int64(n), np.int64(first), *job.args, *views))
+
+
+# ---------------------------------------------------------------- per-thread state
+
+class _ThreadState(threading.local):
+    """Each thread's CUDA stream and page-locked staging buffers."""
+
+    def __init__(self):
+        self.stream = None
+        self.pinned = {}
+
+
+_state = _ThreadState()
+
+
+def _stream():
+    """This thread's non-blocking stream (it never waits on the legacy default stream)."""
+    import cupy
+
+    if _state.stream is None:
+        _state.stream = cupy.cuda.Stream(non_blocking=True)
+    return _state.stream
+
+
+def _pinned(name, nbytes):
+    """This thread's page-locked buffer `name`, at least nbytes long (grown, never shrunk)."""
+    import cupy
+
+    buf = _state.pinned.get(name)
+    if buf is None or buf.size < nbytes:
+        capacity = max(nbytes, 0 if buf is None else buf.size + buf.size // 4, 4096)
+        mem = cupy.cuda.alloc_pinned_memory(capacity)
+        buf = np.ndarray((capacity,), np.uint8, buffer=mem)
+        _state.pinned[name] = buf
+    return buf[:nbytes]
+
+
+# ---------------------------------------------------------------- rendering
+
+def _is_cupy(arr):
+    """True for a cupy.ndarray (without importing CuPy when it was never imported)."""
+    cupy = sys.modules.get("cupy")
+    return cupy is not None and isinstance(arr, cupy.ndarray)
+
+
+def _check_input(rgb):
+    """Reject arrays the 8-bit tables cannot index."""
+    if rgb.dtype != np.uint8:
+        raise TypeError(f"cupy backend renders uint8 images, got dtype {rgb.dtype}")
+
+
+def render(rgb, params, t=None, noisy=True):
+    """The low image of step t (None: the one-shot image) for an 8-bit (H, W, 3) array (numpy or CuPy)."""
+    return render_many(rgb, params, [(t, noisy)])[0]
+
+
+def render_many(rgb, params, specs, *, slice_values=None):
+    """One low image per (t, noisy) in specs, uploading rgb once; numpy in -> numpy out, CuPy in -> CuPy out."""
+    if not _is_cupy(rgb):
+        rgb = np.asarray(rgb)
+    _check_input(rgb)
+    jobs = [_Job(params, t, noisy) for t, noisy in specs]
+    if _is_cupy(rgb):
+        return _render_on_device(rgb, jobs)
+    if not jobs:
+        return []
+    return _render_from_host(np.ascontiguousarray(rgb), jobs, slice_values or _slice_values)
+
+
+def _render_on_device(rgb, jobs):
+    """Render a CuPy input on the caller's current stream; results stay on the GPU."""
+    import cupy
+
+    flat = cupy.ascontiguousarray(rgb).reshape(-1)
+    blob = np.zeros(_layout(jobs), np.uint8)
+    _fill(blob, jobs)
+    for attempt in (0, 1):
+        try:
+            return [out.reshape(rgb.shape) for out in _device_outputs(flat, blob, jobs)]
+        except cupy.cuda.memory.OutOfMemoryError:
+            if attempt:
+                raise
+        # Every output must exist whole on the device, so slicing cannot help here: free the
+        # pool's cached blocks (the failed try's buffers are unreferenced by now) and retry once.
+        cupy.cuda.get_current_stream().synchronize()
+        cupy.get_default_memory_pool().free_all_blocks()
+
+
+def _device_outputs(flat, blob, jobs):
+    """Upload the tables and run every job on device codes; one new flat output array per job."""
+    import cupy
+
+    d_blob = cupy.empty(blob.size, cupy.uint8)
+    d_blob.set(blob)  # on the current stream; pageable memory is staged before set() returns
+    outs = []
+    for job in jobs:
+        out = cupy.empty_like(flat)
+        _launch(job, _device_views(d_blob, job), flat, out, 0)
+        outs.append(out)
+    return outs
+
+
+def _render_from_host(rgb, jobs, slice_values):
+    """Render a numpy input through this thread's stream and pinned buffers; returns numpy arrays."""
+    n = rgb.size
+    if n == 0:
+        return [np.empty_like(rgb) for _ in jobs]
+    blob = _pinned("tables", _layout(jobs))
+    _fill(blob, jobs)
+    codes = _pinned("codes", n)
+    np.copyto(codes, rgb.reshape(-1))
+    outs = _pinned("outs", n * len(jobs))
+    _run_with_fallback(codes, blob, jobs, outs, _even(max(2, min(slice_values, n + (n & 1)))))
+    return [outs[i * n:(i + 1) * n].copy().reshape(rgb.shape) for i in range(len(jobs))]
+
+
+def _slice_attempts(slice_values):
+    """Slice sizes to try in turn: the configured one, quartered down to MIN_SLICE_VALUES, that once more."""
+    sizes = [slice_values]
+    while sizes[-1] > MIN_SLICE_VALUES:
+        sizes.append(_even(max(MIN_SLICE_VALUES, sizes[-1] // 4)))
+    return sizes + [sizes[-1]]
+
+
+def _run_with_fallback(codes, blob, jobs, outs, slice_values):
+    """Run the device pass on this thread's stream, in smaller slices after an out-of-memory error."""
+    import cupy
+
+    stream = _stream()
+    attempts = _slice_attempts(slice_values)
+    try:
+        for i, size in enumerate(attempts):
+            try:
+                with stream:
+                    _device_pass(codes, blob, jobs, outs, size, stream)
+                return
+            except cupy.cuda.memory.OutOfMemoryError:
+                if i == len(attempts) - 1:
+                    raise
+            # Out of device memory: redo this image in smaller slices of the flat array.
+            # Each slice passes its global value offset to the kernel, so every value
+            # still draws the same Philox counter and the output equals an unsplit run.
+            # (Out here the failed pass's buffers are unreferenced, so the pool can free them.)
+            stream.synchronize()
+            cupy.get_default_memory_pool().free_all_blocks()
+    finally:
+        # Also after an error: the next call rewrites the pinned buffers this call's copies use.
+        stream.synchronize()
+
+
+def _device_pass(codes, blob, jobs, outs, slice_values, stream):
+    """Upload tables and codes, run every job slice by slice, queue the results into pinned `outs`."""
+    import cupy
+
+    n = codes.size
+    d_blob = cupy.empty(blob.size, cupy.uint8)
+    d_blob.set(blob, stream=stream)
+    views = [_device_views(d_blob, job) for job in jobs]
+    size = min(slice_values, n)
+    d_codes = cupy.empty(size, cupy.uint8)
+    d_out = cupy.empty(size, cupy.uint8)  # one buffer for all jobs: the stream orders reuse after each copy-out
+    for lo in range(0, n, size):
+        hi = min(n, lo + size)
+        d_in = d_codes[:hi - lo]
+        d_in.set(codes[lo:hi], stream=stream)
+        for i, job in enumerate(jobs):
+            _launch(job, views[i], d_in, d_out[:hi - lo], lo)
+            d_out[:hi - lo].get(stream=stream, out=outs[i * n + lo:i * n + hi], blocking=False)

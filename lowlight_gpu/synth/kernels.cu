@@ -1,0 +1,54 @@
+// CUDA kernels of the CuPy backend (synth/cupy_backend.py compiles this with NVRTC).
+//
+// The backend inlines the local headers into one source string before compiling,
+// so CuPy's on-disk kernel cache (keyed by source text and options) never serves
+// a build of stale headers.  Compile with --fmad=false (see noise.cuh).
+#include "noise.cuh"
+
+// One fused pass per noisy output image: uint8 code -> Philox words -> Poisson
+// search / Box-Muller -> compose -> clip -> optional darkening and sRGB curve ->
+// uint8.  One thread per Philox block (two values); float data never leaves the
+// registers.  `first` is the global index of codes[0] (even), so an image split
+// into slices draws exactly the words of the unsplit image.
+extern "C" __global__ void ll_noise_kernel(
+    const unsigned char* __restrict__ codes, unsigned char* __restrict__ out,
+    long long n, long long first,
+    unsigned int key0, unsigned int key1, unsigned int step,
+    int model, int darken, int linear,
+    float inv_peak, float sigma, float alpha, float beta, float gamma,
+    const unsigned int* __restrict__ thresholds, const int* __restrict__ guide,
+    const int* __restrict__ kshift, const unsigned char* __restrict__ normal,
+    const double* __restrict__ lam, const float* __restrict__ signal)
+{
+    const ll_noise_params p = {key0, key1, step, model, darken, linear, inv_peak, sigma, alpha, beta, gamma};
+    const ll_tables tb = {thresholds, guide, kshift, normal, lam, signal};
+    const long long blocks = (n + 1) / 2;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < blocks; j += stride)
+        ll_noise_pair(p, tb, codes, out, n, first, j);
+}
+
+// Noise-free images: out[i] = lut[codes[i]] through a 256-byte table in shared memory.
+extern "C" __global__ void ll_lut_kernel(
+    const unsigned char* __restrict__ codes, unsigned char* __restrict__ out, long long n,
+    const unsigned char* __restrict__ lut)
+{
+    __shared__ unsigned char table[256];
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) table[i] = lut[i];
+    __syncthreads();
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    const long long start = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    // Four bytes per access when both pointers allow it (CuPy allocations are 256-byte aligned).
+    if ((((unsigned long long)codes | (unsigned long long)out) & 3) == 0) {
+        const long long words = n / 4;
+        const uchar4* in4 = reinterpret_cast<const uchar4*>(codes);
+        uchar4* out4 = reinterpret_cast<uchar4*>(out);
+        for (long long i = start; i < words; i += stride) {
+            const uchar4 c = in4[i];
+            out4[i] = make_uchar4(table[c.x], table[c.y], table[c.z], table[c.w]);
+        }
+        for (long long i = 4 * words + start; i < n; i += stride) out[i] = table[codes[i]];
+    } else {
+        for (long long i = start; i < n; i += stride) out[i] = table[codes[i]];
+    }
+}

@@ -1,0 +1,167 @@
+// Per-value noise of one low image: the CUDA twin of synth/numpy_backend.py.
+//
+// Everything here is __host__ __device__ so a host program can run the exact
+// kernel body on a CPU (tests/host_philox.cu).  Float arithmetic mirrors numpy
+// operation by operation in float32 (numpy 2 casts Python-float constants to
+// float32 when they meet a float32 array).  It must be compiled WITHOUT
+// multiply-add contraction (nvcc/NVRTC --fmad=false, g++ -ffp-contract=off):
+// a fused a*b+c rounds once where numpy rounds twice.  (CuPy also passes
+// -ftz=true; float32 subnormals here only ever quantize to code 0, so flushing
+// them changes no output.)
+//
+// numpy's float32 log/cos/sin/pow are SIMD routines a few ulp from exact, and
+// CUDA's are too, in other places.  We evaluate them in double and round once,
+// which is the correctly rounded float32 answer in all but astronomically rare
+// double-rounding cases; the two backends then differ only where numpy is off
+// by an ulp AND that ulp crosses an 8-bit rounding boundary (about 1e-6 of values).
+// The double math is cheap on data-centre GPUs (full-rate FP64); on consumer
+// cards (FP64 at 1/64 rate) a 12 MP image still costs less than its PCIe copies.
+#pragma once
+
+#include "philox.cuh"
+
+#if !defined(__CUDACC_RTC__)
+#  include <math.h>
+#endif
+
+// noise model of ll_noise_params.model (numpy_backend.add_noise)
+#define LL_MODEL_POISSON_READ 0  // poisson-gaussian and brooks: k / peak + read_sigma * n
+#define LL_MODEL_POISSON 1       // k / peak
+#define LL_MODEL_GAUSSIAN 2      // signal[c] + sigma * n
+
+#define LL_GUIDE_BUCKETS 256     // poisson.GUIDE_BUCKETS: guide rows have 257 entries
+#define LL_GUIDE_SHIFT 24        // 32 - poisson.GUIDE_BITS
+
+// Scalars of one output image, computed on the CPU (cupy_backend.noise_args).
+struct ll_noise_params {
+    unsigned int key0, key1;  // rng.split_key(seed)
+    unsigned int step;        // numpy_backend.noise_step
+    int model;                // LL_MODEL_*
+    int darken;               // noise.order == before: darken each noisy value
+    int linear;               // noise.space == linear: back to sRGB per value
+    float inv_peak;           // float32(1 / peak)
+    float sigma;              // float32(read_sigma), or float32(sigma) for the gaussian model
+    // Darkening z -> beta * (alpha * z) ** gamma, all float32.  A progressive
+    // step t < T is scale * z ** power, i.e. alpha = 1, beta = scale, gamma = power.
+    float alpha, beta, gamma;
+};
+
+// Per-code tables of one output image (poisson.PoissonTables and the float32 signal).
+struct ll_tables {
+    const unsigned int* thresholds;  // uint32 (M,)
+    const int* guide;                // int32 (256 * 257,)
+    const int* kshift;               // int32 (256,)
+    const unsigned char* normal;     // bool (256,)
+    const double* lam;               // float64 (256,)
+    const float* signal;             // float32 (256,): the gaussian model's clean value per code
+};
+
+// float32 transcendentals, rounded once from double (see the header comment).
+LL_HD float ll_logf(float x) { return (float)log((double)x); }
+LL_HD float ll_powf(float x, float y) { return (float)pow((double)x, (double)y); }
+
+// numpy_backend.box_muller on one pair of words: two float32 N(0, 1) values.
+LL_HD void ll_box_muller(unsigned int w_radius, unsigned int w_angle, float* n0, float* n1)
+{
+    const float inv_2_24 = (float)(1.0 / 16777216.0);
+    const float two_pi = (float)(2.0 * 3.14159265358979323846);
+    const float u1 = ((float)(w_radius >> 8) + 0.5f) * inv_2_24;  // in (0, 1): log() stays finite
+    const float theta = (float)(w_angle >> 8) * inv_2_24 * two_pi;
+    const float radius = sqrtf(-2.0f * ll_logf(u1));
+#if defined(__CUDA_ARCH__)
+    double s, c;
+    sincos((double)theta, &s, &c);  // one shared range reduction
+#else
+    const double s = sin((double)theta), c = cos((double)theta);
+#endif
+    *n0 = radius * (float)c;
+    *n1 = radius * (float)s;
+}
+
+// poisson.ndtri: Acklam's inverse normal CDF, in the same operation order as numpy.
+LL_HD double ll_ndtri(double p)
+{
+    const double a0 = -3.969683028665376e01, a1 = 2.209460984245205e02, a2 = -2.759285104469687e02,
+                 a3 = 1.383577518672690e02, a4 = -3.066479806614716e01, a5 = 2.506628277459239e00;
+    const double b0 = -5.447609879822406e01, b1 = 1.615858368580409e02, b2 = -1.556989798598866e02,
+                 b3 = 6.680131188771972e01, b4 = -1.328068155288572e01;
+    const double c0 = -7.784894002430293e-03, c1 = -3.223964580411365e-01, c2 = -2.400758277161838e00,
+                 c3 = -2.549732539343734e00, c4 = 4.374664141464968e00, c5 = 2.938163982698783e00;
+    const double d0 = 7.784695709041462e-03, d1 = 3.224671290700398e-01, d2 = 2.445134137142996e00,
+                 d3 = 3.754408661907416e00;
+    const double q = fmin(p, 1.0 - p);
+    const double t = sqrt(-2.0 * log(q));
+    double tail = (((((c0 * t + c1) * t + c2) * t + c3) * t + c4) * t + c5) /
+                  ((((d0 * t + d1) * t + d2) * t + d3) * t + 1.0);
+    const double h = p - 0.5;
+    const double r = h * h;  // numpy evaluates (p - 0.5) ** 2 as a square
+    const double central = (((((a0 * r + a1) * r + a2) * r + a3) * r + a4) * r + a5) * h /
+                           (((((b0 * r + b1) * r + b2) * r + b3) * r + b4) * r + 1.0);
+    if (p >= 0.5) tail = -tail;  // the tail formula is the lower tail; mirror it above 0.5
+    return q < 0.02425 ? tail : central;
+}
+
+// poisson.sample for one value: table inversion, or the normal approximation for huge rates.
+LL_HD long long ll_poisson(const ll_tables& tb, int code, unsigned int u)
+{
+    if (tb.normal[code]) {
+        const double lam = tb.lam[code];
+        const double z = ll_ndtri(((double)u + 0.5) / 4294967296.0);
+        return (long long)fmax(floor(lam + sqrt(lam) * z + 0.5), 0.0);
+    }
+    const int g = code * (LL_GUIDE_BUCKETS + 1) + (int)(u >> LL_GUIDE_SHIFT);
+    int pos = tb.guide[g];
+    const int end = tb.guide[g + 1];
+    while (pos < end && tb.thresholds[pos] <= u) ++pos;  // usually zero or one step
+    return (long long)pos + tb.kshift[code];
+}
+
+// Lv et al.'s darkening of one float32 value (signal.step_signal on a float32 array).
+LL_HD float ll_darken(const ll_noise_params& p, float z)
+{
+    return p.beta * ll_powf(p.alpha * z, p.gamma);
+}
+
+// signal.linear_to_srgb on one float32 value, constants rounded to float32 as numpy does.
+LL_HD float ll_linear_to_srgb(float v)
+{
+    const float knee = (float)0.0031308;
+    if (v <= knee) return v * (float)12.92;
+    return (float)1.055 * ll_powf(fmaxf(v, knee), (float)(1.0 / 2.4)) - (float)0.055;
+}
+
+// numpy_backend.quantize: [0, 1] -> uint8, rounding half up.
+LL_HD unsigned char ll_quantize(float v)
+{
+    return (unsigned char)(int)floorf(v * 255.0f + 0.5f);
+}
+
+// One noisy output code from its input code, its Poisson word and its normal.
+LL_HD unsigned char ll_noisy_value(const ll_noise_params& p, const ll_tables& tb, int code,
+                                   unsigned int word, float normal)
+{
+    float z;
+    if (p.model == LL_MODEL_GAUSSIAN) {
+        z = tb.signal[code] + p.sigma * normal;
+    } else {
+        z = (float)ll_poisson(tb, code, word) * p.inv_peak;
+        if (p.model == LL_MODEL_POISSON_READ) z = z + p.sigma * normal;
+    }
+    z = fminf(fmaxf(z, 0.0f), 1.0f);
+    if (p.darken) z = ll_darken(p, z);
+    if (p.linear) z = ll_linear_to_srgb(z);
+    return ll_quantize(z);
+}
+
+// The two values served by Philox block `j` of a slice of n values that starts
+// at global value `first` (even): value 2j+v uses word v and normal v.
+LL_HD void ll_noise_pair(const ll_noise_params& p, const ll_tables& tb, const unsigned char* codes,
+                         unsigned char* out, long long n, long long first, long long j)
+{
+    const ll_words w = ll_noise_block_words((unsigned long long)(first / 2 + j), p.step, p.key0, p.key1);
+    float n0 = 0.0f, n1 = 0.0f;
+    if (p.model != LL_MODEL_POISSON) ll_box_muller(w.w[2], w.w[3], &n0, &n1);
+    const long long i = 2 * j;
+    out[i] = ll_noisy_value(p, tb, codes[i], w.w[0], n0);
+    if (i + 1 < n) out[i + 1] = ll_noisy_value(p, tb, codes[i + 1], w.w[1], n1);
+}

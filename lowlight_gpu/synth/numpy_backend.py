@@ -1,0 +1,107 @@
+"""CPU backend: apply a pair's params to an 8-bit RGB image with numpy.
+
+The pure-numpy code here is the reference every other backend is checked
+against.  When numba is installed, the per-pixel noise loop runs through the
+compiled twin in ``synth/cpu_kernel.py`` instead, which draws the same words and
+does the same float32 arithmetic.
+"""
+
+import numpy as np
+
+from .. import rng
+from . import cpu_kernel, poisson
+from .signal import clean_lut, step_signal, to_output, working_codes
+
+NAME = "numpy"
+
+# Values per chunk: keeps the Philox state and temporaries inside L2.
+CHUNK_VALUES = 1 << 15
+_INV_2_24 = np.float32(1.0 / (1 << 24))
+_TWO_PI = np.float32(2.0 * np.pi)
+
+
+def noise_step(params, t):
+    """Counter ``step`` word of the noise stream: 0 for the final low image, t for an earlier step."""
+    prog = params.get("progressive")
+    return 0 if prog is None or t is None or t == prog["steps"] else int(t)
+
+
+def box_muller(w_radius, w_angle):
+    """Two independent float32 N(0, 1) arrays from two arrays of 32-bit words."""
+    u1 = ((w_radius >> 8).astype(np.float32) + np.float32(0.5)) * _INV_2_24  # in (0, 1): log() stays finite
+    theta = (w_angle >> 8).astype(np.float32) * _INV_2_24 * _TWO_PI
+    radius = np.sqrt(np.float32(-2.0) * np.log(u1))
+    return radius * np.cos(theta), radius * np.sin(theta)
+
+
+def noise_words(seed, step, first_value, count):
+    """(poisson word, normal) per value for values [first_value, first_value + count); first_value is even."""
+    nblocks = (count + 1) // 2
+    words = rng.random_blocks(seed, step, rng.STREAM_NOISE, first_value // 2, nblocks)
+    # Block j serves values 2j and 2j+1: words 0/1 drive their Poisson draws, words 2/3 their normals.
+    poisson_words = words[:, :2].reshape(-1)[:count]
+    n0, n1 = box_muller(words[:, 2], words[:, 3])
+    normals = np.stack((n0, n1), axis=1).reshape(-1)[:count]
+    return poisson_words, normals
+
+
+def add_noise(codes, signal, tables, noise, words, normals):
+    """Noisy float32 values in [0, 1] for codes whose clean value is signal[code]."""
+    model = noise["model"]
+    if model == "gaussian":
+        z = signal.astype(np.float32)[codes] + np.float32(noise["sigma"]) * normals
+    else:
+        k = poisson.sample(tables, codes, words)
+        z = k.astype(np.float32) * np.float32(1.0 / noise["peak"])
+        if model != "poisson":  # poisson-gaussian and brooks add read noise
+            z += np.float32(noise["read_sigma"]) * normals
+    return np.clip(z, np.float32(0.0), np.float32(1.0), out=z)
+
+
+def quantize(v):
+    """float32 values in [0, 1] to uint8 codes, rounding half up (the same rule as the lookup tables)."""
+    return np.floor(v * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+
+
+def noise_tables(noise, signal):
+    """Poisson tables for this signal, or None for a model without shot noise."""
+    return None if noise["model"] == "gaussian" else poisson.build_tables(noise["peak"] * signal)
+
+
+def render(rgb, params, t=None, noisy=True):
+    """The low image of step t (None: the one-shot image) for an 8-bit (H, W, 3) array."""
+    noise = params["noise"]
+    space = noise["space"]
+    if not noisy or noise["model"] == "none":
+        return clean_lut(params, t, space)[rgb]
+    before = noise["order"] == "before"
+    signal = working_codes(space) if before else step_signal(working_codes(space), params, t)
+    tables = noise_tables(noise, signal)
+    step = noise_step(params, t)
+    flat = np.ascontiguousarray(rgb).reshape(-1)
+    if cpu_kernel.AVAILABLE and not before and space == "srgb":  # fused numba twin of the loop below (cpu_kernel.py)
+        return cpu_kernel.render_noisy(flat, signal, tables, noise, params["seed"], step).reshape(rgb.shape)
+    return render_noisy_reference(flat, signal, tables, params, t, step).reshape(rgb.shape)
+
+
+def render_noisy_reference(flat, signal, tables, params, t, step):
+    """The pure-numpy noisy path of render() on flat uint8 codes; returns flat uint8 codes."""
+    noise = params["noise"]
+    space = noise["space"]
+    before = noise["order"] == "before"
+    out = np.empty_like(flat)
+    for lo in range(0, flat.size, CHUNK_VALUES):
+        codes = flat[lo:lo + CHUNK_VALUES]
+        words, normals = noise_words(params["seed"], step, lo, codes.size)
+        z = add_noise(codes, signal, tables, noise, words, normals)
+        if before:
+            z = step_signal(z, params, t).astype(np.float32)
+        if space == "linear":
+            z = to_output(z, space).astype(np.float32)
+        out[lo:lo + codes.size] = quantize(z)
+    return out
+
+
+def render_many(rgb, params, specs):
+    """The low images for specs, a list of (t, noisy), in order."""
+    return [render(rgb, params, t, noisy) for t, noisy in specs]

@@ -1,0 +1,71 @@
+"""Tools that read a generated dataset: verify (replay and compare), preview (contact sheet), report (statistics).
+
+They share the helpers below: reading the manifest, picking a deterministic
+spread of rows, and finding the config the dataset was made with.
+"""
+
+import dataclasses
+import json
+import os
+
+from ..config import ConfigError, config_from_dict
+from ..manifest import read_rows
+
+MANIFEST = "manifest.jsonl"
+
+
+def manifest_path(output_dir):
+    """OUTPUT/manifest.jsonl, or ConfigError (one line) when the dataset has none."""
+    path = os.path.join(os.fspath(output_dir), MANIFEST)
+    if not os.path.isfile(path):
+        raise ConfigError(f"output: no {MANIFEST} in '{output_dir}'; generate the dataset first "
+                          "(or --merge its shards)")
+    return path
+
+
+def count_rows(path):
+    """The number of complete lines of a .jsonl file (one row each), counted without parsing JSON."""
+    n = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            n += chunk.count(b"\n")
+    return n
+
+
+def sample(output_dir, n=None):
+    """(total rows, iterator over the rows at spread(total, n)), streamed from the manifest; all rows when n is None."""
+    path = manifest_path(output_dir)
+    total = count_rows(path)
+    wanted = None if n is None else set(spread(total, n))
+    return total, _pick(read_rows(path), wanted)
+
+
+def _pick(rows, wanted):
+    """The rows whose index is in wanted (all when None), stopping after the last one wanted."""
+    last = max(wanted, default=-1) if wanted is not None else None
+    for i, row in enumerate(rows):
+        if last is not None and i > last:
+            return
+        if wanted is None or i in wanted:
+            yield row
+
+
+def spread(count, n):
+    """n indices spread evenly over range(count): every (count/n)-th, starting with the first; all when n >= count."""
+    if n is None or n >= count:
+        return list(range(count))
+    # i * count // n is strictly increasing for n <= count, so the picks are distinct and deterministic.
+    return [i * count // n for i in range(n)]
+
+
+def recorded_config(output_dir, fallback):
+    """The Config the dataset was made with (OUTPUT/dataset.json), with fallback's input and output; fallback if unreadable."""
+    try:
+        with open(os.path.join(os.fspath(output_dir), "dataset.json"), encoding="utf-8") as f:
+            raw = json.load(f)["config"]
+        cfg = config_from_dict(raw)
+    except (OSError, ValueError, KeyError, TypeError):  # ConfigError is a ValueError
+        return fallback
+    if fallback is None:
+        return cfg
+    return dataclasses.replace(cfg, input=fallback.input, output=fallback.output)

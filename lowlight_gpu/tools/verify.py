@@ -1,0 +1,167 @@
+"""--verify [N]: replay manifest rows from their recorded params and seed, and compare with the files on disk.
+
+Which rows: all of them, or N spread evenly over the manifest (rows 0, k, 2k, ...
+with k = total / N), so a partial check samples the whole dataset
+deterministically rather than only its first sources.
+
+How: each row's source is decoded from ``config.input`` as the pipeline
+decodes it, every planned image of the pair (``layout.plan_outputs`` of the
+config recorded in OUTPUT/dataset.json) is re-rendered on the numpy backend
+from the row's params, and the decoded pixels of each file on disk (alpha
+included) are compared with the replayed ones.  Pixels, not bytes: a PNG
+re-encoded by another zlib is still the same dataset.
+
+Tolerance: exact, except for rows whose ``backend`` is not the replaying one
+(numpy), where the documented cross-backend tolerance applies to rendered
+images: at most 1 LSB on at most 0.01 % of the values.  The high image is
+never rendered, so it must always match exactly.
+
+Exit codes: 0 every file matches; 1 some file differs or is missing (each is
+named on its own line); 3 nothing differs but some rows could not be
+replayed (source gone, unreadable or changed size).
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .. import imageio, layout, synth
+from ..params import pair_seed, sample_params
+from . import recorded_config, sample
+
+EXIT_OK, EXIT_DIFFERS, EXIT_UNREPLAYABLE = 0, 1, 3
+REPLAY_BACKEND = "numpy"
+# Cross-backend tolerance (ARCHITECTURE.md): <= 1 LSB on <= 0.01 % of the values.
+TOLERANCE_LSB = 1
+TOLERANCE_FRACTION = 1e-4
+
+DIFFERS, MISSING, UNREPLAYABLE = "DIFFERS", "MISSING", "CANNOT REPLAY"
+
+
+def main(config, n=None, out=None):
+    """Verify n rows (None: all) of config.output; print one line per problem and a summary; return the exit code."""
+    import sys
+
+    from ..pipeline import resolve_workers
+
+    out = out or sys.stdout
+    total, rows = sample(config.output, n)
+    cfg = recorded_config(config.output, config)
+    if cfg.fingerprint() != config.fingerprint():
+        print(f"lowlight-gpu: verify: note: replaying with the config recorded in "
+              f"{os.path.join(config.output, 'dataset.json')} (it differs from the one given)", file=out)
+    counts = {DIFFERS: 0, MISSING: 0, UNREPLAYABLE: 0}
+    checked = files = 0
+    with ThreadPoolExecutor(max_workers=resolve_workers(config.workers)) as pool:
+        # map keeps manifest order, so the report reads the same on every run.
+        for n_files, problems in pool.map(lambda row: check_row(row, cfg), rows):
+            checked += 1
+            files += n_files
+            for kind, name, detail in problems:
+                counts[kind] += 1
+                print(f"{kind}: {name}: {detail}", file=out)
+    print(summary(checked, total, files, counts), file=out)
+    if counts[DIFFERS] or counts[MISSING]:
+        return EXIT_DIFFERS
+    return EXIT_UNREPLAYABLE if counts[UNREPLAYABLE] else EXIT_OK
+
+
+def summary(checked, total, files, counts):
+    """The closing line of a verify run."""
+    head = f"lowlight-gpu: verify: {checked} of {total} rows replayed, {files} files compared"
+    if not any(counts.values()):
+        return f"{head}: all match"
+    parts = [f"{counts[DIFFERS]} differ", f"{counts[MISSING]} missing",
+             f"{counts[UNREPLAYABLE]} rows cannot be replayed"]
+    return f"{head}: " + ", ".join(p for p in parts if not p.startswith("0 "))
+
+
+def check_row(row, cfg):
+    """Replay one manifest row; returns (files compared, [(kind, file or source, detail), ...])."""
+    source = row.get("source", "?")
+    try:
+        plan = row_plan(row, cfg)
+    except ValueError as exc:
+        return 0, [(DIFFERS, "manifest.jsonl", f"row '{source}': {exc}")]
+    src_path = os.path.join(cfg.input, source)
+    if not os.path.isfile(src_path):
+        return 0, [(UNREPLAYABLE, source, f"source '{src_path}' is gone (is input set as when it was generated?)")]
+    try:
+        decoded = imageio.decode(src_path, cfg.max_pixels)
+    except imageio.DecodeError as exc:
+        return 0, [(UNREPLAYABLE, source, f"source '{src_path}' cannot be decoded: {exc}")]
+    h, w = decoded.rgb.shape[:2]
+    if (row.get("width"), row.get("height")) != (w, h):
+        return 0, [(UNREPLAYABLE, source, f"source '{src_path}' is {w}x{h} now, "
+                                          f"{row.get('width')}x{row.get('height')} when generated")]
+    problems = check_params(row, cfg)
+    params = row["params"]
+    lows = synth.get(REPLAY_BACKEND).render_many(decoded.rgb, params, [(t, noisy) for _, t, noisy, _ in plan[1:]])
+    lenient = row.get("backend", REPLAY_BACKEND) != REPLAY_BACKEND
+    for (role, _, _, rel), rgb in zip(plan, [decoded.rgb] + lows):
+        problem = compare_file(os.path.join(cfg.output, rel), rgb, decoded.alpha, cfg.max_pixels,
+                               lenient and role != "high")
+        if problem:
+            problems.append((problem[0], rel, problem[1]))
+    return len(plan), problems
+
+
+def row_plan(row, cfg):
+    """The pipeline's plan of the row's pair, checked against the paths the row records; ValueError if they disagree."""
+    split_name = row.get("split")
+    prefix = layout.folder(cfg.layout, "high", split_name) + "/"
+    high = row.get("high", "")
+    if not high.startswith(prefix) or "params" not in row:
+        raise ValueError(f"high '{high}' is not under '{prefix}' of layout '{cfg.layout}' (or params are missing)")
+    plan = layout.plan_outputs(high[len(prefix):], cfg, split_name)
+    planned = {rel for _, _, _, rel in plan}
+    recorded = {high, row.get("low")} | {s["path"] for s in row.get("steps", []) + row.get("clean_steps", [])}
+    if row.get("clean_low"):
+        recorded.add(row["clean_low"])
+    stray = sorted(str(r) for r in recorded - planned)
+    if stray:
+        raise ValueError(f"records {', '.join(stray)}, which the recorded config does not plan")
+    return plan
+
+
+def check_params(row, cfg):
+    """A problem when the row's seed or params are not those its source and the run seed give."""
+    seed = pair_seed(cfg.seed, row["source"])
+    if row.get("seed") != seed or row["params"] != sample_params(seed, cfg):
+        return [(DIFFERS, "manifest.jsonl", f"row '{row['source']}': seed or params are not those of "
+                                            f"(seed {cfg.seed}, source); replaying the recorded ones")]
+    return []
+
+
+def compare_file(path, rgb, alpha, max_pixels, lenient):
+    """None when the image at path has these pixels (and alpha), else (kind, detail)."""
+    if not os.path.isfile(path):
+        return MISSING, "in the manifest but not on disk"
+    try:
+        disk = imageio.decode(path, max_pixels)
+    except imageio.DecodeError as exc:
+        return DIFFERS, f"cannot be decoded: {exc}"
+    if disk.rgb.shape != rgb.shape:
+        return DIFFERS, f"is {disk.rgb.shape[1]}x{disk.rgb.shape[0]}, replay is {rgb.shape[1]}x{rgb.shape[0]}"
+    if (disk.alpha is None) != (alpha is None):
+        return DIFFERS, "has an alpha channel" if alpha is None else "lost its alpha channel"
+    problem = pixel_difference(disk.rgb, rgb, lenient)
+    if problem is None and alpha is not None:
+        problem = pixel_difference(disk.alpha, alpha, False)
+        problem = problem and "alpha: " + problem
+    return problem and (DIFFERS, problem)
+
+
+def pixel_difference(got, want, lenient):
+    """None when got equals want (within the cross-backend tolerance if lenient), else a one-line description."""
+    diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    n = int(np.count_nonzero(diff))
+    if n == 0:
+        return None
+    worst = int(diff.max())
+    if lenient and worst <= TOLERANCE_LSB and n <= TOLERANCE_FRACTION * diff.size:
+        return None
+    where = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    return (f"{n} of {diff.size} values differ (max |diff| {worst} at row {where[0]}, column {where[1]})"
+            + (" beyond the cross-backend tolerance" if lenient else ""))

@@ -1,0 +1,361 @@
+"""GPU acceptance check of the CuPy backend: equality with numpy, kernel throughput, speed-ups.
+
+Run through scripts/gpu_check.sh on a GPU machine (no network, source checkout
+on PYTHONPATH).  Writes OUTDIR/gpu_check.json and prints a readable summary.
+Each section is independent: one that fails records its error and the rest run.
+
+    python scripts/gpu_check.py OUTDIR [--pytest-rc N] [--samples DIR] [--workers 16]
+"""
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lowlight_gpu.config import config_from_dict  # noqa: E402
+from lowlight_gpu.params import sample_params  # noqa: E402
+from lowlight_gpu.synth import cupy_backend, numpy_backend  # noqa: E402
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+BENCH_SHAPE = (3000, 4000, 3)   # 12 megapixels
+MAX_CHECK_PIXELS = 4_000_000    # larger sample photos are centre-cropped for the equality check
+# Peak memory bandwidth (bytes/s) by device name, for when CUDA no longer reports the memory clock.
+PEAK_BANDWIDTH = [("H200", 4.8e12), ("H100 NVL", 3.9e12), ("H100 PCIe", 2.0e12), ("H100", 3.35e12),
+                  ("A100-SXM4-80GB", 2.039e12), ("A100", 1.555e12)]
+PROGRESSIVE = {"progressive": {"enabled": True, "steps": 10, "save": "all"}}
+
+
+# ---------------------------------------------------------------- small helpers
+
+def median_seconds(fn, runs, warmup=1):
+    """Median wall time of fn() over `runs` calls after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def gpu_median_seconds(cupy, fn, runs, warmup=3):
+    """Median GPU time of fn() measured with CUDA events on the current stream."""
+    for _ in range(warmup):
+        fn()
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    times = []
+    for _ in range(runs):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
+    return statistics.median(times)
+
+
+def compare(got, want):
+    """Share of identical values and the largest absolute difference."""
+    diff = np.abs(got.astype(np.int16) - want)
+    return {"values": int(diff.size), "identical_fraction": float(np.mean(diff == 0)), "max_abs_diff": int(diff.max())}
+
+
+def merge(rows):
+    """Combine compare() rows: total values, overall identical share, worst difference."""
+    total = sum(r["values"] for r in rows)
+    same = sum(r["identical_fraction"] * r["values"] for r in rows)
+    return {"values": total, "identical_fraction": same / max(total, 1),
+            "max_abs_diff": max((r["max_abs_diff"] for r in rows), default=0)}
+
+
+def sample_files(folder):
+    """Image files directly in folder, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_rgb(path):
+    """An image file as a uint8 (H, W, 3) array, decoded with Pillow."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def centre_crop(rgb, max_pixels):
+    """The central part of rgb with at most max_pixels pixels (same aspect ratio)."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, (max_pixels / (h * w)) ** 0.5)
+    ch, cw = max(1, int(h * scale)), max(1, int(w * scale))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return np.ascontiguousarray(rgb[top:top + ch, left:left + cw])
+
+
+def synthetic_photos(count=8, shape=(1500, 2000)):
+    """Smooth gradients with mild texture, standing in for photos when samples/ has none."""
+    h, w = shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = []
+    for i in range(count):
+        r = 127.5 + 127.5 * np.sin(x / (97 + 13 * i) + i)
+        g = 255.0 * y / h
+        b = 255.0 * ((x + y + 50 * i) % w) / w
+        noise = np.random.default_rng(i).normal(0, 4, (h, w, 3))
+        out.append(np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8))
+    return out
+
+
+def write_synthetic(folder, count=8):
+    """Write synthetic_photos() as PNG files into folder; returns their paths."""
+    paths = []
+    for i, rgb in enumerate(synthetic_photos(count)):
+        path = Path(folder) / f"synthetic{i:02d}.png"
+        Image.fromarray(rgb).save(path, compress_level=1)
+        paths.append(path)
+    return paths
+
+
+def encode_png(rgb, compress_level=1):
+    """PNG bytes of rgb."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- sections
+
+def device_info(cupy):
+    """Name, memory, SM count and peak memory bandwidth of device 0."""
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    info = {"name": name, "total_memory_gib": props.get("totalGlobalMem", 0) / 2 ** 30,
+            "multiprocessors": props.get("multiProcessorCount"),
+            "compute_capability": f"{props.get('major')}.{props.get('minor')}",
+            "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+            "cuda_driver": cupy.cuda.runtime.driverGetVersion(), "cupy": cupy.__version__}
+    info["peak_bandwidth_Bps"], info["peak_bandwidth_source"] = peak_bandwidth(cupy, props, name)
+    return info
+
+
+def peak_bandwidth(cupy, props, name):
+    """Peak DRAM bandwidth in bytes/s and where the number came from."""
+    clock_khz, bus_bits = props.get("memoryClockRate"), props.get("memoryBusWidth")
+    source = "getDeviceProperties"
+    if not clock_khz or not bus_bits:
+        try:  # cudaDevAttrMemoryClockRate = 36, cudaDevAttrGlobalMemoryBusWidth = 37
+            clock_khz = cupy.cuda.runtime.deviceGetAttribute(36, 0)
+            bus_bits = cupy.cuda.runtime.deviceGetAttribute(37, 0)
+            source = "deviceGetAttribute"
+        except Exception:
+            clock_khz = bus_bits = None
+    if clock_khz and bus_bits:
+        return clock_khz * 1e3 * 2 * bus_bits / 8, source  # double data rate
+    for key, value in PEAK_BANDWIDTH:
+        if key in name:
+            return value, f"table ({key})"
+    return None, "unknown"
+
+
+def availability():
+    """cupy_backend.available() and how long the first call (compile or cache load) took."""
+    t0 = time.perf_counter()
+    ok, reason = cupy_backend.available()
+    return {"available": ok, "reason": reason, "first_call_s": time.perf_counter() - t0}
+
+
+def equality_on_samples(images):
+    """cupy vs numpy_backend.render on each photo: default params and a 10-step progressive chain."""
+    report = {"images": [], "default": None, "progressive_noise": None}
+    default_rows, prog_rows = [], []
+    for i, (name, rgb) in enumerate(images):
+        rgb = centre_crop(rgb, MAX_CHECK_PIXELS)
+        params = sample_params(1000 + i, config_from_dict({}))
+        default_rows.append(compare(cupy_backend.render(rgb, params), numpy_backend.render(rgb, params)))
+        pp = sample_params(2000 + i, config_from_dict(PROGRESSIVE))
+        specs = [(t, True) for t in range(1, 11)] + [(10, False)]
+        gots = cupy_backend.render_many(rgb, pp, specs)
+        rows = [compare(got, numpy_backend.render(rgb, pp, t, noisy)) for got, (t, noisy) in zip(gots, specs)]
+        prog_rows.extend(rows)
+        report["images"].append({"name": name, "shape": list(rgb.shape), "default": default_rows[-1],
+                                 "progressive_noise": merge(rows)})
+    report["default"], report["progressive_noise"] = merge(default_rows), merge(prog_rows)
+    return report
+
+
+def kernel_throughput(cupy, peak, runs=30):
+    """GPU time of the fused noisy kernel (and the LUT kernel) on a 12 MP uint8 image, as bandwidth."""
+    rgb = np.random.default_rng(0).integers(0, 256, BENCH_SHAPE, dtype=np.uint8)
+    params = sample_params(1, config_from_dict({}))
+    d_in = cupy.asarray(rgb.reshape(-1))
+    d_out = cupy.empty_like(d_in)
+    result = {"shape": list(BENCH_SHAPE), "runs": runs, "bytes_per_run": 2 * rgb.size,
+              "note": "bytes = 1 read + 1 write per value; table reads not counted"}
+    # Kernel-only timing needs the backend's launch helpers (the public API also builds tables on the CPU).
+    for label, noisy in (("noisy", True), ("clean_lut", False)):
+        job = cupy_backend._Job(params, None, noisy)
+        blob = np.zeros(cupy_backend._layout([job]), np.uint8)
+        cupy_backend._fill(blob, [job])
+        views = cupy_backend._device_views(cupy.asarray(blob), job)
+        seconds = gpu_median_seconds(cupy, lambda: cupy_backend._launch(job, views, d_in, d_out, 0), runs)
+        same = np.array_equal(cupy.asnumpy(d_out).reshape(rgb.shape), cupy_backend.render(rgb, params, None, noisy))
+        rate = 2 * rgb.size / seconds
+        result[label] = {"median_s": seconds, "bytes_per_s": rate, "values_per_s": rgb.size / seconds,
+                         "fraction_of_peak": rate / peak if peak else None, "matches_render": same}
+    return result
+
+
+def noise_speedup(runs=5):
+    """12 MP noisy render: numpy backend vs cupy backend with transfers, numpy in and out."""
+    rgb = np.random.default_rng(1).integers(0, 256, BENCH_SHAPE, dtype=np.uint8)
+    params = sample_params(2, config_from_dict({}))
+    t_numpy = median_seconds(lambda: numpy_backend.render(rgb, params), runs=3)
+    t_cupy = median_seconds(lambda: cupy_backend.render(rgb, params), runs=runs, warmup=2)
+    return {"shape": list(BENCH_SHAPE), "numpy_s": t_numpy, "cupy_s": t_cupy, "speedup": t_numpy / t_cupy}
+
+
+def end_to_end(paths, workers=16, min_pairs=64, compress_level=1):
+    """Pairs/s of decode -> render -> PNG encode per backend, and of decode -> encode alone (the floor).
+
+    Hook for the lead: this local loop (Pillow decode, one noisy low image per pair,
+    ThreadPoolExecutor(workers), PNG at compress_level) stands in for the pipeline;
+    replace its body with a pipeline run per backend when wiring it up.
+    """
+    items = [paths[i % len(paths)] for i in range(max(min_pairs, len(paths)))]
+    config = config_from_dict({})
+    outputs = {}
+
+    def pair(backend, i, path):
+        rgb = load_rgb(path)
+        low = backend.render_many(rgb, sample_params(i, config), [(None, True)])[0]
+        outputs[i] = low
+        return len(encode_png(low, compress_level))
+
+    def floor(i, path):
+        load_rgb(path)
+        return len(encode_png(outputs[i], compress_level))
+
+    def run(fn):
+        with ThreadPoolExecutor(workers) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(fn, range(len(items)), items))
+            return len(items) / (time.perf_counter() - t0)
+
+    result = {"pairs": len(items), "workers": workers, "distinct_inputs": len(paths)}
+    pair(numpy_backend, 0, items[0])  # warm-up: numba JIT (if installed), file cache
+    run(lambda i, p: pair(cupy_backend, i, p))  # warm-up: per-thread streams and pinned buffers
+    for backend in (numpy_backend, cupy_backend):
+        result[f"{backend.NAME}_pairs_per_s"] = run(lambda i, p, b=backend: pair(b, i, p))
+    result["floor_pairs_per_s"] = run(floor)
+    result["cupy_vs_numpy"] = result["cupy_pairs_per_s"] / result["numpy_pairs_per_s"]
+    result["cupy_vs_floor"] = result["cupy_pairs_per_s"] / result["floor_pairs_per_s"]
+    return result
+
+
+# ---------------------------------------------------------------- driver
+
+def section(report, key, fn, *args):
+    """Run one section into report[key]; on failure record the error and carry on."""
+    t0 = time.perf_counter()
+    try:
+        report[key] = fn(*args)
+    except Exception as exc:
+        report[key] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    print(f"[gpu_check] {key}: {time.perf_counter() - t0:.1f} s", flush=True)
+    return report[key]
+
+
+def summary(report):
+    """A readable multi-line summary of the report."""
+    lines = ["", "=== gpu_check summary ==="]
+    dev = report.get("device", {})
+    lines.append(f"device: {dev.get('name')}  peak {fmt_rate(dev.get('peak_bandwidth_Bps'))} "
+                 f"({dev.get('peak_bandwidth_source')})  cupy {dev.get('cupy')}")
+    lines.append(f"pytest exit code: {report.get('pytest_rc')}")
+    avail = report.get("availability", {})
+    lines.append(f"available: {avail.get('available')} {avail.get('reason', '')}  "
+                 f"first call {avail.get('first_call_s', float('nan')):.2f} s")
+    eq = report.get("equality", {})
+    for key in ("default", "progressive_noise"):
+        row = eq.get(key) or {}
+        if "values" in row:
+            lines.append(f"equality {key}: {row['identical_fraction']:.6%} identical of {row['values']} values, "
+                         f"max |diff| {row['max_abs_diff']}")
+    kt = report.get("kernel", {})
+    for key in ("noisy", "clean_lut"):
+        row = kt.get(key) or {}
+        if "median_s" in row:
+            frac = row["fraction_of_peak"]
+            lines.append(f"kernel {key}: {row['median_s'] * 1e6:.0f} us per 12 MP, {fmt_rate(row['bytes_per_s'])}"
+                         + (f" = {frac:.1%} of peak" if frac else "") + f", matches render: {row['matches_render']}")
+    ns = report.get("noise_speed", {})
+    if "speedup" in ns:
+        lines.append(f"12 MP noisy render: numpy {ns['numpy_s']:.3f} s, cupy {ns['cupy_s']:.4f} s "
+                     f"(with transfers) -> {ns['speedup']:.1f}x")
+    e2e = report.get("end_to_end", {})
+    if "floor_pairs_per_s" in e2e:
+        lines.append(f"end-to-end ({e2e['pairs']} pairs, {e2e['workers']} threads): numpy "
+                     f"{e2e['numpy_pairs_per_s']:.1f}, cupy {e2e['cupy_pairs_per_s']:.1f}, floor "
+                     f"{e2e['floor_pairs_per_s']:.1f} pairs/s; cupy/numpy {e2e['cupy_vs_numpy']:.2f}x, "
+                     f"cupy/floor {e2e['cupy_vs_floor']:.2f}")
+    for key, value in report.items():
+        if isinstance(value, dict) and "error" in value:
+            lines.append(f"ERROR in {key}: {value['error']}")
+    return "\n".join(lines)
+
+
+def fmt_rate(bps):
+    """Bytes/s as GB/s text."""
+    return "?" if not bps else f"{bps / 1e9:.0f} GB/s"
+
+
+def main(argv=None):
+    """Run every section, write OUTDIR/gpu_check.json, print the summary."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("outdir")
+    ap.add_argument("--pytest-rc", type=int, default=None)
+    ap.add_argument("--samples", default=str(REPO / "samples"))
+    ap.add_argument("--workers", type=int, default=16)
+    args = ap.parse_args(argv)
+    os.makedirs(args.outdir, exist_ok=True)
+    report = {"pytest_rc": args.pytest_rc, "python": platform.python_version(), "numpy": np.__version__,
+              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        import cupy
+    except Exception as exc:
+        cupy = None
+        report["device"] = {"error": f"cupy is not importable: {type(exc).__name__}: {exc}"}
+    if cupy is not None:
+        section(report, "device", device_info, cupy)
+    avail = section(report, "availability", availability)
+    if avail.get("available"):
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = sample_files(args.samples)
+            report["samples"] = [p.name for p in paths] or "none found: synthetic gradients"
+            paths = paths or write_synthetic(tmp)
+            images = [(p.name, load_rgb(p)) for p in paths]
+            section(report, "equality", equality_on_samples, images)
+            section(report, "kernel", kernel_throughput, cupy, report["device"].get("peak_bandwidth_Bps"))
+            section(report, "noise_speed", noise_speedup)
+            section(report, "end_to_end", end_to_end, paths, args.workers)
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    Path(args.outdir, "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+    print(summary(report))
+    return 0 if avail.get("available") and not any(isinstance(v, dict) and "error" in v for v in report.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Shared test helpers: tiny deterministic input images, CLI runners, output readers.
+
+Everything here is generic so any test module can use it:
+
+* ``write_images(folder, specs=DEFAULT_IMAGES, seed=0)`` writes small, odd-sized
+  images (default: 37x23 RGB PNG and 20x31 RGB JPEG) with a fixed numpy seed
+  and returns their relative paths, sorted.
+* fixtures ``make_images`` (that function), ``input_dir`` (a tmp folder with the
+  default images), ``out_dir`` (a tmp path that does not exist yet),
+  ``config_file`` (an empty YAML config, so runs do not depend on the repo's
+  config.yaml), ``run_cli`` (``lowlight_gpu.cli.main`` with captured output).
+* readers: ``read_jsonl``, ``tree_bytes``, ``tree_mtimes``, ``read_png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# name -> (width, height) or (width, height, mode); the format follows the extension.
+DEFAULT_IMAGES = {"a.png": (37, 23), "b.jpg": (20, 31)}
+
+CliResult = namedtuple("CliResult", "code out err")
+
+
+def random_pixels(width, height, channels=3, seed=0):
+    """A reproducible uint8 (H, W, C) array (C == 1 gives (H, W))."""
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def write_image(path, width=37, height=23, mode="RGB", seed=0, **save_kw):
+    """Write one random image of the given Pillow mode to path (format from the extension); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}.get(mode, 3)
+    im = Image.fromarray(random_pixels(width, height, channels, seed))
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        im = im.convert(mode)
+    ext = path.suffix.lower()
+    if ext in (".jpg", ".jpeg") and "quality" not in save_kw:
+        save_kw["quality"] = 95
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(ext)
+    im.save(path, format=fmt, **save_kw)
+    return path
+
+
+def write_images(folder, specs=None, seed=0):
+    """Write tiny images into folder; specs maps relative name -> (w, h) or (w, h, mode). Returns sorted names."""
+    specs = DEFAULT_IMAGES if specs is None else specs
+    folder = Path(folder)
+    for i, (name, spec) in enumerate(sorted(specs.items())):
+        w, h, *mode = spec
+        write_image(folder / name, w, h, mode[0] if mode else "RGB", seed=seed + i)
+    return sorted(specs)
+
+
+def read_jsonl(path):
+    """The JSON objects of a .jsonl file (every line must end with a newline)."""
+    text = Path(path).read_text(encoding="utf-8")
+    assert text == "" or text.endswith("\n"), f"{path} does not end with a newline"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def _image_files(root):
+    root = Path(root)
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and p.suffix.lower() == ".png" and len(rel.parts) > 1 and rel.parts[0] != "parts":
+            yield rel.as_posix(), p
+
+
+def tree_bytes(root):
+    """{relative posix path: bytes} of the pair images under root: PNGs in sub-folders (parts/ and
+    top-level files such as a report or preview left out)."""
+    return {rel: p.read_bytes() for rel, p in _image_files(root)}
+
+
+def tree_mtimes(root):
+    """{relative posix path: st_mtime_ns} of every file under root."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def read_png(path):
+    """A PNG as a numpy array in its stored mode (RGB or RGBA)."""
+    with Image.open(path) as im:
+        return np.asarray(im).copy()
+
+
+def run_subprocess(*args, cwd=REPO_ROOT, timeout=120):
+    """Run `python generate.py ARGS` in a real process; returns CliResult."""
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "generate.py"), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def make_images():
+    """The write_images function."""
+    return write_images
+
+
+@pytest.fixture
+def input_dir(tmp_path):
+    """A folder holding the default tiny images (a.png 37x23, b.jpg 20x31)."""
+    folder = tmp_path / "in"
+    write_images(folder)
+    return folder
+
+
+@pytest.fixture
+def out_dir(tmp_path):
+    """An output path that does not exist yet."""
+    return tmp_path / "out"
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    """An empty YAML config (all defaults), independent of the repository's config.yaml."""
+    path = tmp_path / "config.yaml"
+    path.write_text("# defaults\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def run_cli(capsys, config_file):
+    """Call lowlight_gpu.cli.main(argv) in process; returns CliResult(code, stdout, stderr).
+
+    ``--config`` defaults to the empty config_file and ``backend=numpy``/``workers=2``
+    are prepended (later --set items win), unless ``defaults=False``.
+    """
+    from lowlight_gpu import cli
+
+    def run(*args, defaults=True):
+        argv = [str(a) for a in args]
+        if defaults:
+            prefix = ["--set", "backend=numpy", "--set", "workers=2", "--quiet"]
+            if "--config" not in argv:
+                prefix = ["--config", str(config_file)] + prefix
+            argv = prefix + argv
+        capsys.readouterr()
+        try:
+            code = cli.main(argv)
+        except SystemExit as exc:  # argparse errors, --help, --version
+            code = exc.code
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run

@@ -1,0 +1,218 @@
+"""The CuPy backend against the numpy reference, on a GPU.
+
+Skipped unless CuPy imports and ``cupy_backend.available()`` runs its kernels.
+Noise-free images must be identical; noisy ones may differ only where the
+libraries' float32 transcendentals round an ulp apart across an 8-bit boundary:
+never by more than one level, and on at most 1e-4 of the values.
+"""
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
+
+import numpy as np
+import pytest
+
+try:
+    import cupy
+except Exception as exc:  # ImportError, or a broken CUDA install
+    pytest.skip(f"cupy is not importable: {exc}", allow_module_level=True)
+
+from lowlight_gpu.config import config_from_dict
+from lowlight_gpu.params import sample_params
+from lowlight_gpu.synth import cupy_backend, numpy_backend
+
+_OK, _WHY = cupy_backend.available()
+if not _OK:
+    pytest.skip(f"cupy backend unavailable: {_WHY}", allow_module_level=True)
+
+# (config, steps to render): every model, order, space, progressive steps, normal-approximation rates.
+CASES = [
+    ({}, (None,)),
+    ({"noise": {"model": "poisson"}}, (None,)),
+    ({"noise": {"model": "gaussian"}}, (None,)),
+    ({"noise": {"model": "brooks"}}, (None,)),
+    ({"noise": {"model": "none"}}, (None,)),
+    ({"noise": {"order": "before"}}, (None,)),
+    ({"noise": {"space": "linear"}}, (None,)),
+    ({"noise": {"order": "before", "space": "linear"}}, (None,)),
+    ({"noise": {"model": "gaussian", "order": "before", "space": "linear"}}, (None,)),
+    ({"noise": {"peak": [2e4, 1e6]}}, (None,)),
+    ({"progressive": {"enabled": True, "steps": 4}}, (None, 1, 3, 4)),
+    ({"progressive": {"enabled": True, "steps": 3}, "noise": {"order": "before", "space": "linear"}}, (1, 2, 3)),
+]
+CASE_IDS = [str(c) for c, _ in CASES]
+SHAPES = [(37, 23, 3), (1, 1, 3), (5, 7, 3), (64, 48, 3)]
+SEEDS = (3, 2 ** 52 + 17)
+MISMATCH_FRACTION = 1e-4
+
+
+def params_for(config, seed):
+    """The sampled params of one pair."""
+    return sample_params(seed, config_from_dict(config))
+
+
+def image(shape, seed=0):
+    """A reproducible random uint8 image."""
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def numpy_reference(rgb, params, t, noisy=True):
+    """numpy_backend.render on its pure-numpy path (the reference), bypassing the optional numba twin."""
+    twin = getattr(numpy_backend, "cpu_kernel", None)
+    with mock.patch.object(twin, "AVAILABLE", False) if twin is not None else contextlib.nullcontext():
+        return numpy_backend.render(rgb, params, t, noisy)
+
+
+def assert_close(got, want, what=""):
+    """At most one level apart, and identical on all but MISMATCH_FRACTION of values (at least 1 allowed)."""
+    assert got.shape == want.shape and got.dtype == np.uint8
+    diff = np.abs(got.astype(np.int16) - want)
+    differ = int(np.count_nonzero(diff))
+    assert diff.max(initial=0) <= 1, f"{what}: values differ by up to {diff.max()} levels"
+    assert differ <= max(1, MISMATCH_FRACTION * diff.size), f"{what}: {differ} of {diff.size} values differ"
+    return differ
+
+
+def test_available():
+    assert cupy_backend.available() == (True, "")
+    assert cupy_backend.NAME == "cupy"
+
+
+@pytest.mark.parametrize("config,steps", CASES, ids=CASE_IDS)
+def test_clean_images_are_identical(config, steps):
+    rgb = image((37, 23, 3), 1)
+    for seed in SEEDS:
+        params = params_for(config, seed)
+        for t in steps:
+            assert np.array_equal(cupy_backend.render(rgb, params, t, noisy=False),
+                                  numpy_reference(rgb, params, t, noisy=False))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["x".join(map(str, s)) for s in SHAPES])
+@pytest.mark.parametrize("config,steps", CASES, ids=CASE_IDS)
+def test_noisy_images_match_numpy(config, steps, shape):
+    rgb = image(shape, 2)
+    for seed in SEEDS:
+        params = params_for(config, seed)
+        for t in steps:
+            assert_close(cupy_backend.render(rgb, params, t), numpy_reference(rgb, params, t), f"seed={seed} t={t}")
+
+
+def test_mismatch_fraction_over_all_cases():
+    rgb = image((257, 193, 3), 3)
+    total = differ = 0
+    for config, steps in CASES:
+        for seed in SEEDS:
+            params = params_for(config, seed)
+            for t in steps:
+                got, want = cupy_backend.render(rgb, params, t), numpy_reference(rgb, params, t)
+                differ += assert_close(got, want, f"{config} seed={seed} t={t}")
+                total += got.size
+    print(f"cupy vs numpy reference: {differ} of {total} values differ")
+    assert differ <= MISMATCH_FRACTION * total
+
+
+def test_default_config_matches_numpy_backend_as_shipped():
+    """Against numpy_backend.render exactly as the pipeline calls it (numba twin included, if installed)."""
+    rgb = image((97, 61, 3), 4)
+    params = params_for({}, 5)
+    assert_close(cupy_backend.render(rgb, params), numpy_backend.render(rgb, params))
+
+
+def test_cupy_input_gives_cupy_output():
+    rgb = image((37, 23, 3), 5)
+    params = params_for({"progressive": {"enabled": True, "steps": 3}}, 6)
+    for t, noisy in [(None, True), (2, True), (1, False)]:
+        got = cupy_backend.render(cupy.asarray(rgb), params, t, noisy)
+        assert isinstance(got, cupy.ndarray) and got.shape == rgb.shape and got.dtype == cupy.uint8
+        assert np.array_equal(cupy.asnumpy(got), cupy_backend.render(rgb, params, t, noisy))
+
+
+def test_non_contiguous_input():
+    rgb = image((40, 50, 3), 6)[:, ::2]
+    params = params_for({}, 7)
+    assert_close(cupy_backend.render(rgb, params), numpy_reference(np.ascontiguousarray(rgb), params, None))
+
+
+def test_rejects_non_uint8():
+    with pytest.raises(TypeError):
+        cupy_backend.render(np.zeros((2, 2, 3), np.float32), params_for({}, 1))
+
+
+SPECS = [(None, True), (None, False), (1, True), (2, False), (3, True), (3, False)]
+
+
+def test_render_many_equals_render():
+    rgb = image((37, 23, 3), 7)
+    params = params_for({"progressive": {"enabled": True, "steps": 3}}, 8)
+    many = cupy_backend.render_many(rgb, params, SPECS)
+    assert len(many) == len(SPECS)
+    for (t, noisy), got in zip(SPECS, many):
+        assert isinstance(got, np.ndarray)
+        assert np.array_equal(got, cupy_backend.render(rgb, params, t, noisy))
+    assert cupy_backend.render_many(rgb, params, []) == []
+
+
+def test_threads_match_serial():
+    tasks = [(image((31 + i, 17 + 2 * i, 3), i), params_for({"progressive": {"enabled": True, "steps": 3}}, i))
+             for i in range(24)]
+    serial = [cupy_backend.render_many(rgb, params, SPECS) for rgb, params in tasks]
+    with ThreadPoolExecutor(8) as pool:
+        threaded = list(pool.map(lambda task: cupy_backend.render_many(*task, SPECS), tasks * 3))
+    for i, outs in enumerate(threaded):
+        for got, want in zip(outs, serial[i % len(tasks)]):
+            assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("slice_values", [2, 1000, 4096])
+def test_forced_slices_are_identical(slice_values):
+    rgb = image((37, 23, 3), 8)  # 2553 values: the last slice is odd
+    params = params_for({"noise": {"order": "before", "space": "linear"}}, 9)
+    whole = cupy_backend.render_many(rgb, params, SPECS[:2])
+    sliced = cupy_backend.render_many(rgb, params, SPECS[:2], slice_values=slice_values)
+    for got, want in zip(sliced, whole):
+        assert np.array_equal(got, want)
+
+
+@pytest.fixture
+def slice_spy(monkeypatch):
+    """Records the slice size of every device pass."""
+    sizes = []
+    real = cupy_backend._device_pass
+
+    def spy(codes, blob, jobs, outs, slice_values, stream):
+        sizes.append(slice_values)
+        return real(codes, blob, jobs, outs, slice_values, stream)
+
+    monkeypatch.setattr(cupy_backend, "_device_pass", spy)
+    return sizes
+
+
+def test_out_of_memory_falls_back_to_slices(slice_spy):
+    rgb = image((1536, 2048, 3), 9)  # 9 MiB of codes: a full pass needs about 19 MiB
+    params = params_for({}, 10)
+    want = cupy_backend.render(rgb, params)
+    pool = cupy.get_default_memory_pool()
+    limit = pool.get_limit()
+    pool.free_all_blocks()
+    slice_spy.clear()
+    pool.set_limit(size=pool.total_bytes() + 10 * 2 ** 20)  # quarter slices (about 6 MiB) fit, the full pass does not
+    try:
+        got = cupy_backend.render(rgb, params)
+    finally:
+        pool.set_limit(size=limit)
+    assert len(slice_spy) >= 2 and slice_spy[-1] < slice_spy[0], slice_spy
+    assert np.array_equal(got, want)
+
+
+def test_configure_batch_megapixels_slices(monkeypatch, slice_spy):
+    monkeypatch.setattr(cupy_backend, "_slice_values", cupy_backend._slice_values)  # restored afterwards
+    rgb = image((300, 400, 3), 10)
+    params = params_for({}, 11)
+    want = cupy_backend.render(rgb, params)
+    cupy_backend.configure(batch_megapixels=0.05)
+    slice_spy.clear()
+    got = cupy_backend.render(rgb, params)
+    assert slice_spy == [150_000]
+    assert np.array_equal(got, want)

@@ -1,0 +1,223 @@
+"""Tests for --verify, --preview and --report (and the report written at the end of a run)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lowlight_gpu.tools import preview, report, spread, verify
+
+from conftest import read_jsonl, read_png, write_image
+
+
+def _io(inp, out):
+    return ["--set", f"input={inp}", "--set", f"output={out}"]
+
+
+def _tamper(path, index=(3, 4, 1), delta=1):
+    """Change one value of one pixel of a PNG (re-encoded losslessly)."""
+    a = read_png(path)
+    a[index] = (int(a[index]) + delta) % 256
+    Image.fromarray(a).save(path)
+
+
+@pytest.fixture
+def dataset(run_cli, input_dir, out_dir):
+    """A generated dataset of the two default tiny images; returns (input_dir, out_dir)."""
+    res = run_cli(*_io(input_dir, out_dir))
+    assert res.code == 0, res
+    return input_dir, out_dir
+
+
+# ---------------------------------------------------------------- verify
+
+def test_verify_passes_on_an_untouched_dataset(run_cli, dataset):
+    res = run_cli(*_io(*dataset), "--verify")
+    assert res.code == 0, res
+    assert "2 of 2 rows replayed, 4 files compared: all match" in res.out
+
+
+def test_verify_n_replays_a_spread_of_rows(run_cli, dataset):
+    res = run_cli(*_io(*dataset), "--verify", "1")
+    assert res.code == 0, res
+    assert "1 of 2 rows replayed, 2 files compared: all match" in res.out
+
+
+def test_spread_is_deterministic_and_even():
+    assert spread(10, 3) == [0, 3, 6]
+    assert spread(3, 10) == [0, 1, 2]
+    assert spread(5, None) == [0, 1, 2, 3, 4]
+    assert spread(5, 0) == []
+
+
+@pytest.mark.parametrize("target", ["low/a.png", "high/b.png"])
+def test_verify_catches_a_single_changed_pixel(run_cli, dataset, target):
+    inp, out = dataset
+    _tamper(out / target)
+    res = run_cli(*_io(inp, out), "--verify")
+    assert res.code == verify.EXIT_DIFFERS == 1, res
+    named = [line for line in res.out.splitlines() if line.startswith("DIFFERS")]
+    assert len(named) == 1 and target in named[0] and "1 of" in named[0], res.out
+    assert "1 differ" in res.out
+
+
+def test_verify_compares_pixels_not_bytes(run_cli, dataset):
+    inp, out = dataset
+    Image.open(out / "low/a.png").save(out / "low/a.png", compress_level=9)  # other bytes, same pixels
+    assert run_cli(*_io(inp, out), "--verify").code == 0
+
+
+def test_verify_names_a_missing_file(run_cli, dataset):
+    inp, out = dataset
+    (out / "low/b.png").unlink()
+    res = run_cli(*_io(inp, out), "--verify")
+    assert res.code == 1 and "MISSING: low/b.png" in res.out, res
+
+
+def test_verify_reports_a_gone_source(run_cli, dataset):
+    inp, out = dataset
+    (inp / "b.jpg").unlink()
+    res = run_cli(*_io(inp, out), "--verify")
+    assert res.code == verify.EXIT_UNREPLAYABLE == 3, res
+    assert "CANNOT REPLAY: b.jpg" in res.out and "gone" in res.out
+
+
+def test_verify_without_a_dataset_is_a_one_line_error(run_cli, input_dir, tmp_path):
+    res = run_cli(*_io(input_dir, tmp_path / "nothing"), "--verify")
+    assert res.code == 2 and "manifest.jsonl" in res.err and len(res.err.strip().splitlines()) == 1
+
+
+def test_verify_progressive_steps_clean_images_and_alpha(run_cli, tmp_path, out_dir):
+    inp = tmp_path / "in"
+    write_image(inp / "a.png", 37, 23, "RGBA", seed=1)
+    write_image(inp / "b.png", 20, 31, seed=2)
+    sets = _io(inp, out_dir) + ["--set", "progressive.enabled=true", "--set", "progressive.steps=3",
+                                "--set", "progressive.save=all", "--set", "save.clean_low=true"]
+    assert run_cli(*sets).code == 0
+    assert run_cli(*sets, "--verify").code == 0
+    _tamper(out_dir / "low/t02/b.png")
+    _tamper(out_dir / "low_clean/t03/a.png", index=(0, 0, 3))  # the alpha channel of a clean step
+    res = run_cli(*sets, "--verify")
+    assert res.code == 1
+    named = sorted(line.split(":")[1].strip() for line in res.out.splitlines() if line.startswith("DIFFERS"))
+    assert named == ["low/t02/b.png", "low_clean/t03/a.png"], res.out
+    assert "alpha" in res.out
+
+
+def test_verify_uses_the_recorded_layout(run_cli, dataset, tmp_path):
+    """A dataset made with another layout than the config given still replays (dataset.json says how)."""
+    inp, _ = dataset
+    out = tmp_path / "mb"
+    assert run_cli(*_io(inp, out), "--set", "layout=mbllen").code == 0
+    res = run_cli(*_io(inp, out), "--verify")
+    assert res.code == 0 and "6 files compared: all match" in res.out, res
+
+
+def test_verify_flags_tampered_params(run_cli, dataset):
+    inp, out = dataset
+    rows = read_jsonl(out / "manifest.jsonl")
+    rows[0]["params"]["gamma"] += 0.5
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = run_cli(*_io(inp, out), "--verify")
+    assert res.code == 1 and "manifest.jsonl" in res.out and "low/a.png" in res.out, res
+
+
+def test_cross_backend_tolerance_applies_only_to_other_backends_rows():
+    want = np.zeros((100, 100, 3), np.uint8)
+    got = want.copy()
+    got[5, 5, 0] = 1  # 1 LSB on 1 of 30000 values (0.0033 %)
+    assert verify.pixel_difference(got, want, lenient=True) is None
+    assert verify.pixel_difference(got, want, lenient=False) is not None
+    got[5, 5, 0] = 2  # 2 LSB: beyond the tolerance
+    assert verify.pixel_difference(got, want, lenient=True) is not None
+    got[5, 5, 0] = 1
+    got[0, :5, 0] = 1  # 6 values of 30000 = 0.02 %: too many
+    assert verify.pixel_difference(got, want, lenient=True) is not None
+
+
+# ---------------------------------------------------------------- preview
+
+def test_preview_opens_with_the_expected_size(run_cli, dataset):
+    inp, out = dataset
+    res = run_cli(*_io(inp, out), "--preview")
+    assert res.code == 0 and "preview.png" in res.out, res
+    with Image.open(out / "preview.png") as im:
+        im.load()
+        # Two pairs, columns high + low; the widest source (37x23) scaled to 256 tall is capped at MAX_CELL_W.
+        cell_w = min(preview.MAX_CELL_W, round(preview.CELL_H * 37 / 23))
+        width = preview.PAD + preview.LABEL_W + 2 * (cell_w + preview.PAD)
+        height = preview.PAD + 2 * (preview.CAPTION_H + preview.CELL_H + preview.PAD)
+        assert im.size == (width, height) and im.mode == "RGB"
+        # The high image of the first row is really there: its cell is not plain background.
+        cell = np.asarray(im)[preview.PAD + preview.CAPTION_H:, preview.PAD + preview.LABEL_W:][:preview.CELL_H]
+        assert cell.std() > 10
+
+
+def test_preview_shows_progressive_steps_and_samples_rows(run_cli, input_dir, out_dir):
+    sets = _io(input_dir, out_dir) + ["--set", "progressive.enabled=true", "--set", "progressive.steps=3",
+                                      "--set", "progressive.save=all"]
+    assert run_cli(*sets).code == 0
+    path = preview.write_preview(out_dir, rows=1)
+    with Image.open(path) as im:
+        cell_w = min(preview.MAX_CELL_W, round(preview.CELL_H * 37 / 23))  # only a.png (row 0) is sampled
+        assert im.size == (preview.PAD + preview.LABEL_W + 4 * (cell_w + preview.PAD),
+                           preview.PAD + preview.CAPTION_H + preview.CELL_H + preview.PAD)
+    row = read_jsonl(out_dir / "manifest.jsonl")[0]
+    assert [c for c, _ in preview.row_columns(row)] == ["high", "t=1", "t=2", "t=3 (low)"]
+    label = "\n".join(preview.label_lines(row))
+    for word in ("a.png", "alpha", "beta", "gamma", "peak", "read_sigma"):
+        assert word in label
+
+
+def test_preview_caps_the_step_columns():
+    steps = [{"t": t, "path": f"low/t{t:03d}/x.png"} for t in range(1, 101)]
+    cols = preview.row_columns({"high": "high/x.png", "low": steps[-1]["path"], "steps": steps})
+    assert len(cols) == 1 + preview.MAX_STEP_COLUMNS
+    assert cols[1][0] == "t=1" and cols[-1][0] == "t=100 (low)"
+
+
+# ---------------------------------------------------------------- report
+
+def test_run_writes_the_report_at_the_end(dataset):
+    _, out = dataset
+    with Image.open(out / "report.png") as im:
+        im.load()
+        # alpha, beta, gamma, peak, read_sigma histograms + brightness + noise panels.
+        assert im.size == report.sheet_size(7) == (3 * report.PANEL_W, report.TITLE_H + 3 * report.PANEL_H)
+    text = (out / "report.md").read_text()
+    for word in ("alpha", "gamma", "peak", "read_sigma", "brightness", "Noise", "report.png"):
+        assert word in text
+
+
+def test_report_flag_and_noise_estimate(run_cli, tmp_path, out_dir):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(3):  # flat images, big enough for a meaningful noise estimate
+        Image.fromarray(np.full((64, 80, 3), 140 + 30 * i, np.uint8)).save(inp / f"f{i}.png")
+    sets = _io(inp, out_dir) + ["--set", "darken.gamma=1.5", "--set", "noise.peak=200"]
+    assert run_cli(*sets).code == 0
+    (out_dir / "report.png").unlink()
+    res = run_cli(*sets, "--report")
+    assert res.code == 0 and "report.png" in res.out and "report.md" in res.out
+    assert (out_dir / "report.png").exists()
+    stats = [report.image_stats(str(out_dir), row) for row in read_jsonl(out_dir / "manifest.jsonl")]
+    for s in stats:
+        assert s["low"] < s["high"]
+        assert s["estimated"] == pytest.approx(s["declared"], rel=0.1)
+    assert "median" in (out_dir / "report.md").read_text()
+
+
+def test_no_report_for_a_shard(run_cli, input_dir, out_dir):
+    assert run_cli(*_io(input_dir, out_dir), "--shard", "0/2").code == 0
+    assert not (out_dir / "report.png").exists()
+
+
+def test_report_ticks_are_round():
+    assert report.ticks(0.9, 1.0, False) == [0.9, 0.92, 0.94, 0.96, 0.98, 1.0]
+    assert report.ticks(100, 1000, True) == [100, 200, 500, 1000]
+    assert all(float(v).is_integer() for v in report.ticks(0, 3.3, False, integer=True))
+    assert math.isclose(report.widen(2.0, 2.0, False)[0], 1.8)
