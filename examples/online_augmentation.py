@@ -59,7 +59,7 @@ def main():
     except ImportError:
         print("torch is not installed: skipping the tensor example")
     else:
-        tensor = torch.from_numpy(np.ascontiguousarray(photos[name]))  # or a CUDA tensor: stays on the GPU
+        tensor = torch.from_numpy(photos[name].copy())  # writable (load_image's arrays are read-only); or .cuda()
         low_t = ll.synthesize(tensor, params)  # a uint8 HWC tensor on the same device
         assert torch.equal(low_t.cpu(), torch.from_numpy(low))
         print(f"torch: {tuple(low_t.shape)} {low_t.dtype} on {low_t.device}, equal to the numpy result")

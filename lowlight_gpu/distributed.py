@@ -19,8 +19,9 @@ from .config import ConfigError
 
 MISSING_EXTRA = "distributed.engine: dask needs the dask extra: pip install -e '.[dask]'"
 
-# A task whose worker died (a preempted node, an OOM kill) runs again elsewhere; that is safe because a
-# pair's outputs are a pure function of its source and config and are written atomically.
+# A task that raises runs again up to RETRIES times (a worker short of memory, a flaky mount), and Dask
+# itself reschedules one whose worker died (a preempted node).  Both are safe: a pair's outputs are a pure
+# function of its source and config, and are written atomically.
 RETRIES = 2
 
 # Tasks in flight per worker thread: enough to keep every thread busy while the oldest task, whose
@@ -132,7 +133,8 @@ def ordered_results(client, calls, window):
             yield pending.popleft().result()
     finally:
         if pending:  # stopped early: do not leave the cluster working for nobody
-            client.cancel(list(pending))
+            with contextlib.suppress(Exception):
+                client.cancel(list(pending))
 
 
 def _window(client, workers):

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import uuid
 
 from .imageio import write_atomic
 
@@ -184,7 +185,7 @@ class ShardWriter:
         self.errors.close()
         # A finished part is trusted on size alone by later runs, so the outputs it lists must be on disk
         # before it exists, not only in this node's page cache.
-        flush_to_disk()
+        flush_to_disk(self.parts)
         os.replace(self.journal_path, os.path.join(self.parts, f"{self.tag}.jsonl"))
         os.replace(self.errors_tmp, os.path.join(self.parts, f"{self.tag}.errors.jsonl"))
         for p in self.old_journals:
@@ -208,8 +209,9 @@ def claim_run(out_root, body):
     os.makedirs(parts, exist_ok=True)
     final = os.path.join(parts, RUN_FILE)
     if not os.path.exists(final):
-        tmp = os.path.join(parts, f".{RUN_FILE}.{socket.gethostname()}-{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        # A name no other job or thread uses: once linked, this file *is* run.json, so nobody may write to it again.
+        tmp = os.path.join(parts, f".{RUN_FILE}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(json.dumps(body) + "\n")
         try:
             os.link(tmp, final)
@@ -239,10 +241,31 @@ def read_run(out_root):
     return body
 
 
-def flush_to_disk():
-    """Push this machine's written data to stable storage (os.sync: one call, not one per file)."""
+def flush_to_disk(path=None):
+    """Push this machine's writes (to path's filesystem, or all) to stable storage: one call, not one fsync per file."""
+    try:
+        fd = os.open(path, os.O_RDONLY) if path is not None else None
+    except OSError:
+        fd = None
+    if fd is not None:
+        try:
+            syncfs = _syncfs()
+            if syncfs is not None and syncfs(fd) == 0:  # that filesystem only, not every disk of the node
+                return
+        finally:
+            os.close(fd)
     if hasattr(os, "sync"):
         os.sync()
+
+
+def _syncfs():
+    """Linux's syncfs(2) from the C library, or None."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError, ImportError):
+        return None
 
 
 def _remove(path):

@@ -209,6 +209,8 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     config = absolute_paths(config)
     check_output(config)
     backend = backend or synth.select(config.backend).NAME
+    if backend == "cupy":
+        synth.get("cupy").configure(config.gpu.batch_megapixels, config.gpu.memory_limit_gb)
     os.makedirs(config.output, exist_ok=True)
     record_run(config)
     start = time.perf_counter()

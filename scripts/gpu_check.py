@@ -228,41 +228,53 @@ def noise_speedup(runs=5):
 
 
 def end_to_end(paths, workers=16, min_pairs=64, compress_level=1):
-    """Pairs/s of decode -> render -> PNG encode per backend, and of decode -> encode alone (the floor).
+    """Pairs/s of the real pipeline (default config: noise on) per backend, and of its decode+encode floor.
 
-    Hook for the lead: this local loop (Pillow decode, one noisy low image per pair,
-    ThreadPoolExecutor(workers), PNG at compress_level) stands in for the pipeline;
-    replace its body with a pipeline run per backend when wiring it up.
+    The floor decodes every input and encodes+writes the very arrays the pipeline writes
+    (computed beforehand, untimed), with the same threads and PNG level
+    (benchmarks/bench_pipeline.py defines it).  Inputs: min_pairs JPEGs of ~2 MP made
+    from the bundled samples; ``paths`` is unused beyond choosing that set.
     """
-    items = [paths[i % len(paths)] for i in range(max(min_pairs, len(paths)))]
-    config = config_from_dict({})
-    outputs = {}
+    import shutil
+    import tempfile
 
-    def pair(backend, i, path):
-        rgb = load_rgb(path)
-        low = backend.render_many(rgb, sample_params(i, config), [(None, True)])[0]
-        outputs[i] = low
-        return len(encode_png(low, compress_level))
+    sys.path.insert(0, str(REPO))
+    from benchmarks.bench_pipeline import floor_run, planned_arrays
+    from benchmarks.common import make_inputs
+    from lowlight_gpu import pipeline
 
-    def floor(i, path):
-        load_rgb(path)
-        return len(encode_png(outputs[i], compress_level))
-
-    def run(fn):
-        with ThreadPoolExecutor(workers) as pool:
+    tmp = tempfile.mkdtemp()
+    try:
+        inputs = make_inputs(os.path.join(tmp, "in"), count=min_pairs, megapixels=2.0)
+        result = {"pairs": min_pairs, "workers": workers, "megapixels": 2.0}
+        configs = {}
+        for name in ("numpy", "cupy"):
+            cfg = config_from_dict({"input": inputs, "output": os.path.join(tmp, name), "workers": workers,
+                                    "backend": name, "save": {"compress_level": compress_level}})
+            configs[name] = cfg
+            pipeline.run(cfg, limit=8)  # warm-up: kernels, streams, pinned buffers
+            times = []
+            for _ in range(2):
+                shutil.rmtree(cfg.output, ignore_errors=True)
+                t0 = time.perf_counter()
+                pipeline.run(cfg)
+                times.append(time.perf_counter() - t0)
+            result[f"{name}_pairs_per_s"] = min_pairs / min(times)
+        jobs = planned_arrays(configs["numpy"])
+        times = []
+        for _ in range(2):
+            out = os.path.join(tmp, "floor")
+            shutil.rmtree(out, ignore_errors=True)
             t0 = time.perf_counter()
-            list(pool.map(fn, range(len(items)), items))
-            return len(items) / (time.perf_counter() - t0)
-
-    result = {"pairs": len(items), "workers": workers, "distinct_inputs": len(paths)}
-    pair(numpy_backend, 0, items[0])  # warm-up: numba JIT (if installed), file cache
-    run(lambda i, p: pair(cupy_backend, i, p))  # warm-up: per-thread streams and pinned buffers
-    for backend in (numpy_backend, cupy_backend):
-        result[f"{backend.NAME}_pairs_per_s"] = run(lambda i, p, b=backend: pair(b, i, p))
-    result["floor_pairs_per_s"] = run(floor)
-    result["cupy_vs_numpy"] = result["cupy_pairs_per_s"] / result["numpy_pairs_per_s"]
-    result["cupy_vs_floor"] = result["cupy_pairs_per_s"] / result["floor_pairs_per_s"]
-    return result
+            floor_run(jobs, out, workers, compress_level, configs["numpy"].max_pixels)
+            times.append(time.perf_counter() - t0)
+        result["floor_pairs_per_s"] = min_pairs / min(times)
+        result["cupy_vs_numpy"] = result["cupy_pairs_per_s"] / result["numpy_pairs_per_s"]
+        result["cupy_vs_floor"] = result["cupy_pairs_per_s"] / result["floor_pairs_per_s"]
+        result["numpy_vs_floor"] = result["numpy_pairs_per_s"] / result["floor_pairs_per_s"]
+        return result
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- driver

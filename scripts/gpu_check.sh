@@ -12,8 +12,8 @@ set -uo pipefail
 
 OUTDIR=${1:?usage: scripts/gpu_check.sh OUTDIR}
 PY=${PYTHON:-python3}
+mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd)  # absolute, before moving to the repository root
 cd "$(dirname "$0")/.."
-mkdir -p "$OUTDIR"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 LOG="$OUTDIR/pytest.log"

@@ -15,7 +15,6 @@ Everything here is generic so any test module can use it:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import namedtuple

@@ -6,6 +6,9 @@
 * tests/host_philox.cu compiles the shared __host__ __device__ code for the CPU;
   through ctypes its Philox words, Box-Muller normals, Poisson table search and
   whole per-value kernel body are compared with the numpy reference.
+* cupy_backend's Python driver (table blob layout, slicing, out-of-memory
+  fallback, threads, CuPy-in/CuPy-out) runs against a stand-in CuPy whose
+  noise kernel is that host-compiled kernel body.
 Skipped when nvcc is not on PATH.
 """
 
@@ -365,23 +368,29 @@ class StandInCupy:
                               get_current_stream=Stream)
 
     def get_default_memory_pool(self):
+        """The stand-in pool (set_limit caps each single allocation)."""
         return self._pool
 
     def empty(self, shape, dtype):
+        """An uninitialised array, or OutOfMemoryError above the pool limit."""
         if self.max_alloc is not None and np.prod(shape) * np.dtype(dtype).itemsize > self.max_alloc:
             raise self.OutOfMemoryError(shape)
         return np.empty(shape, dtype).view(StandInArray)
 
     def empty_like(self, a):
+        """empty() with a's shape and dtype."""
         return self.empty(a.shape, a.dtype)
 
     def ascontiguousarray(self, a):
+        """A contiguous stand-in array."""
         return np.ascontiguousarray(a).view(StandInArray)
 
     def asarray(self, a):
+        """A stand-in copy of a host array."""
         return np.array(a).view(StandInArray)
 
     def noise_kernel(self, grid, block, args):
+        """ll_noise_kernel, run by the host-compiled kernel body."""
         self.launches.append(("noise", int(args[2]), int(args[3])))
         codes, out, n, first, *rest = args
         scalars, tables = rest[:11], rest[11:]
@@ -389,6 +398,7 @@ class StandInCupy:
                                 *map(c_scalar, scalars), *map(ptr, tables))
 
     def lut_kernel(self, grid, block, args):
+        """ll_lut_kernel, as a numpy table lookup."""
         self.launches.append(("lut", int(args[2]), 0))
         codes, out, n, lut = args
         out[:int(n)] = np.asarray(lut)[np.asarray(codes[:int(n)])]

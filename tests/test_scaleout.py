@@ -139,20 +139,23 @@ def test_concurrent_shard_jobs_in_one_output(photos, whole, tmp_path, config_fil
 
 def test_run_json_is_claimed_once_by_racing_jobs(tmp_path):
     """Jobs with different configs racing for one output: all see the same winner, and no temp file stays."""
-    start = threading.Barrier(8)
-    seen = []
+    for attempt in range(20):
+        out = tmp_path / str(attempt)
+        start = threading.Barrier(8)
+        seen = []
 
-    def job(k):
-        start.wait()
-        seen.append(manifest.claim_run(str(tmp_path), {"fingerprint": f"config-{k}"}))
+        def job(k):
+            start.wait()
+            seen.append(manifest.claim_run(str(out), {"fingerprint": f"config-{k}"}))
 
-    threads = [threading.Thread(target=job, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(seen) == 8 and len({s["fingerprint"] for s in seen}) == 1
-    assert os.listdir(tmp_path / "parts") == ["run.json"]
+        threads = [threading.Thread(target=job, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(seen) == 8 and len({s["fingerprint"] for s in seen}) == 1
+        assert manifest.read_run(str(out)) == seen[0]
+        assert os.listdir(out / "parts") == ["run.json"]
 
 
 def test_other_config_into_the_same_output_is_refused(photos, tmp_path):
@@ -243,11 +246,15 @@ def test_dask_local_cluster_matches_a_local_run(photos, whole, tmp_path):
     result = pipeline.run(config, engine=engine)
     assert (result.pairs, result.errors) == (N_GOOD, len(BAD))
     assert_same_files(whole, dataset_files(out))
-    # Resume through Dask too: everything is verified and skipped, nothing changes.
+    # Resume through a running scheduler given by address (in-process workers, tcp on loopback):
+    # everything is verified and skipped, nothing is rewritten.
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
-    again = pipeline.run(config, engine=engine)
+    with dask_distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2, protocol="tcp",
+                                       host="127.0.0.1", dashboard_address=None) as cluster:
+        again = pipeline.run(config, engine=DaskEngine(cluster.scheduler_address))
     assert again.skipped == N_GOOD
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before
+    assert_same_files(whole, dataset_files(out))
 
 
 @needs_dask

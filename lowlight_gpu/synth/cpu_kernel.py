@@ -1,9 +1,10 @@
 """Compiled CPU twin of the numpy noise path (numba), for ``noise.order: after`` in sRGB.
 
 ``numpy_backend.render`` runs Philox, the Poisson table search, Box-Muller, the
-compose, the clip and the quantisation as separate numpy passes (~45 ns per
-value).  ``render_noisy`` here does them in one compiled call over the flat
-image (~4 ns per value), repeating the reference's arithmetic:
+compose, the clip and the quantisation as separate numpy passes (~32 ns per
+value for poisson-gaussian, one core).  ``render_noisy`` here does them in one
+compiled call over the flat image (~8 ns per value; ~3.3 for gaussian, where
+no table search runs), repeating the reference's arithmetic:
 
 * value i uses Philox4x32-10 block j = i // 2 with counter
   (j & 0xffffffff, j >> 32, step, STREAM_NOISE) under key split_key(seed);
@@ -25,9 +26,10 @@ differs from numpy's by one float32 ulp moves the output code only when z*255
 sits within ~1e-7 of a rounding boundary, so outputs agree exactly in practice;
 tests/test_cpu_kernel.py bounds the mismatch.
 
-The loops are in chunks of CHUNK_BLOCKS Philox blocks: a vectorised Philox pass,
-a vectorised Box-Muller pass, then the per-value table search, compose and
-quantisation.  No fastmath (it would allow contraction and reassociation);
+The loops are in chunks of CHUNK_BLOCKS Philox blocks: a vectorised Philox pass
+(~0.9 ns per value), a vectorised Box-Muller pass (~1.7), the per-value table
+search (~4.5: two random reads into tables that live in L2) and the compose and
+quantisation (~0.8).  No fastmath (it would allow contraction and reassociation);
 error_model="numpy" only drops the zero-division checks that block
 vectorisation.  The kernel holds no Python objects and releases the GIL.
 
@@ -66,7 +68,7 @@ MODEL_POISSON_GAUSSIAN = 2  # also brooks: shot noise plus Gaussian read noise
 _MODELS = {"gaussian": MODEL_GAUSSIAN, "poisson": MODEL_POISSON,
            "poisson-gaussian": MODEL_POISSON_GAUSSIAN, "brooks": MODEL_POISSON_GAUSSIAN}
 
-# Philox blocks per chunk: the word and normal buffers (4 * 4 + 2 * 4 bytes each) stay in L1.
+# Philox blocks per chunk: the chunk's words, normals and counts (40 bytes a block, 20 KiB) stay in L1.
 CHUNK_BLOCKS = 512
 
 _PHILOX_M0 = np.uint64(rng.PHILOX_M0)
@@ -76,8 +78,9 @@ _PHILOX_W1 = np.uint64(rng.PHILOX_W1)
 _MASK32 = np.uint64(rng.MASK32)
 _U32 = np.uint64(32)
 _U24 = np.uint64(24)
-_U24_32 = np.uint32(24)
 _U8 = np.uint32(8)
+_U9 = np.uint32(9)
+_INV_2_23 = np.float32(1.0 / (1 << 23))
 _INV_2_24 = np.float32(1.0 / (1 << 24))
 _TWO_PI = np.float32(2.0 * np.pi)
 _HALF32 = np.float32(0.5)
@@ -91,8 +94,9 @@ _TWO32 = 4294967296.0
 _SQRT2 = 1.4142135623730951
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
-_LG1, _LG2, _LG3, _LG4 = 6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01, 2.222219843214978396e-01
-_LG5, _LG6, _LG7 = 1.818357216161805012e-01, 1.531383769920937332e-01, 1.479819860511658591e-01
+_LG1, _LG2, _LG3 = 6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01
+_LG4, _LG5 = 2.222219843214978396e-01, 1.818357216161805012e-01
+_LG6, _LG7 = 1.531383769920937332e-01, 1.479819860511658591e-01
 _S1, _S2, _S3 = -1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.98412698298579493134e-04
 _S4, _S5, _S6 = 2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10
 _C1, _C2, _C3 = 4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05
@@ -200,7 +204,7 @@ def box_muller_chunk(count, w2, w3, g):
     """numpy_backend.box_muller on count word pairs, float32, with correctly rounded log/cos/sin;
     the block's two normals go to g[2b] (cos) and g[2b+1] (sin)."""
     for b in range(count):
-        u1 = np.float32(np.float32(np.float32(w2[b] >> _U8) + _HALF32) * _INV_2_24)  # in (0, 1)
+        u1 = np.float32(np.float32(np.float32(w2[b] >> _U9) + _HALF32) * _INV_2_23)  # in (0, 1)
         theta = np.float32(np.float32(np.float32(w3[b] >> _U8) * _INV_2_24) * _TWO_PI)
         log_u1 = np.float32(log_f64(np.float64(u1)))
         radius = np.float32(np.sqrt(np.float32(_MINUS_TWO32 * log_u1)))
@@ -211,42 +215,42 @@ def box_muller_chunk(count, w2, w3, g):
 
 @_jit()
 def poisson_chunk(codes, first_value, count, wp, guide, thresholds, kshift, normal, lam, any_normal, k_out):
-    """poisson.sample for values [first_value, first_value + count) with Poisson words wp: counts into k_out."""
+    """poisson.sample for values [first_value, first_value + count) with Poisson words wp: counts into k_out.
+
+    Inversion: k = pos + kshift[c] where pos walks the thresholds of u's guide bucket.  Most buckets
+    hold at most one threshold, so that step is taken without a branch (min() keeps the read in
+    bounds) and only the rare longer walk branches.
+    """
     last = thresholds.size - 1
-    # Pass 1: the guide range of each value (independent loads, many in flight); k_out holds pos for now.
-    rare = 0
-    for i in range(count):
-        c = np.int64(codes[first_value + i])
-        gidx = c * 257 + np.int64(wp[i] >> _U24_32)
-        pos = np.int64(guide[gidx])
-        end = np.int64(guide[gidx + 1])
-        k_out[i] = pos | ((end - pos) << 32)
-    # Pass 2: at most one threshold step without a branch; flag the rare longer walks and normal codes.
-    for i in range(count):
-        c = np.int64(codes[first_value + i])
-        u = np.uint64(wp[i])
-        pe = k_out[i]
-        pos = pe & 0xFFFFFFFF
-        span = pe >> 32
-        step = (span > 0) & (np.uint64(thresholds[min(pos, last)]) <= u)
-        k_out[i] = pos + np.int64(step) + np.int64(kshift[c])
-        rare += np.int64((step & (span >= 2)) | (any_normal & normal[c]))
-    if rare:
+    if any_normal:  # some codes use the normal approximation (peaks above LAMBDA_EXACT_MAX)
         for i in range(count):
             c = np.int64(codes[first_value + i])
             u = np.uint64(wp[i])
-            if any_normal and normal[c]:
+            if normal[c]:
                 lm = lam[c]
                 zq = ndtri_f64((np.float64(u) + 0.5) / _TWO32)
                 k_out[i] = np.int64(max(np.floor(lm + np.sqrt(lm) * zq + 0.5), 0.0))
-                continue
-            gidx = c * 257 + np.int64(u >> _U24)
-            pos = np.int64(guide[gidx])
-            end = np.int64(guide[gidx + 1])
-            if end - pos >= 2:
+            else:
+                gidx = c * 257 + np.int64(u >> _U24)
+                pos = np.int64(guide[gidx])
+                end = np.int64(guide[gidx + 1])
                 while pos < end and np.uint64(thresholds[pos]) <= u:
                     pos += 1
                 k_out[i] = pos + np.int64(kshift[c])
+        return
+    for i in range(count):
+        c = np.int64(codes[first_value + i])
+        u = np.uint64(wp[i])
+        gidx = c * 257 + np.int64(u >> _U24)
+        pos = np.int64(guide[gidx])
+        end = np.int64(guide[gidx + 1])
+        step = np.int64((pos < end) & (np.uint64(thresholds[min(pos, last)]) <= u))
+        k_out[i] = pos + step + np.int64(kshift[c])
+        if step * (end - pos) >= 2:  # stepped, and the bucket holds more thresholds: walk on
+            pos += 1
+            while pos < end and np.uint64(thresholds[pos]) <= u:
+                pos += 1
+            k_out[i] = pos + np.int64(kshift[c])
 
 
 @_jit()

@@ -63,9 +63,10 @@ LL_HD float ll_powf(float x, float y) { return (float)pow((double)x, (double)y);
 // numpy_backend.box_muller on one pair of words: two float32 N(0, 1) values.
 LL_HD void ll_box_muller(unsigned int w_radius, unsigned int w_angle, float* n0, float* n1)
 {
+    const float inv_2_23 = (float)(1.0 / 8388608.0);
     const float inv_2_24 = (float)(1.0 / 16777216.0);
     const float two_pi = (float)(2.0 * 3.14159265358979323846);
-    const float u1 = ((float)(w_radius >> 8) + 0.5f) * inv_2_24;  // in (0, 1): log() stays finite
+    const float u1 = ((float)(w_radius >> 9) + 0.5f) * inv_2_23;  // 23 bits + 0.5 is exact: u1 in (0, 1)
     const float theta = (float)(w_angle >> 8) * inv_2_24 * two_pi;
     const float radius = sqrtf(-2.0f * ll_logf(u1));
 #if defined(__CUDA_ARCH__)

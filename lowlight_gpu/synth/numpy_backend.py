@@ -16,6 +16,7 @@ NAME = "numpy"
 
 # Values per chunk: keeps the Philox state and temporaries inside L2.
 CHUNK_VALUES = 1 << 15
+_INV_2_23 = np.float32(1.0 / (1 << 23))
 _INV_2_24 = np.float32(1.0 / (1 << 24))
 _TWO_PI = np.float32(2.0 * np.pi)
 
@@ -28,7 +29,8 @@ def noise_step(params, t):
 
 def box_muller(w_radius, w_angle):
     """Two independent float32 N(0, 1) arrays from two arrays of 32-bit words."""
-    u1 = ((w_radius >> 8).astype(np.float32) + np.float32(0.5)) * _INV_2_24  # in (0, 1): log() stays finite
+    # 23 bits + 0.5 is exact in float32, so u1 lies in (0, 1) and log(u1) stays finite and non-zero.
+    u1 = ((w_radius >> 9).astype(np.float32) + np.float32(0.5)) * _INV_2_23
     theta = (w_angle >> 8).astype(np.float32) * _INV_2_24 * _TWO_PI
     radius = np.sqrt(np.float32(-2.0) * np.log(u1))
     return radius * np.cos(theta), radius * np.sin(theta)
@@ -79,7 +81,8 @@ def render(rgb, params, t=None, noisy=True):
     tables = noise_tables(noise, signal)
     step = noise_step(params, t)
     flat = np.ascontiguousarray(rgb).reshape(-1)
-    if cpu_kernel.AVAILABLE and not before and space == "srgb":  # fused numba twin of the loop below (cpu_kernel.py)
+    # Fused numba twin of render_noisy_reference for order: after in sRGB (synth/cpu_kernel.py).
+    if cpu_kernel.AVAILABLE and not before and space == "srgb":
         return cpu_kernel.render_noisy(flat, signal, tables, noise, params["seed"], step).reshape(rgb.shape)
     return render_noisy_reference(flat, signal, tables, params, t, step).reshape(rgb.shape)
 

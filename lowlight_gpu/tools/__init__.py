@@ -59,7 +59,7 @@ def spread(count, n):
 
 
 def recorded_config(output_dir, fallback):
-    """The Config the dataset was made with (OUTPUT/dataset.json), with fallback's input and output; fallback if unreadable."""
+    """The Config recorded in OUTPUT/dataset.json, with fallback's input and output; fallback if unreadable."""
     try:
         with open(os.path.join(os.fspath(output_dir), "dataset.json"), encoding="utf-8") as f:
             raw = json.load(f)["config"]

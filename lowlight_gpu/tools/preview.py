@@ -111,7 +111,7 @@ def paste_cell(sheet, draw, font, path, left, top, cell_w):
             im = im.convert("RGB")
             scale = min(cell_w / im.width, CELL_H / im.height)
             size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-            # Nearest when enlarging keeps single pixels (and their noise) visible; box when shrinking is an honest average.
+            # Nearest when enlarging keeps single pixels (and their noise) visible; box when shrinking averages.
             thumb = im.resize(size, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BOX)
     except (OSError, ValueError) as exc:
         draw.rectangle((left, top, left + cell_w - 1, top + CELL_H - 1), fill=EMPTY)
