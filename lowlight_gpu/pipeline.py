@@ -96,7 +96,7 @@ def synthesize_and_write(src, decoded, ctx):
     for (role, t, noisy, rel), rgb in zip(plan, [decoded.rgb] + lows):
         data = imageio.encode_png(rgb, decoded.alpha, config.save.compress_level)
         imageio.write_atomic(os.path.join(config.output, rel), data)
-        files[rel] = [len(data), manifest.hashlib.blake2b(data, digest_size=16).hexdigest()]
+        files[rel] = [len(data), manifest.data_digest(data)]
     return build_row(src, decoded, params, plan, split_name, ctx.backend, files)
 
 

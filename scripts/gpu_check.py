@@ -205,13 +205,18 @@ def kernel_throughput(cupy, peak, runs=30):
     result = {"shape": list(BENCH_SHAPE), "runs": runs, "bytes_per_run": 2 * rgb.size,
               "note": "bytes = 1 read + 1 write per value; table reads not counted"}
     # Kernel-only timing needs the backend's launch helpers (the public API also builds tables on the CPU).
-    for label, noisy in (("noisy", True), ("clean_lut", False)):
+    for label, noisy, fast in (("noisy", True, False), ("noisy_fast_math", True, True), ("clean_lut", False, False)):
         job = cupy_backend._Job(params, None, noisy)
         blob = np.zeros(cupy_backend._layout([job]), np.uint8)
         cupy_backend._fill(blob, [job])
         views = cupy_backend._device_views(cupy.asarray(blob), job)
-        seconds = gpu_median_seconds(cupy, lambda: cupy_backend._launch(job, views, d_in, d_out, 0), runs)
-        same = np.array_equal(cupy.asnumpy(d_out).reshape(rgb.shape), cupy_backend.render(rgb, params, None, noisy))
+        seconds = gpu_median_seconds(cupy, lambda: cupy_backend._launch(job, views, d_in, d_out, 0, fast), runs)
+        got = cupy.asnumpy(d_out).reshape(rgb.shape)
+        want = numpy_backend.render(rgb, params, None, noisy)
+        same = np.array_equal(got, want)
+        if fast:
+            diff = np.abs(got.astype(np.int16) - want)
+            result[label + "_vs_numpy"] = {"identical_fraction": float((diff == 0).mean()), "max_abs_diff": int(diff.max())}
         rate = 2 * rgb.size / seconds
         result[label] = {"median_s": seconds, "bytes_per_s": rate, "values_per_s": rgb.size / seconds,
                          "fraction_of_peak": rate / peak if peak else None, "matches_render": same}
@@ -307,12 +312,15 @@ def summary(report):
             lines.append(f"equality {key}: {row['identical_fraction']:.6%} identical of {row['values']} values, "
                          f"max |diff| {row['max_abs_diff']}")
     kt = report.get("kernel", {})
-    for key in ("noisy", "clean_lut"):
+    for key in ("noisy", "noisy_fast_math", "clean_lut"):
         row = kt.get(key) or {}
         if "median_s" in row:
             frac = row["fraction_of_peak"]
             lines.append(f"kernel {key}: {row['median_s'] * 1e6:.0f} us per 12 MP, {fmt_rate(row['bytes_per_s'])}"
                          + (f" = {frac:.1%} of peak" if frac else "") + f", matches render: {row['matches_render']}")
+    fm = kt.get("noisy_fast_math_vs_numpy")
+    if fm:
+        lines.append(f"fast-math kernel vs numpy: {fm['identical_fraction']:.6%} identical, max |diff| {fm['max_abs_diff']}")
     ns = report.get("noise_speed", {})
     if "speedup" in ns:
         lines.append(f"12 MP noisy render: numpy {ns['numpy_s']:.3f} s, cupy {ns['cupy_s']:.4f} s "

@@ -98,3 +98,13 @@ def test_scalar_uniform_and_normal_distributions():
     assert abs(g.std() - 1.0) < 5 / np.sqrt(2 * n)
     assert abs(np.mean(np.abs(g) > 1.959964) - 0.05) < 5 * np.sqrt(0.05 * 0.95 / n)
     assert abs(np.corrcoef(u, g)[0, 1]) < 5 / np.sqrt(n)
+
+
+def test_scalar_philox_equals_vectorised_philox():
+    """The pure-int Philox used for scalar parameters is the same function as the numpy one."""
+    gen = np.random.default_rng(7)
+    words = gen.integers(0, 2**32, size=(64, 6), dtype=np.uint64)
+    for row in words:
+        args = [int(v) for v in row]
+        want = [int(np.asarray(w).reshape(-1)[0]) for w in rng.philox4x32(*args)]
+        assert list(rng.philox4x32_int(*args)) == want

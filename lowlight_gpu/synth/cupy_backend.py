@@ -22,6 +22,7 @@ the binary on disk (``~/.cupy/kernel_cache``, or ``$CUPY_CACHE_DIR``), so later
 processes load it in milliseconds.
 """
 
+import os
 import re
 import sys
 import threading
@@ -41,6 +42,10 @@ KERNEL_FILE = "kernels.cu"
 # CuPy appends -ftz=true itself; flushing float32 subnormals to zero cannot move an
 # output code (they quantize to 0 either way), so it is left as CuPy sets it.
 COMPILE_OPTIONS = ("--std=c++17", "--fmad=false")
+# LOWLIGHT_GPU_FAST_MATH=1: float32 hardware log/sincos in Box-Muller (see noise.cuh); off by default
+# so GPU and CPU outputs stay identical.
+FAST_MATH = os.environ.get("LOWLIGHT_GPU_FAST_MATH", "") == "1"
+LUT_MAX_GRID = 4096          # the LUT kernel loops; more blocks would only reload the table
 CUPY_ADDED_OPTIONS = ("-ftz=true",)
 
 THREADS_PER_BLOCK = 256
@@ -88,19 +93,21 @@ def source_files():
     return [SOURCE_DIR / KERNEL_FILE, SOURCE_DIR / "noise.cuh", SOURCE_DIR / "philox.cuh"]
 
 
-def _kernels():
-    """(noise kernel, LUT kernel) for the current device, compiled once per process."""
+def _kernels(fast_math=None):
+    """(noise kernel, LUT kernel) for the current device, compiled once per process and variant."""
     import cupy
 
-    device = cupy.cuda.runtime.getDevice()
-    kernels = _modules.get(device)
+    fast = FAST_MATH if fast_math is None else fast_math
+    key = (cupy.cuda.runtime.getDevice(), fast)
+    kernels = _modules.get(key)
     if kernels is None:
         with _compile_lock:
-            kernels = _modules.get(device)
+            kernels = _modules.get(key)
             if kernels is None:
-                module = cupy.RawModule(code=kernel_source(), options=COMPILE_OPTIONS)
+                options = COMPILE_OPTIONS + (("-DLL_FAST_MATH",) if fast else ())
+                module = cupy.RawModule(code=kernel_source(), options=options)
                 kernels = (module.get_function("ll_noise_kernel"), module.get_function("ll_lut_kernel"))
-                _modules[device] = kernels
+                _modules[key] = kernels
     return kernels
 
 
@@ -238,12 +245,12 @@ def _device_views(d_blob, job):
 
 # ---------------------------------------------------------------- kernel launches
 
-def _launch(job, views, d_codes, d_out, first):
+def _launch(job, views, d_codes, d_out, first, fast_math=None):
     """Run the job's kernel on one slice of codes whose first value has global index `first`."""
-    noise_kernel, lut_kernel = _kernels()
+    noise_kernel, lut_kernel = _kernels(fast_math)
     n = d_codes.size
     if job.clean:
-        grid = max(1, min(MAX_GRID, -(-n // (4 * THREADS_PER_BLOCK))))
+        grid = max(1, min(LUT_MAX_GRID, -(-n // (16 * THREADS_PER_BLOCK))))
         lut_kernel((grid,), (THREADS_PER_BLOCK,), (d_codes, d_out, np.int64(n), views[0]))
     else:
         grid = max(1, min(MAX_GRID, -(-((n + 1) // 2) // THREADS_PER_BLOCK)))

@@ -28,7 +28,16 @@ extern "C" __global__ void ll_noise_kernel(
         ll_noise_pair(p, tb, codes, out, n, first, j);
 }
 
+// Four table lookups on the bytes of one 32-bit word.
+__device__ __forceinline__ unsigned int ll_lut_word(const unsigned char* t, unsigned int w)
+{
+    return (unsigned int)t[w & 255u] | ((unsigned int)t[(w >> 8) & 255u] << 8) |
+           ((unsigned int)t[(w >> 16) & 255u] << 16) | ((unsigned int)t[w >> 24] << 24);
+}
+
 // Noise-free images: out[i] = lut[codes[i]] through a 256-byte table in shared memory.
+// Sixteen bytes per access when both pointers allow it (CuPy allocations are 256-byte
+// aligned; a slice may not be), so the kernel runs at memory speed.
 extern "C" __global__ void ll_lut_kernel(
     const unsigned char* __restrict__ codes, unsigned char* __restrict__ out, long long n,
     const unsigned char* __restrict__ lut)
@@ -38,17 +47,20 @@ extern "C" __global__ void ll_lut_kernel(
     __syncthreads();
     const long long stride = (long long)gridDim.x * blockDim.x;
     const long long start = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    // Four bytes per access when both pointers allow it (CuPy allocations are 256-byte aligned).
-    if ((((unsigned long long)codes | (unsigned long long)out) & 3) == 0) {
-        const long long words = n / 4;
-        const uchar4* in4 = reinterpret_cast<const uchar4*>(codes);
-        uchar4* out4 = reinterpret_cast<uchar4*>(out);
-        for (long long i = start; i < words; i += stride) {
-            const uchar4 c = in4[i];
-            out4[i] = make_uchar4(table[c.x], table[c.y], table[c.z], table[c.w]);
+    long long done = 0;
+    if ((((unsigned long long)codes | (unsigned long long)out) & 15) == 0) {
+        const long long vecs = n / 16;
+        const uint4* in16 = reinterpret_cast<const uint4*>(codes);
+        uint4* out16 = reinterpret_cast<uint4*>(out);
+        for (long long i = start; i < vecs; i += stride) {
+            uint4 v = in16[i];
+            v.x = ll_lut_word(table, v.x);
+            v.y = ll_lut_word(table, v.y);
+            v.z = ll_lut_word(table, v.z);
+            v.w = ll_lut_word(table, v.w);
+            out16[i] = v;
         }
-        for (long long i = 4 * words + start; i < n; i += stride) out[i] = table[codes[i]];
-    } else {
-        for (long long i = start; i < n; i += stride) out[i] = table[codes[i]];
+        done = 16 * vecs;
     }
+    for (long long i = done + start; i < n; i += stride) out[i] = table[codes[i]];
 }

@@ -75,7 +75,7 @@ def render(rgb, params, t=None, noisy=True):
     noise = params["noise"]
     space = noise["space"]
     if not noisy or noise["model"] == "none":
-        return clean_lut(params, t, space)[rgb]
+        return np.take(clean_lut(params, t, space), rgb)  # take() is ~2x faster than lut[rgb]
     before = noise["order"] == "before"
     signal = working_codes(space) if before else step_signal(working_codes(space), params, t)
     tables = noise_tables(noise, signal)

@@ -62,10 +62,10 @@ def build_tables(lam):
     code = np.repeat(np.arange(256), length)
     start = np.concatenate(([0], np.cumsum(length)))
     k = lo[code] + (np.arange(start[-1]) - start[code])
-    lam_k = lam[code]
     logfact = log_factorials(int(hi.max(initial=0)) + 1)
     with np.errstate(divide="ignore"):
-        pmf = np.exp(k * np.log(lam_k) - lam_k - logfact[k])
+        log_lam = np.log(lam)  # once per code, not per table entry
+    pmf = np.exp(k * log_lam[code] - lam[code] - logfact[k])
     csum = np.cumsum(pmf)
     base = np.concatenate(([0.0], csum))[start[:-1]]
     cdf = csum - base[code]
@@ -77,11 +77,12 @@ def build_tables(lam):
     counts = np.bincount(code[keep], minlength=256)
     offsets = np.concatenate(([0], np.cumsum(counts)))
     kshift = (lo + zeros - offsets[:-1]).astype(np.int32)
-    # Guide: for each code and each bucket of the top 8 bits, the first threshold at or above the bucket start.
-    keys = code[keep].astype(np.uint64) << np.uint64(32) | thresholds.astype(np.uint64)
-    bucket_starts = np.arange(GUIDE_BUCKETS + 1, dtype=np.uint64) << np.uint64(32 - GUIDE_BITS)
-    queries = (np.arange(256, dtype=np.uint64)[:, None] << np.uint64(32)) + bucket_starts[None, :]
-    guide = np.searchsorted(keys, queries.ravel(), side="left").astype(np.int32)
+    # Guide: for each code and each bucket of the top 8 bits, the first threshold at or above the bucket
+    # start = the code's offset + how many of its thresholds lie in lower buckets (a per-row cumsum).
+    kept_code = code[keep]
+    per_bucket = np.bincount(kept_code * (GUIDE_BUCKETS + 1) + (thresholds >> (32 - GUIDE_BITS)) + 1,
+                             minlength=256 * (GUIDE_BUCKETS + 1)).reshape(256, GUIDE_BUCKETS + 1)
+    guide = (np.cumsum(per_bucket, axis=1) + offsets[:-1, None]).astype(np.int32).ravel()
     return PoissonTables(lam, thresholds, guide, kshift, normal)
 
 
