@@ -49,7 +49,13 @@ import pathlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
+
+# Pillow's PNG writer hands zlib 64 KiB at a time from a Python loop, taking the GIL back
+# between blocks; with 16 encoder threads that loop, not zlib, limits throughput.  Larger
+# blocks (and so larger IDAT chunks) make it a few calls per image.  Raising the limit only
+# changes how IDAT data is chunked, never the pixels, and leaves larger settings alone.
+ImageFile.MAXBLOCK = max(ImageFile.MAXBLOCK, 1 << 22)
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -122,8 +122,14 @@ LL_HD long long ll_poisson(const ll_tables& tb, int code, unsigned int u)
     }
     const int g = code * (LL_GUIDE_BUCKETS + 1) + (int)(u >> LL_GUIDE_SHIFT);
     int pos = tb.guide[g];
-    const int end = tb.guide[g + 1];
-    while (pos < end && tb.thresholds[pos] <= u) ++pos;  // usually zero or one step
+    int end = tb.guide[g + 1];
+    // First threshold in [pos, end) above u, by bisection: the same index a linear scan finds, but a
+    // tail bucket holding ~100 thresholds costs 7 steps instead of 100 -- and a warp waits for its
+    // slowest lane, so the worst case sets the speed.
+    while (pos < end) {
+        const int mid = (pos + end) >> 1;
+        if (tb.thresholds[mid] <= u) pos = mid + 1; else end = mid;
+    }
     return (long long)pos + tb.kshift[code];
 }
 
