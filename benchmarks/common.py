@@ -8,6 +8,8 @@ import time
 import numpy as np
 from PIL import Image
 
+from lowlight_gpu.imageio import is_image_name
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, "samples")
 
@@ -15,7 +17,8 @@ SAMPLES = os.path.join(REPO, "samples")
 def make_inputs(folder, count=24, megapixels=1.0, fmt="JPEG"):
     """Write count photo-like inputs (~megapixels each) made from the bundled samples; returns folder."""
     os.makedirs(folder, exist_ok=True)
-    photos = [Image.open(os.path.join(SAMPLES, n)).convert("RGB") for n in sorted(os.listdir(SAMPLES))]
+    photos = [Image.open(os.path.join(SAMPLES, n)).convert("RGB") for n in sorted(os.listdir(SAMPLES))
+              if is_image_name(n)]
     for i in range(count):
         im = photos[i % len(photos)]
         scale = (megapixels * 1e6 / (im.width * im.height)) ** 0.5

@@ -20,6 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 import lowlight_gpu as ll  # noqa: E402
+from lowlight_gpu.imageio import is_image_name  # noqa: E402
 
 
 def random_crop(image, size, rng):
@@ -34,7 +35,7 @@ def main():
     start = time.perf_counter()
     config = ll.load_config(os.path.join(REPO, "config.yaml"), check_paths=False)  # load once, not per sample
     folder = os.path.join(REPO, "samples")
-    names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+    names = sorted(n for n in os.listdir(folder) if not n.startswith(".") and is_image_name(n))
     photos = {n: ll.load_image(os.path.join(folder, n)) for n in names}  # decoded as the CLI decodes
     rng = np.random.default_rng(0)
 

@@ -128,6 +128,10 @@ def _main(args):
                                   progress=progress, engine=engine)
     except (ConfigError, BackendUnavailable) as exc:
         return _fail(exc)
+    except OSError as exc:  # the output folder itself (not one pair) cannot be written: say so in one line
+        where = exc.filename or config.output
+        return _fail(f"output: cannot write '{where}': {exc.strerror or exc}; "
+                     "check the folder's permissions and free space, then re-run to resume")
     _summary(config, args, result)
     if result.pairs and (args.shard is None or args.shard[1] == 1):  # a shard's rows are not merged yet
         _end_report(config)
