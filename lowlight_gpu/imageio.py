@@ -209,6 +209,10 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write data to path via a temporary file and os.replace, creating parents."""
     final = pathlib.Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    if _holds(final, data):
+        # A rerun that produces the same bytes leaves the file (and its mtime) untouched.
+        _unlink_quietly(temp_name(final))
+        return
     # The temporary name is deterministic on purpose: a run killed mid-write
     # leaves at most one '.name.tmp', and the next run that regenerates the
     # same output overwrites it instead of accumulating random leftovers. The
@@ -224,11 +228,26 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
             # rename still means readers never see a half-written file.
         os.replace(tmp, final)
     except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        _unlink_quietly(tmp)
         raise
+
+
+def _holds(path: pathlib.Path, data: bytes) -> bool:
+    """Whether path already holds exactly data (a size check first, so a new file costs one stat)."""
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def _unlink_quietly(path: pathlib.Path) -> None:
+    """Remove path if it exists."""
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 # --------------------------------------------------------------------------

@@ -154,10 +154,8 @@ class ShardWriter:
         self.tag = shard_tag(index, count)
         self.old_journals = glob.glob(os.path.join(self.parts, f"{self.tag}.journal-*.jsonl"))
         self.errors_tmp = os.path.join(self.parts, f".{self.tag}.errors.jsonl.tmp")
-        try:
-            os.remove(os.path.join(self.parts, f"{self.tag}.done"))  # being redone: merge must wait for this run
-        except FileNotFoundError:
-            pass
+        # A done-marker of an earlier finished run stays while this run works: its part is complete and
+        # consistent, so a merge meanwhile gives that earlier dataset; finish() replaces both together.
         self.rows, self.journal_path = self._new_journal()
         self.errors = open(self.errors_tmp, "w", encoding="utf-8")
         self.n_rows = self.n_errors = 0
@@ -191,8 +189,8 @@ class ShardWriter:
         # A finished part is trusted on size alone by later runs, so the outputs it lists must be on disk
         # before it exists, not only in this node's page cache.
         flush_to_disk(self.parts)
-        os.replace(self.journal_path, os.path.join(self.parts, f"{self.tag}.jsonl"))
-        os.replace(self.errors_tmp, os.path.join(self.parts, f"{self.tag}.errors.jsonl"))
+        replace_if_changed(self.journal_path, os.path.join(self.parts, f"{self.tag}.jsonl"))
+        replace_if_changed(self.errors_tmp, os.path.join(self.parts, f"{self.tag}.errors.jsonl"))
         for p in self.old_journals:
             _remove(p)
         marker = dict(marker, pairs=self.n_rows, errors=self.n_errors)
@@ -202,6 +200,30 @@ class ShardWriter:
         """Close files after an interruption, keeping the journal for the next run."""
         self.rows.close()
         self.errors.close()
+
+
+def replace_if_changed(tmp, dest):
+    """os.replace(tmp, dest), unless dest already holds the same bytes: then drop tmp and keep dest as it is."""
+    if same_bytes(tmp, dest):
+        os.remove(tmp)
+    else:
+        os.replace(tmp, dest)
+
+
+def same_bytes(a, b):
+    """Whether files a and b exist and hold the same bytes (no caching, unlike filecmp)."""
+    try:
+        if os.path.getsize(a) != os.path.getsize(b):
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+                if ca != cb:
+                    return False
+                if not ca:
+                    return True
+    except OSError:
+        return False
 
 
 def claim_run(out_root, body):
@@ -351,5 +373,5 @@ def _write_merged(dest, parts):
     except BaseException:
         _remove(tmp)
         raise
-    os.replace(tmp, dest)
+    replace_if_changed(tmp, dest)
     return sum(seen)

@@ -614,3 +614,14 @@ def test_progressive_noisy_last_step_matches_one_shot(generate, tmp_path):
         # Earlier steps are brighter on average than the last one.
         means = [read_png(tmp_path / "prog" / s["path"]).mean() for s in r["steps"]]
         assert means[0] > means[-1]
+
+
+def test_a_noop_rerun_leaves_every_dataset_file_untouched(generate, input_dir, out_dir):
+    """'Changes nothing' includes the manifest, errors, dataset.json and the shard part: same bytes, same mtimes."""
+    assert generate(input_dir, out_dir).code == 0
+    names = ["manifest.jsonl", "errors.jsonl", "dataset.json", "parts/shard-00000-of-00001.jsonl"]
+    before = {n: ((out_dir / n).read_bytes(), (out_dir / n).stat().st_mtime_ns) for n in names}
+    images = tree_mtimes(out_dir)
+    assert generate(input_dir, out_dir).code == 0
+    assert {n: ((out_dir / n).read_bytes(), (out_dir / n).stat().st_mtime_ns) for n in names} == before
+    assert tree_mtimes(out_dir) == images
