@@ -31,7 +31,8 @@ examples:
   python generate.py --verify 100                      # replay 100 rows, compare with the files
 
 exit codes: 0 all inputs done, 2 bad usage or config (nothing written),
-            3 finished but some inputs failed (see OUTPUT/errors.jsonl; re-run to retry)
+            3 finished but some inputs failed (see OUTPUT/errors.jsonl; re-run to retry),
+            1 --verify found a file that differs from its replay (each one is named)
 """
 
 
