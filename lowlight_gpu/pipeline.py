@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from joblib import Parallel, delayed
 
 from . import __version__, imageio, layout, manifest, synth
-from .config import _NOT_FINGERPRINTED, ConfigError
+from .config import ConfigError
 from .params import pair_seed, sample_params
 from .sources import scan
 
@@ -133,7 +133,7 @@ def dataset_info(config):
     """The body of dataset.json, without counts."""
     # Only the settings that shape the bytes (the fingerprinted ones): where the run read and wrote, and on
     # how many threads or which cluster, must not make a sharded or Dask run differ from a local one.
-    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_FINGERPRINTED}
+    settings = config.output_settings()
     return {
         "name": "lowlight_gpu dataset",
         "version": __version__,
