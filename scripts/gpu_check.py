@@ -232,13 +232,14 @@ def noise_speedup(runs=5):
     return {"shape": list(BENCH_SHAPE), "numpy_s": t_numpy, "cupy_s": t_cupy, "speedup": t_numpy / t_cupy}
 
 
-def end_to_end(paths, workers=16, min_pairs=64, compress_level=1):
+def end_to_end(paths, workers=16, min_pairs=64, compress_level=1, repeats=3):
     """Pairs/s of the real pipeline (default config: noise on) per backend, and of its decode+encode floor.
 
     The floor decodes every input and encodes+writes the very arrays the pipeline writes
     (computed beforehand, untimed), with the same threads and PNG level
     (benchmarks/bench_pipeline.py defines it).  Inputs: min_pairs JPEGs of ~2 MP made
-    from the bundled samples; ``paths`` is unused beyond choosing that set.
+    from the bundled samples; ``paths`` is unused beyond choosing that set.  The three
+    variants run interleaved, `repeats` times, and the medians are reported.
     """
     import shutil
     import tempfile
@@ -251,29 +252,30 @@ def end_to_end(paths, workers=16, min_pairs=64, compress_level=1):
     tmp = tempfile.mkdtemp()
     try:
         inputs = make_inputs(os.path.join(tmp, "in"), count=min_pairs, megapixels=2.0)
-        result = {"pairs": min_pairs, "workers": workers, "megapixels": 2.0}
-        configs = {}
-        for name in ("numpy", "cupy"):
-            cfg = config_from_dict({"input": inputs, "output": os.path.join(tmp, name), "workers": workers,
-                                    "backend": name, "save": {"compress_level": compress_level}})
-            configs[name] = cfg
+        configs = {name: config_from_dict({"input": inputs, "output": os.path.join(tmp, name), "workers": workers,
+                                           "backend": name, "save": {"compress_level": compress_level}})
+                   for name in ("numpy", "cupy")}
+        for cfg in configs.values():
             pipeline.run(cfg, limit=8)  # warm-up: kernels, streams, pinned buffers
-            times = []
-            for _ in range(2):
-                shutil.rmtree(cfg.output, ignore_errors=True)
-                t0 = time.perf_counter()
-                pipeline.run(cfg)
-                times.append(time.perf_counter() - t0)
-            result[f"{name}_pairs_per_s"] = min_pairs / min(times)
         jobs = planned_arrays(configs["numpy"])
-        times = []
-        for _ in range(2):
-            out = os.path.join(tmp, "floor")
+
+        def timed(fn, out):
             shutil.rmtree(out, ignore_errors=True)
             t0 = time.perf_counter()
-            floor_run(jobs, out, workers, compress_level, configs["numpy"].max_pixels)
-            times.append(time.perf_counter() - t0)
-        result["floor_pairs_per_s"] = min_pairs / min(times)
+            fn()
+            return time.perf_counter() - t0
+
+        times = {"numpy": [], "cupy": [], "floor": []}
+        for _ in range(repeats):  # interleaved, so drifting load hits every variant alike
+            for name, cfg in configs.items():
+                times[name].append(timed(lambda: pipeline.run(cfg), cfg.output))
+            out = os.path.join(tmp, "floor")
+            times["floor"].append(timed(lambda: floor_run(jobs, out, workers, compress_level,
+                                                          configs["numpy"].max_pixels), out))
+        result = {"pairs": min_pairs, "workers": workers, "megapixels": 2.0, "repeats": repeats,
+                  "seconds": times}
+        for name, ts in times.items():
+            result[f"{name}_pairs_per_s"] = min_pairs / statistics.median(ts)
         result["cupy_vs_numpy"] = result["cupy_pairs_per_s"] / result["numpy_pairs_per_s"]
         result["cupy_vs_floor"] = result["cupy_pairs_per_s"] / result["floor_pairs_per_s"]
         result["numpy_vs_floor"] = result["numpy_pairs_per_s"] / result["floor_pairs_per_s"]
