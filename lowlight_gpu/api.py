@@ -19,7 +19,9 @@ Array types:
   is a tensor on the same device.
 
 The image is uint8 (H, W, 3), or (H, W, 4) whose alpha channel is passed
-through unchanged, as the CLI passes a source's alpha to every output.
+through unchanged, as the CLI passes a source's alpha to every output.  A float
+image with values in [0, 1] is quantised to 8-bit codes first (the model works
+on codes) and the result comes back as the same float dtype, code / 255.
 """
 
 import os
@@ -87,12 +89,20 @@ def check_step(params, t):
 
 def render(backend, image, params, t, noisy, xp):
     """Render through a backend module; an alpha channel (4th) is passed through unchanged."""
-    if image.dtype != xp.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"synthesize: expected a uint8 (H, W, 3) or (H, W, 4) image, "
+    is_float = image.dtype.kind == "f"
+    if not (image.dtype == xp.uint8 or is_float) or image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"synthesize: expected a uint8 (H, W, 3) or (H, W, 4) image (or float in [0, 1]), "
                          f"got {image.dtype} {tuple(image.shape)}")
+    rgb = image[:, :, :3]
+    if is_float:
+        # The model is defined on 8-bit codes (lookup tables, Poisson tables per code), so float input in
+        # [0, 1] is quantised the way the pipeline quantises, and the result is scaled back to its dtype.
+        rgb = xp.floor(xp.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(xp.uint8)
+    low = xp.asarray(backend.render(xp.ascontiguousarray(rgb), params, t, noisy))
+    if is_float:
+        low = (low / 255.0).astype(image.dtype)
     if image.shape[2] == 3:
-        return xp.asarray(backend.render(image, params, t, noisy))
-    low = xp.asarray(backend.render(xp.ascontiguousarray(image[:, :, :3]), params, t, noisy))
+        return low
     return xp.concatenate((low, image[:, :, 3:]), axis=2)
 
 

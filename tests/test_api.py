@@ -88,8 +88,10 @@ def test_synthesize_shapes_types_and_errors():
     rgba = np.concatenate((rgb, np.arange(63, dtype=np.uint8).reshape(9, 7, 1)), axis=2)
     out = ll.synthesize(rgba, params)
     assert np.array_equal(out[:, :, :3], low) and np.array_equal(out[:, :, 3], rgba[:, :, 3])
+    floats = ll.synthesize(rgb.astype(np.float32) / 255, params)  # float in [0, 1]: quantised, same dtype out
+    assert floats.dtype == np.float32 and np.array_equal(np.round(floats * 255).astype(np.uint8), low)
     with pytest.raises(ValueError, match="uint8"):
-        ll.synthesize(rgb.astype(np.float32), params)
+        ll.synthesize(rgb.astype(np.int32), params)
     with pytest.raises(ValueError, match="uint8"):
         ll.synthesize(rgb[:, :, 0], params)
     with pytest.raises(ValueError, match="progressive"):
