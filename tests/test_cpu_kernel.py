@@ -278,3 +278,20 @@ def test_mismatch_report():
     print(f"\ncpu_kernel vs numpy reference: {differ} of {total} values differ "
           f"({len(MISMATCHES)} cases; worst {max(MISMATCHES.items(), key=lambda kv: kv[1][0], default=None)})")
     assert differ <= max(1, math.floor(MAX_MISMATCH_SHARE * total))
+
+
+def test_a_kernel_that_cannot_compile_falls_back_to_numpy(monkeypatch, capsys):
+    """A numba that imports but cannot compile here must cost speed, never pairs."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("LLVM says no")
+
+    monkeypatch.setattr(cpu_kernel, "_compiled", False)
+    monkeypatch.setattr(cpu_kernel, "AVAILABLE", True)
+    monkeypatch.setattr(cpu_kernel, "_call", broken)
+    rgb = np.random.default_rng(3).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    params = P.sample_params(11, config_from_dict({}))
+    low = nb.render(rgb, params)
+    assert cpu_kernel.AVAILABLE is False
+    assert "pure-numpy path" in capsys.readouterr().err
+    monkeypatch.setattr(cpu_kernel, "AVAILABLE", False)
+    assert np.array_equal(low, nb.render(rgb, params))

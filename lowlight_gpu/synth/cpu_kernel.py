@@ -37,6 +37,7 @@ Set ``LOWLIGHT_NO_NUMBA=1`` (read once, at import) to force the numpy path.
 """
 
 import os
+import sys
 import threading
 
 import numpy as np
@@ -51,7 +52,7 @@ if not DISABLED:
     try:
         import numba
         AVAILABLE = True
-    except ImportError:  # numba is optional: numpy_backend keeps its pure-numpy loop
+    except Exception:  # noqa: BLE001 - missing, or broken against this numpy: keep the pure-numpy loop
         numba = None
 
 
@@ -328,15 +329,20 @@ def warmup():
     render_noisy calls this itself; call it early to keep the one-off cost out of timings.
     Returns AVAILABLE.
     """
-    global _compiled
+    global _compiled, AVAILABLE
     if not AVAILABLE or _compiled:
         return AVAILABLE
     with _compile_lock:
-        if not _compiled:
-            _call(np.zeros(3, np.uint8), np.zeros(256), _NO_GUIDE, _NO_THRESHOLDS, _NO_KSHIFT, _NO_NORMAL,
-                  _NO_LAM, MODEL_GAUSSIAN, 1.0, 0.0, 0, 0, 0)
-            _compiled = True
-    return True
+        if not _compiled and AVAILABLE:
+            try:
+                _call(np.zeros(3, np.uint8), np.zeros(256), _NO_GUIDE, _NO_THRESHOLDS, _NO_KSHIFT, _NO_NORMAL,
+                      _NO_LAM, MODEL_GAUSSIAN, 1.0, 0.0, 0, 0, 0)
+                _compiled = True
+            except Exception as exc:  # noqa: BLE001 - a numba that cannot compile here must not fail pairs
+                AVAILABLE = False
+                print(f"lowlight_gpu: numba could not compile the CPU noise kernel ({type(exc).__name__}: "
+                      f"{exc}); using the pure-numpy path (same images, slower)", file=sys.stderr)
+    return AVAILABLE
 
 
 def render_noisy(flat_codes, signal, tables, noise, seed, step):

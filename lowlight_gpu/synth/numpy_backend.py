@@ -82,7 +82,7 @@ def render(rgb, params, t=None, noisy=True):
     step = noise_step(params, t)
     flat = np.ascontiguousarray(rgb).reshape(-1)
     # Fused numba twin of render_noisy_reference for order: after in sRGB (synth/cpu_kernel.py).
-    if cpu_kernel.AVAILABLE and not before and space == "srgb":
+    if not before and space == "srgb" and cpu_kernel.warmup():
         return cpu_kernel.render_noisy(flat, signal, tables, noise, params["seed"], step).reshape(rgb.shape)
     return render_noisy_reference(flat, signal, tables, params, t, step).reshape(rgb.shape)
 
