@@ -5,12 +5,14 @@ Exit codes: 0 every input done; 2 bad usage or config (nothing written);
 """
 
 import argparse
+import os
 import re
 import sys
 
 from . import __version__
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED_INPUTS = 0, 2, 3
+DEFAULT_CONFIG = "config.yaml"
 
 DESCRIPTION = """\
 Generate a synthetic low-light pair dataset: every image under `input` becomes
@@ -23,7 +25,7 @@ relative path, so any pair can be rebuilt exactly.
 
 EPILOG = """\
 examples:
-  python generate.py                                   # config.yaml as is
+  python generate.py                                   # ./config.yaml as is (or the built-in defaults)
   python generate.py --set input=photos --set output=lol_synth --set seed=7
   python generate.py --set darken.gamma=[2,3] --set noise.model=none
   python generate.py --set progressive.enabled=true --set progressive.save=all
@@ -63,8 +65,9 @@ def build_parser():
     """The argument parser of generate.py and the lowlight-gpu command."""
     p = _Parser(prog="lowlight-gpu", description=DESCRIPTION, epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="config.yaml", metavar="PATH",
-                   help="YAML config file (default: config.yaml); every key is documented in it")
+    p.add_argument("--config", default=None, metavar="PATH",
+                   help="YAML config file (default: ./config.yaml, or the built-in defaults that the project's "
+                        "config.yaml documents when there is none here)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key with a YAML value, e.g. --set darken.gamma=[2,3]; repeatable")
     p.add_argument("--limit", type=non_negative_int, metavar="N",
@@ -94,6 +97,13 @@ def main(argv=None):
         return 130
 
 
+def config_path(given):
+    """The config file to read: the one given, else ./config.yaml if present, else None (built-in defaults)."""
+    if given is not None:
+        return given  # asked for explicitly: a missing file is an error
+    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
+
+
 def _fail(message):
     """Print one line and return the usage exit code."""
     print(f"lowlight-gpu: error: {message}", file=sys.stderr)
@@ -108,7 +118,7 @@ def _main(args):
     from .synth import BackendUnavailable
 
     try:
-        config = load_config(args.config, args.overrides, check_paths=not (args.merge or args.verify is not None
+        config = load_config(config_path(args.config), args.overrides, check_paths=not (args.merge or args.verify is not None
                                                                             or args.preview or args.report))
     except ConfigError as exc:
         return _fail(exc)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
 from lowlight_gpu import __version__, cli
 
-from conftest import read_jsonl, run_subprocess, tree_mtimes, write_images
+from conftest import REPO_ROOT, read_jsonl, run_subprocess, tree_mtimes, write_images
 
 SUMMARY = re.compile(r"(\d+) pairs(?: \((\d+) already done\))?, (\d+) errors, [0-9.]+ pairs/s")
 FIX_WORDS = ("did you mean", "must", "write it as", "set ", "use ", "pass ", "quote", "choose", "see --help",
@@ -315,3 +316,15 @@ def test_main_returns_exit_code_without_raising(tmp_path, input_dir, config_file
     assert code == 0
     assert (out / "manifest.jsonl").is_file()
     assert _summary(capsys.readouterr().out)[0] == 2
+
+
+def test_without_config_yaml_here_the_builtin_defaults_apply(tmp_path, monkeypatch):
+    """Run from a folder without config.yaml: the documented defaults, which equal the repo's config.yaml."""
+    from lowlight_gpu.cli import config_path
+    from lowlight_gpu.config import load_config
+
+    repo_config = load_config(os.path.join(REPO_ROOT, "config.yaml"), check_paths=False)
+    monkeypatch.chdir(tmp_path)
+    assert config_path(None) is None
+    assert load_config(config_path(None), check_paths=False) == repo_config
+    assert config_path("mine.yaml") == "mine.yaml"
