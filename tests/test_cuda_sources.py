@@ -282,7 +282,7 @@ def test_kernel_body_matches_numpy_render(host, config, steps):
 
 
 def test_kernel_body_mismatch_count(host):
-    """The number the brief asks for: host-compiled kernel body vs numpy on every case above."""
+    """The cross-backend figure: host-compiled kernel body vs numpy on every case above."""
     total = differ = 0
     for config, steps in RENDER_CASES:
         for _, size, d, _ in render_mismatches(host, config, steps, shape=(257, 193, 3)):
