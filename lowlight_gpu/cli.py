@@ -168,6 +168,8 @@ def _tool_actions(args, config):
         print(f"lowlight-gpu: merged {counts['shards']} shard(s): {counts['pairs']} pairs, "
               f"{counts['errors']} errors -> {config.output}")
         code = EXIT_FAILED_INPUTS if counts["errors"] else EXIT_OK
+        if counts["pairs"] and not args.report:  # the merged dataset gets the report a whole run gets
+            _end_report(config)
     if args.verify is not None:
         from .tools import verify
 
