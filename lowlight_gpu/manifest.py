@@ -83,11 +83,6 @@ def file_shard(path):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def merged(paths):
-    """Stream the rows of several source-sorted files as one source-sorted stream."""
-    return heapq.merge(*(read_rows(p) for p in paths), key=lambda r: r["source"])
-
-
 class PriorRows:
     """Rows of earlier runs into this output, looked up in increasing source order."""
 
