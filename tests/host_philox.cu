@@ -5,8 +5,8 @@
 //        -I lowlight_gpu/synth tests/host_philox.cu -o libllhost.so
 // and calls it through ctypes, so the Philox words, the Poisson table search and
 // the whole per-value kernel body (ll_noise_pair) are checked against the numpy
-// reference on machines without a GPU.
-#include "noise.cuh"
+// reference on machines without a GPU; so is the batched kernel's job table.
+#include "batch.cuh"
 
 extern "C" {
 
@@ -46,6 +46,27 @@ void ll_host_noise(const unsigned char* codes, unsigned char* out, long long n, 
     const ll_noise_params p = {key0, key1, step, model, darken, linear, inv_peak, sigma, alpha, beta, gamma};
     const ll_tables tb = {thresholds, guide, kshift, normal, lam, signal};
     for (long long j = 0; j < (n + 1) / 2; ++j) ll_noise_pair(p, tb, codes, out, n, first, j);
+}
+
+// The body of ll_batch_kernel run serially: every value pair of every job.
+void ll_host_batch(const unsigned char* blob, unsigned char* out, const ll_job* jobs, int njobs)
+{
+    for (int k = 0; k < njobs; ++k)
+        for (long long j = 0; j < (jobs[k].n + 1) / 2; ++j) ll_batch_pair(blob, out, jobs[k], j);
+}
+
+// sizeof(ll_job) and the byte offset of each field, in declaration order (ll_noise_params flattened).
+int ll_host_job_layout(long long* out)
+{
+    ll_job job;
+    const char* base = (const char*)&job;
+    const void* fields[] = {&job.codes, &job.out, &job.n, &job.tables, &job.p.key0, &job.p.key1, &job.p.step,
+                            &job.p.model, &job.p.darken, &job.p.linear, &job.p.inv_peak, &job.p.sigma,
+                            &job.p.alpha, &job.p.beta, &job.p.gamma, &job.clean};
+    const int count = (int)(sizeof(fields) / sizeof(fields[0]));
+    out[0] = (long long)sizeof(ll_job);
+    for (int i = 0; i < count; ++i) out[i + 1] = (long long)((const char*)fields[i] - base);
+    return count;
 }
 
 }  // extern "C"

@@ -20,6 +20,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
@@ -100,7 +102,7 @@ def test_kernels_compile_for_hopper(tmp_path, source):
     ptx = tmp_path / "k.ptx"
     run([NVCC, *GPU_FLAGS, f"-arch={ARCH}", *include, "--ptx", src, "-o", ptx])
     text = ptx.read_text()
-    for entry in ("ll_noise_kernel", "ll_lut_kernel"):
+    for entry in ("ll_noise_kernel", "ll_lut_kernel", "ll_batch_kernel"):
         assert f".entry {entry}(" in text
     # ptxas too (register allocation, stack), as CuPy's NVRTC -> cubin path does.
     run([NVCC, *GPU_FLAGS, f"-arch={ARCH}", *include, "-cubin", src, "-o", tmp_path / "k.cubin"])
@@ -331,6 +333,9 @@ class StandInCupy:
         self.host = host
         self.max_alloc = None  # bytes; a larger cupy.empty raises OutOfMemoryError
         self.launches = []
+        self.batches = []  # (images, device values) of each batched launch
+        self.batch_delay = 0.0  # seconds each batched launch takes (lets other threads queue meanwhile)
+        self.batch_error = None  # an exception the next batched launch raises
         outer = self
 
         class Stream:
@@ -358,7 +363,8 @@ class StandInCupy:
                 assert "ll_noise_kernel" in code and "--fmad=false" in options
 
             def get_function(self, name):
-                return {"ll_noise_kernel": outer.noise_kernel, "ll_lut_kernel": outer.lut_kernel}[name]
+                return {"ll_noise_kernel": outer.noise_kernel, "ll_lut_kernel": outer.lut_kernel,
+                        "ll_batch_kernel": outer.batch_kernel}[name]
 
         self.RawModule = RawModule
         self._pool = Pool()
@@ -397,6 +403,23 @@ class StandInCupy:
         self.host.ll_host_noise(ptr(codes), ptr(out), ctypes.c_longlong(int(n)), ctypes.c_longlong(int(first)),
                                 *map(c_scalar, scalars), *map(ptr, tables))
 
+    def batch_kernel(self, grid, block, args):
+        """ll_batch_kernel, run by the host-compiled batch body."""
+        blob, out, jobs = args
+        njobs = int(grid[1])
+        table = np.asarray(jobs)[:njobs * cupy_backend.JOB_DTYPE.itemsize].view(cupy_backend.JOB_DTYPE)
+        images = {}  # input offset -> (values, jobs): what this pass holds on the device
+        for row in table:
+            values, count = images.get(int(row["codes"]), (int(row["n"]), 0))
+            images[int(row["codes"])] = (values, count + 1)
+        self.launches.append(("batch", njobs, 0))
+        self.batches.append((len(images), sum(v * (1 + c) for v, c in images.values())))
+        if self.batch_error is not None:
+            error, self.batch_error = self.batch_error, None
+            raise error
+        time.sleep(self.batch_delay)
+        self.host.ll_host_batch(ptr(blob), ptr(out), ptr(jobs), ctypes.c_int(njobs))
+
     def lut_kernel(self, grid, block, args):
         """ll_lut_kernel, as a numpy table lookup."""
         self.launches.append(("lut", int(args[2]), 0))
@@ -409,7 +432,9 @@ def stand_in(host, monkeypatch):
     """cupy_backend wired to a StandInCupy, with its caches cleared before and after."""
     fake = StandInCupy(host)
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    for name, value in [("_modules", {}), ("_available", None), ("_state", cupy_backend._ThreadState())]:
+    for name, value in [("_modules", {}), ("_available", None), ("_state", cupy_backend._ThreadState()),
+                        ("_batcher", cupy_backend._Batcher()), ("_batch_small_images", True),
+                        ("_slice_values", cupy_backend._slice_values)]:
         monkeypatch.setattr(cupy_backend, name, value)
     return fake
 
@@ -458,3 +483,131 @@ def test_driver_threads_on_stand_in(stand_in):
         threaded = list(pool.map(lambda task: cupy_backend.render_many(*task, specs), tasks))
     for outs, want in zip(threaded, serial):
         assert all(np.array_equal(a, b) for a, b in zip(outs, want))
+
+
+# ---------------------------------------------------------------- batching small images
+
+def test_job_table_layout_matches_the_c_struct(host):
+    out = np.zeros(32, np.int64)
+    count = host.ll_host_job_layout(ptr(out))
+    dtype = cupy_backend.JOB_DTYPE
+    assert count == len(dtype.names)
+    assert out[0] == dtype.itemsize == 120
+    assert list(out[1:count + 1]) == [dtype.fields[name][1] for name in dtype.names]
+
+
+def batch_requests(count=7):
+    """Small images of odd sizes with a mix of clean, noisy, gaussian and progressive jobs."""
+    configs = [{}, {"noise": {"model": "gaussian"}}, {"noise": {"order": "before", "space": "linear"}},
+               {"progressive": {"enabled": True, "steps": 3}}, {"noise": {"model": "none"}}]
+    requests = []
+    for i in range(count):
+        rgb = np.random.default_rng(40 + i).integers(0, 256, (5 + 7 * i, 3 + 5 * i, 3), dtype=np.uint8)
+        params = sample_params(100 + i, config_from_dict(configs[i % len(configs)]))
+        specs = [(None, True), (None, False)] if "progressive" not in params else [(1, True), (3, True), (2, False)]
+        requests.append((rgb, params, specs))
+    return requests
+
+
+def test_batched_pass_equals_images_rendered_alone(stand_in):
+    requests = batch_requests()
+    alone = [cupy_backend.render_many(rgb, p, specs, slice_values=10 ** 6) for rgb, p, specs in requests]
+    stand_in.launches.clear()
+    batch = [cupy_backend._Request(rgb, [cupy_backend._Job(p, t, noisy) for t, noisy in specs])
+             for rgb, p, specs in requests]
+    got = cupy_backend._render_batch(batch)
+    assert [kind for kind, *_ in stand_in.launches] == ["batch"]  # one launch for every image
+    want = [img for outs in alone for img in outs]
+    assert len(got) == len(want) == sum(len(specs) for *_, specs in requests)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and np.array_equal(a, b)
+    for (rgb, p, specs), outs in zip(requests, alone):  # and per-image kernels equal the references
+        for (t, noisy), img in zip(specs, outs):
+            if noisy and p["noise"]["model"] != "none":
+                assert np.array_equal(img.reshape(-1), host_render(stand_in.host, rgb, p, t))
+            else:
+                assert np.array_equal(img, numpy_reference(rgb, p, t, noisy=False))
+
+
+def test_concurrent_small_images_share_passes(stand_in):
+    requests = batch_requests(24)
+    cupy_backend.configure(batch_small_images=False)
+    serial = [cupy_backend.render_many(*r) for r in requests]
+    assert all(kind != "batch" for kind, *_ in stand_in.launches)
+    cupy_backend.configure(batch_small_images=True)
+    stand_in.launches.clear()
+    stand_in.batch_delay = 0.02  # while one pass runs, the other threads' images queue for the next
+    with ThreadPoolExecutor(8) as pool:
+        threaded = list(pool.map(lambda r: cupy_backend.render_many(*r), requests))
+    for outs, want in zip(threaded, serial):
+        assert len(outs) == len(want) and all(np.array_equal(a, b) for a, b in zip(outs, want))
+    kinds = [kind for kind, *_ in stand_in.launches]
+    assert set(kinds) == {"batch"}
+    assert len(kinds) < len(requests) // 2, f"{len(kinds)} passes for {len(requests)} images"
+    assert sum(n for _, n, _ in stand_in.launches) == sum(len(specs) for *_, specs in requests)
+
+
+def test_batches_respect_the_size_cap(stand_in):
+    requests = batch_requests(12)
+    cupy_backend.configure(batch_megapixels=0.01)  # at most 2 * 30000 values on the device per pass
+    cap = 2 * cupy_backend._slice_values
+    sizes = [r[0].size * (1 + len(r[2])) for r in requests]
+    assert max(sizes) < cap < sum(sizes)
+    stand_in.batch_delay = 0.02
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(lambda r: cupy_backend.render_many(*r), requests))
+    assert sum(images for images, _ in stand_in.batches) == len(requests)
+    assert max(images for images, _ in stand_in.batches) > 1  # batching still happened
+    assert all(values <= cap for _, values in stand_in.batches)
+
+
+def test_a_failed_pass_raises_in_every_waiting_thread(stand_in):
+    requests = batch_requests(6)
+    stand_in.batch_delay = 0.05
+    stand_in.batch_error = RuntimeError("device lost")
+    errors, results = [], []
+
+    def one(r):
+        try:
+            results.append(cupy_backend.render_many(*r))
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=one, args=(r,)) for r in requests]
+    for th in threads:
+        th.start()
+        time.sleep(0.005)  # the first thread's pass fails; the rest queue behind it
+    for th in threads:
+        th.join(10)
+    assert not any(th.is_alive() for th in threads)
+    assert errors and all(e == "device lost" for e in errors)
+    assert len(errors) + len(results) == len(requests)
+    # The batcher is not stuck: a later image renders.
+    rgb, p, specs = requests[0]
+    assert len(cupy_backend.render_many(rgb, p, specs)) == len(specs)
+
+
+def test_out_of_memory_in_a_batch_renders_each_image_alone(stand_in):
+    requests = batch_requests(5)
+    want = [cupy_backend.render_many(*r, slice_values=10 ** 6) for r in requests]
+    batch = [cupy_backend._Request(rgb, [cupy_backend._Job(p, t, noisy) for t, noisy in specs])
+             for rgb, p, specs in requests]
+    alone = max(cupy_backend._layout(req.jobs) + 2 * req.rgb.size for req in batch)
+    together = cupy_backend._layout([job for req in batch for job in req.jobs])
+    assert alone < together
+    stand_in.launches.clear()
+    stand_in.max_alloc = alone  # enough for any single image's pass, too little for the batch's blob
+    cupy_backend._render_batch_or_alone(batch)
+    assert all(req.error is None for req in batch)
+    assert "batch" not in [kind for kind, *_ in stand_in.launches]
+    for req, outs in zip(batch, want):
+        assert all(np.array_equal(a, b) for a, b in zip(req.result(), outs))
+
+
+def test_large_images_are_not_batched(stand_in):
+    rgb = np.zeros((1, cupy_backend.SMALL_IMAGE_VALUES // 3 + 1, 3), np.uint8)
+    params = sample_params(3, config_from_dict({}))
+    cupy_backend.render_many(rgb, params, [(None, False)])
+    assert [kind for kind, *_ in stand_in.launches] == ["lut"]
+    cupy_backend.render_many(rgb[:, :1000], params, [(None, False)])
+    assert [kind for kind, *_ in stand_in.launches] == ["lut", "batch"]

@@ -208,11 +208,47 @@ def test_out_of_memory_falls_back_to_slices(slice_spy):
 
 def test_configure_batch_megapixels_slices(monkeypatch, slice_spy):
     monkeypatch.setattr(cupy_backend, "_slice_values", cupy_backend._slice_values)  # restored afterwards
-    rgb = image((300, 400, 3), 10)
+    rgb = image((1000, 800, 3), 10)  # above SMALL_IMAGE_VALUES: rendered on its own, in slices
+    assert rgb.size > cupy_backend.SMALL_IMAGE_VALUES
     params = params_for({}, 11)
     want = cupy_backend.render(rgb, params)
-    cupy_backend.configure(batch_megapixels=0.05)
+    cupy_backend.configure(batch_megapixels=0.2)
     slice_spy.clear()
     got = cupy_backend.render(rgb, params)
-    assert slice_spy == [150_000]
+    assert slice_spy == [600_000]
     assert np.array_equal(got, want)
+
+
+@pytest.fixture
+def batch_spy(monkeypatch):
+    """Records how many images each batched device pass carried."""
+    sizes = []
+    real = cupy_backend._render_batch
+
+    def spy(batch):
+        sizes.append(len(batch))
+        return real(batch)
+
+    monkeypatch.setattr(cupy_backend, "_render_batch", spy)
+    monkeypatch.setattr(cupy_backend, "_batch_small_images", True)
+    return sizes
+
+
+def test_batched_small_images_equal_images_rendered_alone(batch_spy):
+    tasks = [(image((29 + 3 * i, 41 + i, 3), 50 + i), params_for(CASES[i % len(CASES)][0], 60 + i))
+             for i in range(48)]
+    cupy_backend.configure(batch_small_images=False)
+    try:
+        alone = [cupy_backend.render_many(rgb, params, SPECS[:2]) for rgb, params in tasks]
+    finally:
+        cupy_backend.configure(batch_small_images=True)
+    assert batch_spy == []
+    with ThreadPoolExecutor(16) as pool:
+        batched = list(pool.map(lambda task: cupy_backend.render_many(*task, SPECS[:2]), tasks))
+    assert sum(batch_spy) == len(tasks)
+    print(f"48 small images in {len(batch_spy)} batched passes (largest {max(batch_spy)})")
+    for (rgb, params), outs, want in zip(tasks, batched, alone):
+        for got, ref, (t, noisy) in zip(outs, want, SPECS[:2]):
+            assert np.array_equal(got, ref)
+            if noisy:
+                assert_close(got, numpy_reference(rgb, params, t), "batched")

@@ -12,7 +12,11 @@ where the two libraries' float32 log/sin/cos/pow round an ulp apart across an
 Threads: the pipeline calls ``render_many`` from many worker threads at once.
 Each thread gets its own non-blocking CUDA stream and its own page-locked
 staging buffers, so one thread's copies and kernels overlap with the decoding
-and encoding done by the others.  Never fork a process after CUDA has been
+and encoding done by the others.  Small images (at most SMALL_IMAGE_VALUES
+values) are batched instead: while one thread's device pass runs, the small
+images other threads submit queue up, and the next pass renders all of them
+with one upload, one launch and one download (group commit: a lone image waits
+for nothing).  Never fork a process after CUDA has been
 initialised (a forked child cannot use the parent's CUDA context): use threads,
 or start worker processes with the "spawn"/"forkserver" method.
 
@@ -55,11 +59,22 @@ ALIGN = 256                  # byte alignment of each table inside the uploaded 
 
 _MODELS = {"poisson-gaussian": 0, "brooks": 0, "poisson": 1, "gaussian": 2}  # LL_MODEL_* in noise.cuh
 
+SMALL_IMAGE_VALUES = 1 << 21  # images up to this many values (0.7 MP of RGB) are batched across threads
+MAX_BATCH_JOBS = 4096        # output images per batched launch (the grid's y extent allows 65535)
+
+_NOISE_PARAM_FIELDS = [("key0", "<u4"), ("key1", "<u4"), ("step", "<u4"), ("model", "<i4"), ("darken", "<i4"),
+                       ("linear", "<i4"), ("inv_peak", "<f4"), ("sigma", "<f4"), ("alpha", "<f4"),
+                       ("beta", "<f4"), ("gamma", "<f4")]  # ll_noise_params, in noise_args order
+# ll_job of batch.cuh, field for field (tests/test_cuda_sources.py checks the C layout against it).
+JOB_DTYPE = np.dtype([("codes", "<i8"), ("out", "<i8"), ("n", "<i8"), ("tables", "<i8", (6,)),
+                      *_NOISE_PARAM_FIELDS, ("clean", "<i4")], align=True)
+
 _compile_lock = threading.Lock()
-_modules = {}                # device id -> (noise kernel, LUT kernel)
+_modules = {}                # (device id, fast math) -> _Kernels
 _probe_lock = threading.Lock()
 _available = None
 _slice_values = 48_000_000 * 3  # values per slice; configure(batch_megapixels=...) changes it
+_batch_small_images = True      # configure(batch_small_images=False) renders every image on its own
 
 
 # ---------------------------------------------------------------- source and compilation
@@ -90,11 +105,20 @@ def _inline(path, seen):
 
 def source_files():
     """Paths of the CUDA files the backend compiles (for tests and packaging checks)."""
-    return [SOURCE_DIR / KERNEL_FILE, SOURCE_DIR / "noise.cuh", SOURCE_DIR / "philox.cuh"]
+    return [SOURCE_DIR / KERNEL_FILE, SOURCE_DIR / "batch.cuh", SOURCE_DIR / "noise.cuh", SOURCE_DIR / "philox.cuh"]
+
+
+class _Kernels:
+    """The compiled kernels of one device and variant."""
+
+    def __init__(self, module):
+        self.noise = module.get_function("ll_noise_kernel")
+        self.lut = module.get_function("ll_lut_kernel")
+        self.batch = module.get_function("ll_batch_kernel")
 
 
 def _kernels(fast_math=None):
-    """(noise kernel, LUT kernel) for the current device, compiled once per process and variant."""
+    """The _Kernels of the current device, compiled once per process and variant."""
     import cupy
 
     fast = FAST_MATH if fast_math is None else fast_math
@@ -105,8 +129,7 @@ def _kernels(fast_math=None):
             kernels = _modules.get(key)
             if kernels is None:
                 options = COMPILE_OPTIONS + (("-DLL_FAST_MATH",) if fast else ())
-                module = cupy.RawModule(code=kernel_source(), options=options)
-                kernels = (module.get_function("ll_noise_kernel"), module.get_function("ll_lut_kernel"))
+                kernels = _Kernels(cupy.RawModule(code=kernel_source(), options=options))
                 _modules[key] = kernels
     return kernels
 
@@ -133,21 +156,26 @@ def _probe():
     params = {"seed": 7, "alpha": 0.9, "beta": 0.8, "gamma": 2.0,
               "noise": {"model": "poisson-gaussian", "peak": 200.0, "read_sigma": 0.01,
                         "order": "after", "space": "srgb"}}
+    specs = [(None, True), (None, False)]
     try:
-        noisy, clean = render_many(rgb, params, [(None, True), (None, False)])
+        noisy, clean = render_many(rgb, params, specs, slice_values=2 * rgb.size)  # per-image kernels
+        batched = _render_batch([_Request(rgb, [_Job(params, t, n) for t, n in specs])])  # the batch kernel
     except Exception as exc:
         return False, f"CuPy could not run the kernels: {type(exc).__name__}: {exc}"
     # The noise-free image is exact by construction; tests/test_cupy_backend.py checks the noisy one.
-    if not np.array_equal(clean, clean_lut(params, None, "srgb")[rgb]) or noisy.shape != rgb.shape:
+    if (not np.array_equal(clean, clean_lut(params, None, "srgb")[rgb]) or noisy.shape != rgb.shape
+            or not all(np.array_equal(a, b) for a, b in zip(batched, (noisy, clean)))):
         return False, "CuPy kernels ran but returned wrong values"
     return True, ""
 
 
-def configure(batch_megapixels=None, memory_limit_gb=None):
-    """Set the largest slice one thread keeps on the GPU and cap CuPy's device memory pool."""
-    global _slice_values
+def configure(batch_megapixels=None, memory_limit_gb=None, batch_small_images=None):
+    """Set the largest slice (or batch) one pass keeps on the GPU, cap CuPy's memory pool, switch batching."""
+    global _slice_values, _batch_small_images
     if batch_megapixels is not None:
         _slice_values = _even(max(MIN_SLICE_VALUES, int(batch_megapixels * 1e6) * 3))
+    if batch_small_images is not None:
+        _batch_small_images = bool(batch_small_images)
     if memory_limit_gb is not None:
         import cupy
 
@@ -219,14 +247,19 @@ class _Job:
         self.offsets = ()
 
 
-def _layout(jobs):
-    """Assign each job's sections a 256-byte-aligned offset in one blob; return its size."""
-    size = 0
+def _padded(nbytes):
+    """nbytes rounded up to a whole number of ALIGN-byte units (at least one)."""
+    return -(-max(nbytes, 1) // ALIGN) * ALIGN
+
+
+def _layout(jobs, start=0):
+    """Assign each job's sections a 256-byte-aligned offset in one blob, from `start`; return the end."""
+    size = start
     for job in jobs:
         offsets = []
         for arr in job.sections:
             offsets.append(size)
-            size += -(-max(arr.nbytes, 1) // ALIGN) * ALIGN
+            size += _padded(arr.nbytes)
         job.offsets = tuple(offsets)
     return size
 
@@ -247,15 +280,15 @@ def _device_views(d_blob, job):
 
 def _launch(job, views, d_codes, d_out, first, fast_math=None):
     """Run the job's kernel on one slice of codes whose first value has global index `first`."""
-    noise_kernel, lut_kernel = _kernels(fast_math)
+    kernels = _kernels(fast_math)
     n = d_codes.size
     if job.clean:
         grid = max(1, min(LUT_MAX_GRID, -(-n // (16 * THREADS_PER_BLOCK))))
-        lut_kernel((grid,), (THREADS_PER_BLOCK,), (d_codes, d_out, np.int64(n), views[0]))
+        kernels.lut((grid,), (THREADS_PER_BLOCK,), (d_codes, d_out, np.int64(n), views[0]))
     else:
         grid = max(1, min(MAX_GRID, -(-((n + 1) // 2) // THREADS_PER_BLOCK)))
-        noise_kernel((grid,), (THREADS_PER_BLOCK,),
-                     (d_codes, d_out, np.int64(n), np.int64(first), *job.args, *views))
+        kernels.noise((grid,), (THREADS_PER_BLOCK,),
+                      (d_codes, d_out, np.int64(n), np.int64(first), *job.args, *views))
 
 
 # ---------------------------------------------------------------- per-thread state
@@ -322,7 +355,10 @@ def render_many(rgb, params, specs, *, slice_values=None):
         return _render_on_device(rgb, jobs)
     if not jobs:
         return []
-    return _render_from_host(np.ascontiguousarray(rgb), jobs, slice_values or _slice_values)
+    rgb = np.ascontiguousarray(rgb)
+    if _batch_small_images and slice_values is None and 0 < rgb.size <= SMALL_IMAGE_VALUES:
+        return _batcher.render(_Request(rgb, jobs))
+    return _render_from_host(rgb, jobs, slice_values or _slice_values)
 
 
 def _render_on_device(rgb, jobs):
@@ -424,3 +460,154 @@ def _device_pass(codes, blob, jobs, outs, slice_values, stream):
         for i, job in enumerate(jobs):
             _launch(job, views[i], d_in, d_out[:hi - lo], lo)
             d_out[:hi - lo].get(stream=stream, out=outs[i * n + lo:i * n + hi], blocking=False)
+
+
+# ---------------------------------------------------------------- batching small images across threads
+
+class _Request:
+    """One thread's small image and its jobs, waiting for (or leading) a batched device pass."""
+
+    def __init__(self, rgb, jobs):
+        self.rgb = rgb
+        self.jobs = jobs
+        self.device_values = rgb.size * (1 + len(jobs))  # input plus outputs on the device
+        self.outputs = None
+        self.error = None
+        self.done = False
+        self.wake = threading.Event()  # set when done, or when this request's thread must lead the next pass
+
+    def result(self):
+        """The rendered images, or the pass's exception raised in this thread."""
+        if self.error is not None:
+            raise self.error
+        return self.outputs
+
+
+class _Batcher:
+    """Group commit for small images: one thread runs a device pass while the others queue.
+
+    The thread that finds no pass running leads: it takes the queue (its own request
+    first), renders it in one batch, hands the lead to the oldest request still queued,
+    and wakes the rest.  No thread ever waits for a batch to fill, so a lone image is
+    rendered at once, and under load each pass carries whatever queued meanwhile.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._queue = []
+        self._running = False
+
+    def render(self, request):
+        """Render request's jobs in some batch; returns its images (in this thread)."""
+        with self._lock:
+            self._queue.append(request)
+            lead = not self._running
+            self._running = True
+        if not lead:
+            request.wake.wait()
+            if request.done:
+                return request.result()
+        # This thread leads; its request is first in the queue (new, or handed the lead).
+        batch = self._take()
+        try:
+            _render_batch_or_alone(batch)
+        finally:
+            with self._lock:
+                if self._queue:
+                    self._queue[0].wake.set()  # not done: that thread leads the next pass
+                else:
+                    self._running = False
+            for req in batch:
+                req.done = True
+                req.wake.set()
+        return request.result()
+
+    def _take(self):
+        """Remove and return the queue's head: as many requests as fit in one batch (at least one)."""
+        with self._lock:
+            values = jobs = count = 0
+            for req in self._queue:
+                values += req.device_values
+                jobs += len(req.jobs)
+                if count and (values > 2 * _slice_values or jobs > MAX_BATCH_JOBS):
+                    break
+                count += 1
+            batch, self._queue = self._queue[:count], self._queue[count:]
+        return batch
+
+
+_batcher = _Batcher()
+
+
+def _render_batch_or_alone(batch):
+    """Fill each request's outputs (or error): one batched pass, or image by image after out-of-memory."""
+    import cupy
+
+    try:
+        outputs = _render_batch(batch)
+    except cupy.cuda.memory.OutOfMemoryError:
+        outputs = None  # each image alone, with the per-image slicing fallback
+    except Exception as exc:  # noqa: BLE001 - every waiting thread re-raises it
+        for req in batch:
+            req.error = exc
+        return
+    start = 0
+    for req in batch:
+        if outputs is not None:
+            req.outputs = outputs[start:start + len(req.jobs)]
+            start += len(req.jobs)
+            continue
+        try:
+            req.outputs = _render_from_host(req.rgb, req.jobs, _slice_values)
+        except Exception as exc:  # noqa: BLE001
+            req.error = exc
+
+
+def _render_batch(batch):
+    """Every job of every request in one upload, one launch and one download; the images, in order."""
+    import cupy
+
+    jobs = [job for req in batch for job in req.jobs]
+    size = 0
+    for req in batch:  # the blob: every input image, then every job's tables, then the job table
+        req.codes_at = size
+        size += _padded(req.rgb.size)
+    table_at = _layout(jobs, size)
+    size = table_at + JOB_DTYPE.itemsize * len(jobs)
+    blob = _pinned("batch_blob", size)
+    for req in batch:
+        blob[req.codes_at:req.codes_at + req.rgb.size] = req.rgb.reshape(-1)
+    _fill(blob, jobs)
+    table = np.zeros(len(jobs), JOB_DTYPE)
+    out_at, pairs = 0, 0
+    k = 0
+    for req in batch:
+        for job in req.jobs:
+            row = table[k]
+            row["codes"], row["out"], row["n"] = req.codes_at, out_at, req.rgb.size
+            row["tables"][:len(job.offsets)] = job.offsets
+            row["clean"] = job.clean
+            for (name, _), value in zip(_NOISE_PARAM_FIELDS, job.args):
+                row[name] = value
+            out_at += req.rgb.size
+            pairs = max(pairs, (req.rgb.size + 1) // 2)
+            k += 1
+    blob[table_at:size] = table.view(np.uint8)
+    outs = _pinned("batch_outs", out_at)
+    stream = _stream()
+    try:
+        with stream:
+            d_blob = cupy.empty(size, cupy.uint8)
+            d_blob.set(blob, stream=stream)
+            d_out = cupy.empty(out_at, cupy.uint8)
+            grid = (max(1, min(MAX_GRID, -(-pairs // THREADS_PER_BLOCK))), len(jobs))
+            _kernels().batch(grid, (THREADS_PER_BLOCK,), (d_blob, d_out, d_blob[table_at:]))
+            d_out.get(stream=stream, out=outs, blocking=False)
+    finally:
+        stream.synchronize()  # also after an error: the next pass rewrites these pinned buffers
+    images, at = [], 0
+    for req in batch:
+        for _ in req.jobs:
+            images.append(outs[at:at + req.rgb.size].copy().reshape(req.rgb.shape))
+            at += req.rgb.size
+    return images

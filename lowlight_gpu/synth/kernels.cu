@@ -4,6 +4,7 @@
 // so CuPy's on-disk kernel cache (keyed by source text and options) never serves
 // a build of stale headers.  Compile with --fmad=false (see noise.cuh).
 #include "noise.cuh"
+#include "batch.cuh"
 
 // One fused pass per noisy output image: uint8 code -> Philox words -> Poisson
 // search / Box-Muller -> compose -> clip -> optional darkening and sRGB curve ->
@@ -63,4 +64,19 @@ extern "C" __global__ void ll_lut_kernel(
         done = 16 * vecs;
     }
     for (long long i = done + start; i < n; i += stride) out[i] = table[codes[i]];
+}
+
+// A batch of small images (batch.cuh): blockIdx.y picks the job, x blocks stride over its value pairs.
+// Jobs differ in size, so blocks past a small job's end exit at once; that costs little next to
+// the per-image copies and launches the batch saves.
+extern "C" __global__ void ll_batch_kernel(
+    const unsigned char* __restrict__ blob, unsigned char* __restrict__ out, const ll_job* __restrict__ jobs)
+{
+    __shared__ ll_job job;  // read once per block, not once per value
+    if (threadIdx.x == 0) job = jobs[blockIdx.y];
+    __syncthreads();
+    const long long pairs = (job.n + 1) / 2;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < pairs; j += stride)
+        ll_batch_pair(blob, out, job, j);
 }
