@@ -302,6 +302,73 @@ def end_to_end(paths, workers=16, min_pairs=64, compress_level=1, repeats=3):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def small_images(workers=16, count=4096, shape=(96, 128, 3), pairs=768, repeats=3):
+    """Small images, batched across threads or one by one: render_many calls/s, and pipeline pairs/s.
+
+    First `count` renders of a `shape` image (noise on, clean twin too) from `workers`
+    threads; then the pipeline on `pairs` JPEGs of ~0.08 MP against its floor.
+    Variants run interleaved, `repeats` times; medians are reported.
+    """
+    import shutil
+
+    from benchmarks.bench_pipeline import floor_run, planned_arrays
+    from benchmarks.common import make_inputs
+    from lowlight_gpu import pipeline
+
+    tasks = [(np.random.default_rng(i).integers(0, 256, shape, dtype=np.uint8),
+              sample_params(i, config_from_dict({}))) for i in range(64)]
+    specs = [(None, True), (None, False)]
+    passes = []
+    real = cupy_backend._render_batch
+
+    def counting(batch):
+        passes.append(len(batch))
+        return real(batch)
+
+    def renders():
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda i: cupy_backend.render_many(*tasks[i % len(tasks)], specs), range(count)))
+
+    result = {"shape": list(shape), "renders": count, "workers": workers, "pairs": pairs, "repeats": repeats}
+    tmp = tempfile.mkdtemp()
+    cupy_backend._render_batch = counting
+    try:
+        times = {"batched": [], "alone": []}
+        renders()  # warm-up: threads' streams and pinned buffers
+        passes.clear()
+        for _ in range(repeats):
+            for name in times:
+                cupy_backend.configure(batch_small_images=name == "batched")
+                times[name].append(median_seconds(renders, runs=1, warmup=0))
+        result["render_calls_per_s"] = {k: count / statistics.median(v) for k, v in times.items()}
+        result["images_per_batched_pass"] = repeats * count / max(1, len(passes))
+        result["batched_vs_alone"] = statistics.median(times["alone"]) / statistics.median(times["batched"])
+
+        inputs = make_inputs(os.path.join(tmp, "in"), count=pairs, megapixels=0.08)
+        cfg = {name: config_from_dict({"input": inputs, "output": os.path.join(tmp, name), "workers": workers,
+                                       "backend": backend, "save": {"compress_level": 1}})
+               for name, backend in (("cupy_batched", "cupy"), ("cupy_alone", "cupy"), ("numpy", "numpy"))}
+        jobs = planned_arrays(cfg["numpy"])
+        runs = {name: [] for name in (*cfg, "floor")}
+        for _ in range(repeats):
+            for name, c in cfg.items():
+                cupy_backend.configure(batch_small_images=name != "cupy_alone")
+                shutil.rmtree(c.output, ignore_errors=True)
+                runs[name].append(median_seconds(lambda: pipeline.run(c), runs=1, warmup=0))
+            out = os.path.join(tmp, "floor")
+            shutil.rmtree(out, ignore_errors=True)
+            runs["floor"].append(median_seconds(lambda: floor_run(jobs, out, workers, 1, cfg["numpy"].max_pixels),
+                                                runs=1, warmup=0))
+        result["pipeline_pairs_per_s"] = {k: pairs / statistics.median(v) for k, v in runs.items()}
+        pps = result["pipeline_pairs_per_s"]
+        result["pipeline_vs_floor"] = {k: pps[k] / pps["floor"] for k in cfg}
+        return result
+    finally:
+        cupy_backend._render_batch = real
+        cupy_backend.configure(batch_small_images=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- driver
 
 def section(report, key, fn, *args):
@@ -353,6 +420,16 @@ def summary(report):
                      f"cupy/floor {e2e['cupy_vs_floor']:.2f}")
         lines.append(f"end-to-end flush to stable storage per run (s): {e2e.get('flush_seconds')}; "
                      f"cupy/floor without it {e2e.get('cupy_vs_floor_without_flush', float('nan')):.2f}")
+    sm = report.get("small_images", {})
+    if "render_calls_per_s" in sm:
+        calls = sm["render_calls_per_s"]
+        lines.append(f"small images {sm['shape']} x {sm['renders']}, {sm['workers']} threads: batched "
+                     f"{calls['batched']:.0f}, alone {calls['alone']:.0f} render calls/s "
+                     f"({sm['batched_vs_alone']:.2f}x; {sm['images_per_batched_pass'] or 0:.1f} images per pass)")
+    if "pipeline_vs_floor" in sm:
+        lines.append(f"small images pipeline ({sm['pairs']} pairs of 0.08 MP): "
+                     + ", ".join(f"{k} {v:.0f}" for k, v in sm["pipeline_pairs_per_s"].items()) + " pairs/s; vs floor "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in sm["pipeline_vs_floor"].items()))
     for key, value in report.items():
         if isinstance(value, dict) and "error" in value:
             lines.append(f"ERROR in {key}: {value['error']}")
@@ -393,6 +470,7 @@ def main(argv=None):
             section(report, "kernel", kernel_throughput, cupy, report["device"].get("peak_bandwidth_Bps"))
             section(report, "noise_speed", noise_speedup)
             section(report, "end_to_end", end_to_end, paths, args.workers)
+            section(report, "small_images", small_images, args.workers)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     Path(args.outdir, "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
     print(summary(report))
