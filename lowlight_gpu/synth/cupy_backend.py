@@ -4,7 +4,7 @@ The CPU still computes every parameter (scalars, the 256-entry LUTs, the Poisson
 tables of ``synth/poisson.py``); the GPU only does per-value work, in one fused
 kernel per output image (``synth/kernels.cu``).  Only uint8 images and the small
 tables cross PCIe; float data lives in registers.  Noise words come from the
-same Philox4x32-10 counters as ``rng.py`` (never ``cupy.random``), so results
+same Philox4x32-10 counters as ``rng.py`` (never CuPy's own generators), so results
 match ``numpy_backend.render``: noise-free images exactly, noisy ones except
 where the two libraries' float32 log/sin/cos/pow round an ulp apart across an
 8-bit boundary (about one value in a million; never more than 1 LSB).
@@ -59,7 +59,10 @@ ALIGN = 256                  # byte alignment of each table inside the uploaded 
 
 _MODELS = {"poisson-gaussian": 0, "brooks": 0, "poisson": 1, "gaussian": 2}  # LL_MODEL_* in noise.cuh
 
-SMALL_IMAGE_VALUES = 1 << 21  # images up to this many values (0.7 MP of RGB) are batched across threads
+# Images up to this many values (87K RGB pixels, e.g. 256 x 341) are batched across threads.  For
+# them the per-image CUDA calls and synchronisation cost as much as the work; larger images gain
+# nothing, and each thread rendering its own keeps their copies running in parallel.
+SMALL_IMAGE_VALUES = 1 << 18
 MAX_BATCH_JOBS = 4096        # output images per batched launch (the grid's y extent allows 65535)
 
 _NOISE_PARAM_FIELDS = [("key0", "<u4"), ("key1", "<u4"), ("step", "<u4"), ("model", "<i4"), ("darken", "<i4"),
