@@ -24,7 +24,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import fresh, machine, make_inputs, timed  # noqa: E402
+from benchmarks.common import fresh, machine, make_inputs, settled_time  # noqa: E402
 from lowlight_gpu import pipeline  # noqa: E402
 from lowlight_gpu.config import config_from_dict  # noqa: E402
 
@@ -80,8 +80,7 @@ def main():
             times = {name: [] for name in runs}
             for _ in range(args.repeat):  # interleaved, so drifting load hits every variant alike
                 for name, fn in runs.items():
-                    fresh(outputs[name])
-                    times[name].append(timed(fn, 1)[0])
+                    times[name].append(settled_time(fn, outputs[name]))
             for name in list(runs)[1:]:
                 assert same_dataset(local.output, outputs[name]), f"{name}: output differs from the local run"
         finally:

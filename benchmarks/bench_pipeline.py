@@ -15,9 +15,9 @@ Usage: python benchmarks/bench_pipeline.py [--count 24] [--megapixels 1] [--repe
 """
 
 import argparse
-import io
 import os
 import random
+import statistics
 import sys
 import tempfile
 
@@ -27,7 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import fresh, machine, make_inputs, timed  # noqa: E402
+from benchmarks.common import machine, make_inputs, settled_time  # noqa: E402
 from lowlight_gpu import imageio, layout, pipeline  # noqa: E402
 from lowlight_gpu.config import config_from_dict  # noqa: E402
 from lowlight_gpu.params import pair_seed, sample_params  # noqa: E402
@@ -81,18 +81,19 @@ def run_variant(name, overrides, inputs, tmp, args, results):
     pixels = sum(a.shape[0] * a.shape[1] for _, outs in jobs for _, a in outs[:1])
     n = len(jobs)
 
+    floor_out = os.path.join(tmp, "floor")
+
     def pipe():
-        fresh(cfg.output)
         pipeline.run(cfg)
 
     def floor():
-        floor_run(jobs, fresh(os.path.join(tmp, "floor")), args.workers, cfg.save.compress_level, cfg.max_pixels)
+        floor_run(jobs, floor_out, args.workers, cfg.save.compress_level, cfg.max_pixels)
 
-    pipe()  # warm-up: compiles kernels, fills caches
+    settled_time(pipe, cfg.output)  # warm-up: compiles kernels, fills caches
     t_pipe, t_floor = [], []
-    for _ in range(args.repeat):  # interleaved, so drifting load hits both alike
-        t_pipe.append(timed(pipe, 1)[0])
-        t_floor.append(timed(floor, 1)[0])
+    for _ in range(args.repeat):  # interleaved, so drifting load hits both alike; each starts with a clean disk cache
+        t_pipe.append(settled_time(pipe, cfg.output))
+        t_floor.append(settled_time(floor, floor_out))
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     results[name] = {"pairs/s": n / med(t_pipe), "floor pairs/s": n / med(t_floor),
                      "ratio": med(t_floor) / med(t_pipe), "images": n, "MP/image": pixels / n / 1e6}
@@ -135,12 +136,11 @@ def main():
         if not args.only or "seed" in args.only:
             cfg = config_from_dict({"input": inputs, "output": os.path.join(tmp, "pipe"), "workers": args.workers,
                                     "backend": "numpy"})
-            t_seed = timed(lambda: seed_loop(inputs, fresh(os.path.join(tmp, "seed"))), args.repeat)[0]
-
-            def pipe():
-                fresh(cfg.output)
-                pipeline.run(cfg)
-            t_default = timed(pipe, args.repeat)[0]
+            seed_out = os.path.join(tmp, "seed")
+            t_seed = statistics.median(settled_time(lambda: seed_loop(inputs, seed_out), seed_out)
+                                       for _ in range(args.repeat))
+            t_default = statistics.median(settled_time(lambda: pipeline.run(cfg), cfg.output)
+                                          for _ in range(args.repeat))
             n = args.count
             print(f"{'seed document loop':<28} {n / t_seed:6.2f} pairs/s; default config {n / t_default:6.2f} "
                   f"pairs/s; speed-up {t_seed / t_default:.2f}x")

@@ -47,6 +47,26 @@ def fresh(folder):
     return folder
 
 
+def settle(folder):
+    """fresh(folder), then push every earlier write to disk: call before a timed run, outside the timing.
+
+    The pipeline's end-of-shard syncfs flushes the whole filesystem, so without this
+    it would also pay for the dirty pages the previous variant (say, the floor) left.
+    """
+    fresh(folder)
+    if hasattr(os, "sync"):
+        os.sync()
+    return folder
+
+
+def settled_time(fn, folder):
+    """Wall time of fn() after settle(folder)."""
+    settle(folder)
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def machine():
     """A one-line description of this machine."""
     import platform

@@ -46,6 +46,7 @@ import functools
 import io
 import os
 import pathlib
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -223,13 +224,43 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            # No fsync: outputs are reproducible, so surviving a power cut is
-            # not worth a disk sync per file over millions of files; the
-            # rename still means readers never see a half-written file.
+            # No fsync per file: the pipeline makes a shard durable with one
+            # syncfs before it finalises the shard's manifest part.  Starting
+            # the write-back now (without waiting) lets the disk work while we
+            # compute, so that final sync finds almost nothing left to write.
+            start_writeback(f.fileno())
         os.replace(tmp, final)
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start write-back of the range's dirty pages, do not wait
+_sync_file_range = None      # libc's sync_file_range, looked up on first use; False where there is none
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing fd's dirty pages to disk, without waiting (Linux; a no-op elsewhere)."""
+    global _sync_file_range
+    if _sync_file_range is None:
+        _sync_file_range = _find_sync_file_range()
+    if _sync_file_range:
+        _sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # only a hint: a failure (e.g. EINVAL) changes nothing
+
+
+def _find_sync_file_range():
+    """sync_file_range(2) from the C library with its argument types, or False."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError, ImportError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def _holds(path: pathlib.Path, data: bytes) -> bool:

@@ -443,6 +443,21 @@ def test_driver_available_with_stand_in(stand_in):
     assert cupy_backend.available() == (True, "")
 
 
+@pytest.mark.parametrize("broken", ["noise", "batch"])
+def test_probe_rejects_kernels_that_run_but_compute_wrong_noise(stand_in, broken):
+    def copy_input(grid, block, args):  # runs, returns the right shape, adds no noise
+        if broken == "noise":
+            codes, out, n = args[:3]
+            out[:int(n)] = codes[:int(n)]
+        else:
+            blob, out, jobs = args
+            out[...] = 0
+
+    setattr(stand_in, f"{broken}_kernel", copy_input)
+    ok, reason = cupy_backend.available()
+    assert not ok and "wrong values" in reason
+
+
 @pytest.mark.parametrize("config,steps", RENDER_CASES[:3] + RENDER_CASES[-2:],
                          ids=[str(c) for c, _ in RENDER_CASES[:3] + RENDER_CASES[-2:]])
 def test_driver_render_many_on_stand_in(stand_in, config, steps):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
 import io
+import os
 import pickle
 import struct
+import sys
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from lowlight_gpu import imageio
 from lowlight_gpu.imageio import (
     IMAGE_EXTENSIONS,
     DecodeError,
@@ -472,6 +476,31 @@ def test_write_atomic_replaces_existing_and_stale_temp(tmp_path):
     write_atomic(str(target), b"new")
     assert target.read_bytes() == b"new"
     assert not temp_name(target).exists()
+
+
+def test_write_atomic_starts_writeback_of_each_new_file(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_sync_file_range(fd, offset, nbytes, flags):
+        calls.append((os.fstat(fd).st_size, offset, nbytes, flags))
+        return -1  # a failing hint must not fail the write
+
+    monkeypatch.setattr(imageio, "_sync_file_range", fake_sync_file_range)
+    write_atomic(tmp_path / "a.png", b"12345")
+    write_atomic(tmp_path / "a.png", b"12345")  # unchanged bytes: nothing written, nothing to flush
+    write_atomic(tmp_path / "b.png", b"xy")
+    assert calls == [(5, 0, 0, imageio.SYNC_FILE_RANGE_WRITE), (2, 0, 0, imageio.SYNC_FILE_RANGE_WRITE)]
+    assert (tmp_path / "a.png").read_bytes() == b"12345" and (tmp_path / "b.png").read_bytes() == b"xy"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux-only")
+def test_start_writeback_uses_the_c_library(tmp_path, monkeypatch):
+    monkeypatch.setattr(imageio, "_sync_file_range", None)
+    with open(tmp_path / "f", "wb") as f:
+        f.write(b"data")
+        f.flush()
+        imageio.start_writeback(f.fileno())
+    assert imageio._sync_file_range and imageio._sync_file_range.restype is ctypes.c_int
 
 
 def test_temp_name_is_hidden_sibling(tmp_path):

@@ -36,6 +36,7 @@ import numpy as np
 
 from .. import rng
 from .numpy_backend import noise_step, noise_tables
+from .numpy_backend import render as numpy_render
 from .signal import clean_lut, step_exponents, step_signal, working_codes
 
 NAME = "cupy"
@@ -165,8 +166,12 @@ def _probe():
         batched = _render_batch([_Request(rgb, [_Job(params, t, n) for t, n in specs])])  # the batch kernel
     except Exception as exc:
         return False, f"CuPy could not run the kernels: {type(exc).__name__}: {exc}"
-    # The noise-free image is exact by construction; tests/test_cupy_backend.py checks the noisy one.
-    if (not np.array_equal(clean, clean_lut(params, None, "srgb")[rgb]) or noisy.shape != rgb.shape
+    # The noise-free image is exact by construction.  The noisy one may differ from numpy by one
+    # level where float32 transcendentals round an ulp apart (about 1e-6 of values), so a single
+    # such value is allowed; a broken kernel gets most of the 60 values wrong.
+    diff = np.abs(noisy.astype(np.int16) - numpy_render(rgb, params))
+    if (not np.array_equal(clean, clean_lut(params, None, "srgb")[rgb]) or diff.max() > 1
+            or np.count_nonzero(diff) > 1
             or not all(np.array_equal(a, b) for a, b in zip(batched, (noisy, clean)))):
         return False, "CuPy kernels ran but returned wrong values"
     return True, ""
