@@ -526,6 +526,8 @@ class _Batcher:
                 else:
                     self._running = False
             for req in batch:
+                if req.outputs is None and req.error is None:  # the pass was interrupted (KeyboardInterrupt)
+                    req.error = RuntimeError("the batched GPU pass rendering this image was interrupted")
                 req.done = True
                 req.wake.set()
         return request.result()
