@@ -18,8 +18,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.bench_pipeline import floor_run, planned_arrays  # noqa: E402
-from benchmarks.common import machine, make_inputs, settle, settled_time  # noqa: E402
-from lowlight_gpu import imageio, manifest, pipeline  # noqa: E402
+from benchmarks.common import machine, make_inputs, settle, settled_time, timing_flushes  # noqa: E402
+from lowlight_gpu import imageio, pipeline  # noqa: E402
 from lowlight_gpu.config import config_from_dict  # noqa: E402
 
 
@@ -33,24 +33,14 @@ def main():
     args = ap.parse_args()
     print(f"machine: {machine()}; {args.count} JPEG inputs of ~{args.megapixels} MP; {args.workers} workers; "
           f"noise {'on' if args.noise else 'off'}; median of {args.repeat}")
-    real_writeback, real_flush = imageio.start_writeback, manifest.flush_to_disk
-    flushes = []
-
-    def timed_flush(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return real_flush(*a, **k)
-        finally:
-            flushes.append(time.perf_counter() - t0)
-
-    with tempfile.TemporaryDirectory() as tmp:
+    real_writeback = imageio.start_writeback
+    with tempfile.TemporaryDirectory() as tmp, timing_flushes() as flushes:
         inputs = make_inputs(os.path.join(tmp, "in"), args.count, args.megapixels)
         cfg = config_from_dict({"input": inputs, "output": os.path.join(tmp, "pipe"), "workers": args.workers,
                                 "backend": "numpy", **({} if args.noise else {"noise": {"model": "none"}})})
         jobs = planned_arrays(cfg)
         times = {"early write-back": [], "no early write-back": [], "floor": []}
         flush = {"early write-back": [], "no early write-back": []}
-        manifest.flush_to_disk = timed_flush
         try:
             settled_time(lambda: pipeline.run(cfg), cfg.output)  # warm-up
             for _ in range(args.repeat):  # interleaved, so drifting load hits every variant alike
@@ -66,7 +56,7 @@ def main():
                 times["floor"].append(settled_time(
                     lambda: floor_run(jobs, out, args.workers, cfg.save.compress_level, cfg.max_pixels), out))
         finally:
-            imageio.start_writeback, manifest.flush_to_disk = real_writeback, real_flush
+            imageio.start_writeback = real_writeback
     med = statistics.median
     print("\n| variant | run s | end-of-run flush s | pipeline / floor |\n|---|---|---|---|")
     for name, ts in times.items():

@@ -1,5 +1,6 @@
-"""Shared helpers for the benchmarks: a reproducible input set and a median timer."""
+"""Shared helpers for the benchmarks: a reproducible input set, timers, disk settling."""
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -73,3 +74,24 @@ def machine():
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{platform.processor() or platform.machine()}, {cpus} CPUs, Python {platform.python_version()}, numpy {np.__version__}"
+
+
+@contextlib.contextmanager
+def timing_flushes():
+    """Record the seconds of every manifest.flush_to_disk call (the end-of-shard sync) in the yielded list."""
+    from lowlight_gpu import manifest
+
+    real, seconds = manifest.flush_to_disk, []
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - t0)
+
+    manifest.flush_to_disk = timed
+    try:
+        yield seconds
+    finally:
+        manifest.flush_to_disk = real

@@ -264,53 +264,43 @@ def end_to_end(paths, workers=16, min_pairs=64, compress_level=1, repeats=3):
 
     sys.path.insert(0, str(REPO))
     from benchmarks.bench_pipeline import floor_run, planned_arrays
-    from benchmarks.common import make_inputs, settled_time
-    from lowlight_gpu import manifest, pipeline
+    from benchmarks.common import make_inputs, settled_time, timing_flushes
+    from lowlight_gpu import pipeline
 
-    # How much of each pipeline run is the end-of-shard flush to stable storage (crash safety),
-    # which the floor does not do: reported separately.
-    flush, flushed = manifest.flush_to_disk, []
-
-    def timed_flush(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return flush(*args, **kwargs)
-        finally:
-            flushed.append(time.perf_counter() - t0)
-
-    manifest.flush_to_disk = timed_flush
     tmp = tempfile.mkdtemp()
     try:
-        inputs = make_inputs(os.path.join(tmp, "in"), count=min_pairs, megapixels=2.0)
-        configs = {name: config_from_dict({"input": inputs, "output": os.path.join(tmp, name), "workers": workers,
-                                           "backend": name, "save": {"compress_level": compress_level}})
-                   for name in ("numpy", "cupy")}
-        for cfg in configs.values():
-            pipeline.run(cfg, limit=8)  # warm-up: kernels, streams, pinned buffers
-        jobs = planned_arrays(configs["numpy"])
+        # How much of each pipeline run is the end-of-shard flush to stable storage (crash safety),
+        # which the floor does not do: reported separately.
+        with timing_flushes() as flushed:
+            inputs = make_inputs(os.path.join(tmp, "in"), count=min_pairs, megapixels=2.0)
+            configs = {name: config_from_dict({"input": inputs, "output": os.path.join(tmp, name), "workers": workers,
+                                               "backend": name, "save": {"compress_level": compress_level}})
+                       for name in ("numpy", "cupy")}
+            for cfg in configs.values():
+                pipeline.run(cfg, limit=8)  # warm-up: kernels, streams, pinned buffers
+            jobs = planned_arrays(configs["numpy"])
 
-        times = {"numpy": [], "cupy": [], "floor": []}
-        flush_s = {"numpy": [], "cupy": []}
-        for _ in range(repeats):  # interleaved, so drifting load hits every variant alike
-            for name, cfg in configs.items():
-                flushed.clear()
-                times[name].append(settled_time(lambda: pipeline.run(cfg), cfg.output))
-                flush_s[name].append(sum(flushed))
-            out = os.path.join(tmp, "floor")
-            times["floor"].append(settled_time(lambda: floor_run(jobs, out, workers, compress_level,
-                                                          configs["numpy"].max_pixels), out))
-        result = {"pairs": min_pairs, "workers": workers, "megapixels": 2.0, "repeats": repeats,
-                  "seconds": times, "flush_seconds": flush_s}
-        for name, ts in times.items():
-            result[f"{name}_pairs_per_s"] = min_pairs / statistics.median(ts)
-        result["cupy_vs_numpy"] = result["cupy_pairs_per_s"] / result["numpy_pairs_per_s"]
-        result["cupy_vs_floor"] = result["cupy_pairs_per_s"] / result["floor_pairs_per_s"]
-        result["numpy_vs_floor"] = result["numpy_pairs_per_s"] / result["floor_pairs_per_s"]
-        cupy_work = statistics.median(t - f for t, f in zip(times["cupy"], flush_s["cupy"]))
-        result["cupy_vs_floor_without_flush"] = statistics.median(times["floor"]) / cupy_work
-        return result
+            times = {"numpy": [], "cupy": [], "floor": []}
+            flush_s = {"numpy": [], "cupy": []}
+            for _ in range(repeats):  # interleaved, so drifting load hits every variant alike
+                for name, cfg in configs.items():
+                    flushed.clear()
+                    times[name].append(settled_time(lambda: pipeline.run(cfg), cfg.output))
+                    flush_s[name].append(sum(flushed))
+                out = os.path.join(tmp, "floor")
+                times["floor"].append(settled_time(lambda: floor_run(jobs, out, workers, compress_level,
+                                                              configs["numpy"].max_pixels), out))
+            result = {"pairs": min_pairs, "workers": workers, "megapixels": 2.0, "repeats": repeats,
+                      "seconds": times, "flush_seconds": flush_s}
+            for name, ts in times.items():
+                result[f"{name}_pairs_per_s"] = min_pairs / statistics.median(ts)
+            result["cupy_vs_numpy"] = result["cupy_pairs_per_s"] / result["numpy_pairs_per_s"]
+            result["cupy_vs_floor"] = result["cupy_pairs_per_s"] / result["floor_pairs_per_s"]
+            result["numpy_vs_floor"] = result["numpy_pairs_per_s"] / result["floor_pairs_per_s"]
+            cupy_work = statistics.median(t - f for t, f in zip(times["cupy"], flush_s["cupy"]))
+            result["cupy_vs_floor_without_flush"] = statistics.median(times["floor"]) / cupy_work
+            return result
     finally:
-        manifest.flush_to_disk = flush
         shutil.rmtree(tmp, ignore_errors=True)
 
 
