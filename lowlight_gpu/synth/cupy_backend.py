@@ -577,33 +577,31 @@ def _render_batch(batch):
     """Every job of every request in one upload, one launch and one download; the images, in order."""
     import cupy
 
-    jobs = [job for req in batch for job in req.jobs]
-    size = 0
-    for req in batch:  # the blob: every input image, then every job's tables, then the job table
-        req.codes_at = size
+    # The blob: every input image, then every job's tables, then the job table.
+    inputs_at, size = [], 0
+    for req in batch:
+        inputs_at.append(size)
         size += _padded(req.rgb.size)
+    jobs = [job for req in batch for job in req.jobs]
     table_at = _layout(jobs, size)
     size = table_at + JOB_DTYPE.itemsize * len(jobs)
     blob = _pinned("batch_blob", size)
-    for req in batch:
-        blob[req.codes_at:req.codes_at + req.rgb.size] = req.rgb.reshape(-1)
     _fill(blob, jobs)
     table = np.zeros(len(jobs), JOB_DTYPE)
-    out_at, pairs = 0, 0
-    k = 0
-    for req in batch:
+    k = out_at = 0
+    for req, at in zip(batch, inputs_at):
+        n = req.rgb.size
+        blob[at:at + n] = req.rgb.reshape(-1)
         for job in req.jobs:
-            row = table[k]
-            row["codes"], row["out"], row["n"] = req.codes_at, out_at, req.rgb.size
+            row = table[k]  # a view: assignments land in the table
+            row["codes"], row["out"], row["n"], row["clean"] = at, out_at, n, job.clean
             row["tables"][:len(job.offsets)] = job.offsets
-            row["clean"] = job.clean
             for (name, _), value in zip(_NOISE_PARAM_FIELDS, job.args):
                 row[name] = value
-            out_at += req.rgb.size
-            pairs = max(pairs, (req.rgb.size + 1) // 2)
-            k += 1
+            k, out_at = k + 1, out_at + n
     blob[table_at:size] = table.view(np.uint8)
     outs = _pinned("batch_outs", out_at)
+    pairs = (max(req.rgb.size for req in batch) + 1) // 2  # the largest image sets the grid's width
     stream = _stream()
     try:
         with stream:
@@ -615,9 +613,6 @@ def _render_batch(batch):
             d_out.get(stream=stream, out=outs, blocking=False)
     finally:
         stream.synchronize()  # also after an error: the next pass rewrites these pinned buffers
-    images, at = [], 0
-    for req in batch:
-        for _ in req.jobs:
-            images.append(outs[at:at + req.rgb.size].copy().reshape(req.rgb.shape))
-            at += req.rgb.size
-    return images
+    shapes = [req.rgb.shape for req in batch for _ in req.jobs]
+    return [outs[at:at + n].copy().reshape(shape)
+            for at, n, shape in zip(table["out"].tolist(), table["n"].tolist(), shapes)]
