@@ -29,7 +29,8 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from lowlight_gpu import rng
+from conftest import read_jsonl, read_png, write_images
+from lowlight_gpu import pipeline, rng
 from lowlight_gpu.config import config_from_dict
 from lowlight_gpu.params import sample_params
 from lowlight_gpu.synth import cupy_backend, numpy_backend, poisson
@@ -626,3 +627,32 @@ def test_large_images_are_not_batched(stand_in):
     assert [kind for kind, *_ in stand_in.launches] == ["lut"]
     cupy_backend.render_many(rgb[:, :1000], params, [(None, False)])
     assert [kind for kind, *_ in stand_in.launches] == ["lut", "batch"]
+
+
+def test_pipeline_with_the_cupy_backend_on_stand_in_equals_numpy(stand_in, tmp_path):
+    """The whole pipeline with backend: cupy (threads, batching) against backend: numpy."""
+    specs = {f"img{i:02d}.png": (13 + 7 * i, 9 + 5 * i) for i in range(10)}
+    specs.update({"big.png": (600, 160)})  # 288000 values: above SMALL_IMAGE_VALUES, rendered on its own
+    write_images(tmp_path / "in", specs)
+    base = {"input": str(tmp_path / "in"), "workers": 4, "save": {"clean_low": True},
+            "progressive": {"enabled": True, "steps": 2, "save": "all"}}
+    stand_in.batch_delay = 0.01
+    results = {}
+    for backend in ("numpy", "cupy"):
+        cfg = config_from_dict({**base, "output": str(tmp_path / backend), "backend": backend})
+        results[backend] = pipeline.run(cfg)
+    assert results["cupy"].pairs == results["numpy"].pairs == len(specs) and results["cupy"].errors == 0
+    kinds = {kind for kind, *_ in stand_in.launches}
+    assert {"batch", "noise", "lut"} <= kinds  # small images batched, the big one alone
+    rows = {b: read_jsonl(tmp_path / b / "manifest.jsonl") for b in results}
+    assert [r.pop("backend") for r in rows["cupy"]] == ["cupy"] * len(specs)
+    assert [r.pop("backend") for r in rows["numpy"]] == ["numpy"] * len(specs)
+    assert rows["cupy"] == rows["numpy"]  # the same params, seeds and paths
+    differ = total = 0
+    for row in rows["numpy"]:
+        for rel in [row["high"], row["low"], row["clean_low"]] + [s["path"] for s in row["steps"]]:
+            a = read_png(tmp_path / "numpy" / rel).astype(np.int16)
+            b = read_png(tmp_path / "cupy" / rel).astype(np.int16)
+            assert a.shape == b.shape and np.abs(a - b).max() <= 1, rel
+            differ, total = differ + np.count_nonzero(a != b), total + a.size
+    assert differ <= MISMATCH_FRACTION * total
