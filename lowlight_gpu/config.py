@@ -36,11 +36,15 @@ DEFAULTS: dict = {
     "layout": "lol",
     "split": None,
     "max_pixels": 89478485,
+    "follow_symlinks": True,
+    "decode": {"device": "cpu", "color": "convert"},
     "darken": {"alpha": [0.9, 1.0], "beta": [0.5, 1.0], "gamma": [1.5, 5.0]},
     "progressive": {"enabled": False, "steps": 10, "save": "last"},
     "noise": {"model": "poisson-gaussian", "peak": [100, 1000], "read_sigma": [0.002, 0.01],
-              "sigma": [0.01, 0.05], "order": "after", "space": "srgb"},
-    "save": {"format": "png", "compress_level": 1, "clean_low": False},
+              "sigma": [0.01, 0.05], "order": "after", "space": "srgb",
+              "camera": "virtual", "components": "ptrqc", "gain": None},
+    "save": {"format": "png", "compress_level": 1, "clean_low": False, "encoder": "auto",
+             "container": "files", "shard_pairs": 1000, "raw": False},
     "distributed": {"engine": "none", "address": None},
     "gpu": {"batch_megapixels": 48, "memory_limit_gb": None},
 }
@@ -55,6 +59,13 @@ _SEED_LIMIT = 2 ** 63  # seeds feed numpy/CuPy 64-bit generators; larger ones wo
 
 
 # ---------------------------------------------------------------- frozen config objects
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How sources are decoded: on which device, and whether embedded ICC profiles are honoured."""
+    device: str
+    color: str
+
 
 @dataclass(frozen=True)
 class DarkenConfig:
@@ -89,14 +100,21 @@ class NoiseConfig:
     sigma: Range
     order: str
     space: str
+    camera: str
+    components: str
+    gain: Optional[Range]
 
 
 @dataclass(frozen=True)
 class SaveConfig:
-    """How output images are encoded."""
+    """How output images are encoded and stored."""
     format: str
     compress_level: int
     clean_low: bool
+    encoder: str
+    container: str
+    shard_pairs: int
+    raw: bool
 
 
 @dataclass(frozen=True)
@@ -128,6 +146,8 @@ class Config:
     layout: str
     split: Optional[Tuple[Tuple[str, float], ...]]
     max_pixels: int
+    follow_symlinks: bool
+    decode: DecodeConfig
     darken: DarkenConfig
     progressive: ProgressiveConfig
     noise: NoiseConfig
@@ -151,7 +171,7 @@ class Config:
         return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
-_SECTION_CLASSES = {"darken": DarkenConfig, "progressive": ProgressiveConfig, "noise": NoiseConfig,
+_SECTION_CLASSES = {"decode": DecodeConfig, "darken": DarkenConfig, "progressive": ProgressiveConfig, "noise": NoiseConfig,
                     "save": SaveConfig, "distributed": DistributedConfig, "gpu": GpuConfig}
 
 
@@ -273,6 +293,7 @@ _RANGES = {
     "noise.peak": (0.0, False, 1e9, True, "(0, 1e9]"),
     "noise.read_sigma": (0.0, True, 1.0, True, "[0, 1]"),
     "noise.sigma": (0.0, True, 1.0, True, "[0, 1]"),
+    "noise.gain": (0.0, False, 1e6, True, "(0, 1e6]"),
 }
 
 
@@ -290,6 +311,40 @@ def _range(key: str, v: Any) -> Range:
     if lo > hi:
         raise ConfigError(f"config key '{key}' has lo > hi in {_show(v)}; write it as [{hi}, {lo}]")
     return (float(lo), float(hi))
+
+
+def _optional_range(key: str, v: Any) -> Optional[Range]:
+    """Validate null or a range (see _range)."""
+    return None if v is None else _range(key, v)
+
+
+NOISE_COMPONENTS = "ptgrqc"  # ELD/LED letters: shot, Tukey read, Gaussian read, row, quantisation, colour bias
+
+
+def _components(key: str, v: Any) -> str:
+    """Validate a string of distinct physics-noise letters from NOISE_COMPONENTS ('' for none)."""
+    if v is None:
+        v = ""
+    if not isinstance(v, str):
+        raise _type_error(key, f"a string of letters from '{NOISE_COMPONENTS}' (e.g. ptrqc), or ''", v)
+    bad = sorted(set(v) - set(NOISE_COMPONENTS))
+    if bad:
+        raise ConfigError(f"config key '{key}' has unknown component(s) {''.join(bad)!r} in {_show(v)}; "
+                          f"use letters of '{NOISE_COMPONENTS}': p shot, t Tukey-lambda read, g Gaussian read, "
+                          "r row, q quantisation, c colour bias")
+    if len(set(v)) != len(v):
+        raise ConfigError(f"config key '{key}' lists a component twice in {_show(v)}; list each once")
+    if "t" in v and "g" in v:
+        raise ConfigError(f"config key '{key}' has both t and g in {_show(v)}; the read noise is either "
+                          "Tukey-lambda (t) or Gaussian (g)")
+    return v
+
+
+def _name(key: str, v: Any) -> str:
+    """Validate a non-empty name string."""
+    if not isinstance(v, str) or not v.strip():
+        raise _type_error(key, "a non-empty name", v)
+    return v
 
 
 def _split(key: str, v: Any) -> Optional[Tuple[Tuple[str, float], ...]]:
@@ -327,10 +382,14 @@ def _save_steps(key: str, v: Any, steps: int) -> Union[str, Tuple[int, ...]]:
 _ENUMS = {
     "backend": ("auto", "numpy", "cupy"),
     "layout": ("lol", "mbllen"),
-    "noise.model": ("none", "poisson-gaussian", "poisson", "gaussian", "brooks"),
+    "noise.model": ("none", "poisson-gaussian", "poisson", "gaussian", "brooks", "physics"),
     "noise.order": ("after", "before"),
     "noise.space": ("srgb", "linear"),
     "save.format": ("png",),
+    "save.encoder": ("auto", "fpng", "pillow"),
+    "save.container": ("files", "webdataset", "lmdb"),
+    "decode.device": ("cpu", "gpu"),
+    "decode.color": ("convert", "ignore"),
     "distributed.engine": ("none", "dask"),
 }
 
@@ -341,6 +400,12 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "workers": _workers,
     "split": _split,
     "max_pixels": partial(_int, lo=1, hi=None, what="an integer >= 1"),
+    "follow_symlinks": _bool,
+    "noise.camera": _name,
+    "noise.components": _components,
+    "noise.gain": _optional_range,
+    "save.shard_pairs": partial(_int, lo=1, hi=None, what="an integer >= 1"),
+    "save.raw": _bool,
     "progressive.enabled": _bool,
     "progressive.steps": partial(_int, lo=1, hi=None, what="an integer >= 1"),
     "progressive.save": lambda key, v: v,  # needs steps; checked in config_from_dict
@@ -350,7 +415,7 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "gpu.batch_megapixels": _positive,
     "gpu.memory_limit_gb": partial(_positive, optional=True),
     **{k: partial(_enum, choices=c) for k, c in _ENUMS.items()},
-    **{k: _range for k in _RANGES},
+    **{k: _range for k in _RANGES if k != "noise.gain"},
 }
 assert set(_VALIDATORS) == set(_LEAVES), "every key needs exactly one validator"
 
