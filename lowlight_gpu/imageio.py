@@ -172,30 +172,11 @@ def decode_bytes(data: bytes, max_pixels: int, name: str = "") -> Decoded:
 
 
 def encode_png(rgb: np.ndarray, alpha: np.ndarray | None, compress_level: int) -> bytes:
-    """Encode uint8 rgb (H, W, 3) and optional alpha (H, W) as a metadata-free PNG."""
-    if isinstance(compress_level, bool) or not isinstance(compress_level, (int, np.integer)):
-        raise TypeError(f"compress_level must be an int, got {compress_level!r}")
-    if not 0 <= compress_level <= 9:
-        raise ValueError(f"compress_level must be in 0..9, got {compress_level}")
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"rgb must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
-    if alpha is None:
-        pixels = rgb
-    else:
-        alpha = np.asarray(alpha)
-        if alpha.dtype != np.uint8 or alpha.shape != rgb.shape[:2]:
-            raise ValueError(
-                f"alpha must be uint8 {rgb.shape[:2]}, got {alpha.dtype} {alpha.shape}"
-            )
-        # One interleaved buffer; Pillow copies it into its own RGBA storage.
-        pixels = np.concatenate((rgb, alpha[:, :, None]), axis=2)
-    im = Image.fromarray(pixels)
-    buf = io.BytesIO()
-    # A fresh fromarray image has empty info, so no text/time/pHYs chunks are
-    # written and the bytes depend only on the pixels and compress_level.
-    im.save(buf, format="PNG", compress_level=int(compress_level))
-    return buf.getvalue()
+    """Encode uint8 rgb (H, W, 3) and optional alpha (H, W) as a metadata-free Pillow PNG (fpng: see encode.py)."""
+    from . import encode  # the encoders live there; this is the Pillow one, kept for callers of imageio
+
+    encode.check_level(compress_level)
+    return encode.encode_pillow(encode.interleave(rgb, alpha), compress_level)
 
 
 def temp_name(path: str | os.PathLike[str]) -> pathlib.Path:

@@ -328,6 +328,7 @@ def merge(out_root, dataset_info, count=None, fingerprint=None):
     if fingerprint is not None and prints != {fingerprint}:
         raise MergeError("cannot merge: the shards were made with a different config than this one "
                          f"(fingerprints {sorted(map(str, prints))}, config {fingerprint})")
+    codecs = _shared_codecs(have)
     parts = os.path.join(out_root, PARTS)
     shards = [(f"shard {i}/{count}", os.path.join(parts, shard_tag(i, count)), have[i]) for i in range(count)]
     n_pairs = _write_merged(os.path.join(out_root, "manifest.jsonl"),
@@ -335,9 +336,24 @@ def merge(out_root, dataset_info, count=None, fingerprint=None):
     n_errors = _write_merged(os.path.join(out_root, "errors.jsonl"),
                              [(name, f"{base}.errors.jsonl", m.get("errors")) for name, base, m in shards])
     # No shard count here: N shards plus --merge must give the very bytes of one whole run.
-    info = dict(dataset_info, counts={"pairs": n_pairs, "errors": n_errors})
+    info = dict(dataset_info, **codecs, counts={"pairs": n_pairs, "errors": n_errors})
     write_atomic(os.path.join(out_root, "dataset.json"), (json.dumps(info, indent=2) + "\n").encode())
     return dict(info["counts"], shards=count)
+
+
+def _shared_codecs(markers):
+    """{"encoder": ..., "decoder": ...} the done-markers recorded (the same in all), or MergeError naming both."""
+    found = {}
+    for role, key in (("encoder", "save.encoder"), ("decoder", "decode.device")):
+        seen = {json.dumps(m.get(role), sort_keys=True): i for i, m in sorted(markers.items(), reverse=True)}
+        if len(seen) > 1:
+            (a, i), (b, j) = sorted(seen.items(), key=lambda kv: kv[1])[:2]
+            raise MergeError(f"cannot merge: {key}: shard {i} was written with {role} {a}, shard {j} with {b}; "
+                             f"run shard {j} again with the {role} of shard {i}")
+        value = markers[min(markers)].get(role) if markers else None
+        if value is not None:  # parts from before codecs were recorded have none
+            found[role] = value
+    return found
 
 
 def _numbered(rows, i):

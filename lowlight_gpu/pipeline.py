@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from joblib import Parallel, delayed
 
-from . import __version__, imageio, layout, manifest, synth
+from . import __version__, encode, imageio, layout, manifest, synth
 from .config import ConfigError
 from .params import pair_seed, sample_params
 from .sources import scan
@@ -26,6 +26,7 @@ class RunContext:
 
     config: object
     backend: str
+    encoder: encode.Encoder = None  # resolved once per run (see resolve_codecs); None: from config.save.encoder
 
 
 @dataclass
@@ -92,9 +93,10 @@ def synthesize_and_write(src, decoded, ctx):
     plan = layout.plan_outputs(src.out_rel, config, split_name)
     params = sample_params(pair_seed(config.seed, src.rel), config)
     lows = backend.render_many(decoded.rgb, params, [(t, noisy) for role, t, noisy, _ in plan[1:]])
+    encoder = ctx.encoder or encode.resolve(config.save.encoder, config.save.compress_level)
     files = {}
     for (role, t, noisy, rel), rgb in zip(plan, [decoded.rgb] + lows):
-        data = imageio.encode_png(rgb, decoded.alpha, config.save.compress_level)
+        data = encoder.encode(rgb, decoded.alpha)
         imageio.write_atomic(os.path.join(config.output, rel), data)
         files[rel] = [len(data), manifest.data_digest(data)]
     return build_row(src, decoded, params, plan, split_name, ctx.backend, files)
@@ -149,19 +151,37 @@ def describe_layout(config):
     return {f"{role}" + (f"@t{t}" if t is not None else ""): rel for role, t, noisy, rel in plan}
 
 
-def check_output(config):
-    """Refuse (ConfigError, before writing) an output folder made with a different config."""
-    _check_recorded(config, _read_run(config))
+def resolve_codecs(config):
+    """(encoder, {"encoder": ..., "decoder": ...}) this machine uses for config; ConfigError when one is missing."""
+    try:
+        encoder = encode.resolve(config.save.encoder, config.save.compress_level)
+    except encode.EncoderUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+    return encoder, {"encoder": {"name": encoder.name, "version": encoder.version}, "decoder": describe_decoder(config)}
 
 
-def record_run(config):
+def describe_decoder(config):
+    """The decoder record of dataset.json, run.json and done-markers: name and version (GPU: its CPU fallback too)."""
+    from PIL import Image
+
+    return {"name": "pillow", "version": Image.__version__}
+
+
+def check_output(config, codecs=None):
+    """Refuse (ConfigError, before writing) an output folder made with a different config or other codecs."""
+    _check_recorded(config, _read_run(config), codecs)
+
+
+def record_run(config, codecs=None):
     """Claim parts/run.json for this config (the first of several starting jobs wins); refuse another config's."""
     body = {"fingerprint": config.fingerprint(), "version": __version__}
+    if codecs is not None:
+        body.update(codecs)
     try:
         recorded = manifest.claim_run(config.output, body)
     except ValueError:
         recorded = _read_run(config)  # raises the one-line error
-    _check_recorded(config, recorded)
+    _check_recorded(config, recorded, codecs)
 
 
 def _read_run(config):
@@ -173,14 +193,31 @@ def _read_run(config):
                           f"unreadable ({exc}); delete it to reuse this folder") from None
 
 
-def _check_recorded(config, recorded):
-    """ConfigError unless the recorded run.json body is absent or has this config's fingerprint."""
-    if recorded is None or recorded.get("fingerprint") == config.fingerprint():
+def _check_recorded(config, recorded, codecs=None):
+    """ConfigError unless the recorded run.json body is absent or has this config's fingerprint and codecs."""
+    if recorded is None:
         return
-    raise ConfigError(
-        f"output: folder '{config.output}' holds a dataset made with a different config "
-        f"(fingerprint {recorded.get('fingerprint')}, now {config.fingerprint()}); "
-        "choose a new output folder or delete it")
+    if recorded.get("fingerprint") != config.fingerprint():
+        raise ConfigError(
+            f"output: folder '{config.output}' holds a dataset made with a different config "
+            f"(fingerprint {recorded.get('fingerprint')}, now {config.fingerprint()}); "
+            "choose a new output folder or delete it")
+    for role, key in (("encoder", "save.encoder"), ("decoder", "decode.device")):
+        # Pixels are the contract, bytes belong to one encoder: one dataset never mixes two (nor two decoders).
+        # A run.json from before codecs were recorded has none to compare.
+        was, now = recorded.get(role), (codecs or {}).get(role)
+        if was is not None and now is not None and was != now:
+            raise ConfigError(
+                f"{key}: folder '{config.output}' was written with {role} {_codec_label(was)}, this run would use "
+                f"{_codec_label(now)}; install {_codec_label(was)} here (the pixels would match, the bytes not), "
+                "or choose a new output folder")
+
+
+def _codec_label(record):
+    """'fpng 0.1.0' for a codec record."""
+    if not isinstance(record, dict):
+        return repr(record)
+    return " ".join(str(record[k]) for k in ("name", "version") if k in record)
 
 
 def absolute_paths(config):
@@ -207,19 +244,20 @@ def execute(items, ctx, workers, engine):
 def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
     """Generate the pairs of one shard into config.output; merge at once when there is a single shard."""
     config = absolute_paths(config)
-    check_output(config)
+    encoder, codecs = resolve_codecs(config)
+    check_output(config, codecs)
     backend = backend or synth.select(config.backend).NAME
     if backend == "cupy":
         synth.get("cupy").configure(config.gpu.batch_megapixels, config.gpu.memory_limit_gb)
     os.makedirs(config.output, exist_ok=True)
-    record_run(config)
+    record_run(config, codecs)
     start = time.perf_counter()
     result = RunResult()
     prior = manifest.PriorRows(config.output, shard)
     items = ((src, prior.pop(src.rel)) for src in plan_sources(config, shard, limit))
     writer = manifest.ShardWriter(config.output, *shard)
     workers = resolve_workers(config.workers)
-    ctx = RunContext(config, backend)
+    ctx = RunContext(config, backend, encoder)
     try:
         for kind, row in execute(items, ctx, workers, engine):
             if kind == "error":
@@ -234,7 +272,7 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     except BaseException:
         writer.abandon()
         raise
-    writer.finish({"fingerprint": config.fingerprint(), "version": __version__, "limit": limit})
+    writer.finish({"fingerprint": config.fingerprint(), "version": __version__, "limit": limit, **codecs})
     if shard[1] == 1:
         result.merged = manifest.merge(config.output, dataset_info(config), count=1)
     result.seconds = time.perf_counter() - start
