@@ -45,11 +45,11 @@ def sample_params(seed, config=None):
     return _params.sample_params(seed, config)
 
 
-def load_image(path, max_pixels=DEFAULT_MAX_PIXELS):
-    """A source decoded as the CLI decodes it: uint8 (H, W, 3), or (H, W, 4) when it has alpha; read-only."""
+def load_image(path, max_pixels=DEFAULT_MAX_PIXELS, color="convert"):
+    """A source decoded as the CLI decodes it (color: decode.color): uint8 (H, W, 3), or (H, W, 4) with alpha; read-only."""
     from .imageio import decode
 
-    decoded = decode(path, max_pixels)
+    decoded = decode(path, max_pixels, color)
     if decoded.alpha is None:
         return decoded.rgb
     rgba = np.concatenate((decoded.rgb, decoded.alpha[:, :, None]), axis=2)

@@ -19,9 +19,18 @@ Decoding rules, in short:
   orientation.
 * Multi-frame files (GIF, APNG, animated WebP, multi-page TIFF) give their
   first frame.
-* Colour: CMYK, YCbCr, LAB and HSV go through Pillow's ``convert("RGB")``.
-  There is no ICC colour management: embedded profiles are ignored, so e.g.
-  Adobe RGB or Display P3 sources are taken as if they were sRGB.
+* Colour: an embedded ICC profile (Adobe RGB, Display P3, a CMYK or gray
+  profile, ...) is converted to sRGB with Pillow's ImageCms (LittleCMS,
+  perceptual intent: colorimetric for matrix profiles such as these) when ``color="convert"`` (the default; config
+  ``decode.color``); a profile that maps every tested value to itself (sRGB)
+  costs nothing and changes nothing. ``color="ignore"`` takes the pixels as
+  sRGB. Without a profile, CMYK, YCbCr, LAB and HSV go through Pillow's
+  ``convert("RGB")``. 16-bit gray and float images are not colour managed.
+* HEIC/HEIF (and AVIF where Pillow lacks it) are read when ``pillow-heif`` is
+  installed (``pip install 'lowlight-gpu[heif]'``); the opener is registered
+  on first use. ``needs_extra(name)`` tells the scan which files it skips.
+* Only regular files are opened: a FIFO or device is refused before a read
+  could block.
 * 16-bit grayscale (``I;16*``, and ``I`` taken as 0..65535) becomes 8-bit with
   ``round(v / 257)``. ``F`` is taken as [0, 1].
 * 16-bit RGB/RGBA: Pillow 13 never hands these out as 16-bit data. A 16-bit
@@ -46,6 +55,7 @@ import functools
 import io
 import os
 import pathlib
+import stat
 import sys
 from dataclasses import dataclass
 
@@ -66,6 +76,7 @@ __all__ = [
     "decode_bytes",
     "encode_png",
     "is_image_name",
+    "needs_extra",
     "temp_name",
     "write_atomic",
 ]
@@ -95,11 +106,14 @@ _FORMAT_BY_EXTENSION = {
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(_FORMAT_BY_EXTENSION)
 
+# Read only when a decoder for them is installed (Pillow's own AVIF, or pillow-heif).
+_OPTIONAL_FORMAT_BY_EXTENSION = {".heic": "HEIF", ".heif": "HEIF", ".hif": "HEIF", ".avif": "AVIF"}
+
 # Every Pillow format decode() may use (JPEG also covers MPO, which is what
 # many camera JPEGs are). Formats with a magic number come first so that the
 # magic-less TGA is tried last.
 _FORMATS: tuple[str, ...] = (
-    "JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "PPM", "JPEG2000", "TGA",
+    "JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "PPM", "JPEG2000", "HEIF", "AVIF", "TGA",
 )
 
 # EXIF Orientation value -> how to make the array upright, as numpy views on
@@ -139,14 +153,38 @@ class Decoded:
 
 
 def is_image_name(name: str) -> bool:
-    """True if the file name has one of IMAGE_EXTENSIONS (case-insensitive)."""
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    """True if the file name has one of IMAGE_EXTENSIONS, or an optional one this machine reads (case-insensitive)."""
+    ext = os.path.splitext(name)[1].lower()
+    return ext in IMAGE_EXTENSIONS or (ext in _OPTIONAL_FORMAT_BY_EXTENSION
+                                       and _OPTIONAL_FORMAT_BY_EXTENSION[ext] in optional_formats())
 
 
-def decode(path: str | os.PathLike[str], max_pixels: int) -> Decoded:
+def needs_extra(name: str) -> bool:
+    """True for a HEIC/HEIF/AVIF name that no installed decoder reads (pip install 'lowlight-gpu[heif]')."""
+    ext = os.path.splitext(name)[1].lower()
+    return ext in _OPTIONAL_FORMAT_BY_EXTENSION and _OPTIONAL_FORMAT_BY_EXTENSION[ext] not in optional_formats()
+
+
+@functools.lru_cache(maxsize=None)
+def optional_formats() -> frozenset[str]:
+    """The optional formats ('HEIF', 'AVIF') this machine decodes; registers pillow-heif's opener on first call."""
+    Image.init()
+    try:
+        import pillow_heif
+    except ImportError:
+        pillow_heif = None
+    if pillow_heif is not None:
+        pillow_heif.register_heif_opener()
+        if "AVIF" not in Image.OPEN and hasattr(pillow_heif, "register_avif_opener"):
+            pillow_heif.register_avif_opener()  # older pillow-heif; Pillow >= 11.3 reads AVIF itself
+    return frozenset(f for f in ("HEIF", "AVIF") if f in Image.OPEN)
+
+
+def decode(path: str | os.PathLike[str], max_pixels: int, color: str = "convert") -> Decoded:
     """Decode an image file into upright 8-bit RGB (+ alpha); raise DecodeError."""
     try:
-        f = open(path, "rb")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below by fstat.
+        f = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)), "rb")
     except IsADirectoryError:
         raise DecodeError("cannot read file: is a directory") from None
     except OSError as e:
@@ -156,19 +194,23 @@ def decode(path: str | os.PathLike[str], max_pixels: int) -> Decoded:
         raise DecodeError(f"cannot read file: {e.strerror or e}") from e
     with f:
         try:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
         except OSError as e:
             raise DecodeError(f"cannot read file: {e.strerror or e}") from e
-        if size == 0:
+        if stat.S_ISDIR(st.st_mode):
+            raise DecodeError("cannot read file: is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise DecodeError("not a regular file (a FIFO, socket or device)")
+        if st.st_size == 0:
             raise DecodeError("empty file")
-        return _decode_stream(f, max_pixels, os.fspath(path))
+        return _decode_stream(f, max_pixels, os.fspath(path), color)
 
 
-def decode_bytes(data: bytes, max_pixels: int, name: str = "") -> Decoded:
+def decode_bytes(data: bytes, max_pixels: int, name: str = "", color: str = "convert") -> Decoded:
     """Decode an in-memory image by the rules of decode(); name only hints the format."""
     if len(data) == 0:
         raise DecodeError("empty file")
-    return _decode_stream(io.BytesIO(data), max_pixels, name)
+    return _decode_stream(io.BytesIO(data), max_pixels, name, color)
 
 
 def encode_png(rgb: np.ndarray, alpha: np.ndarray | None, compress_level: int) -> bytes:
@@ -275,7 +317,7 @@ def _first_line(message: object) -> str:
     return type(message).__name__ if isinstance(message, BaseException) else "unknown error"
 
 
-def _decode_stream(fp: io.IOBase, max_pixels: int, name: str) -> Decoded:
+def _decode_stream(fp: io.IOBase, max_pixels: int, name: str, color: str = "convert") -> Decoded:
     """Open, size-check, load, convert and orient an image from a seekable stream."""
     formats = _formats_for(os.path.splitext(name)[1].lower())
     # Pillow plugins raise all sorts of types (OSError, SyntaxError, ValueError,
@@ -312,7 +354,7 @@ def _decode_stream(fp: io.IOBase, max_pixels: int, name: str) -> Decoded:
             raise DecodeError(f"truncated or corrupt image data: {_first_line(e)}") from e
         orientation = _orientation(im)
         try:
-            rgb, alpha = _to_rgb8(im)
+            rgb, alpha = _to_rgb8(_to_srgb(im) if color == "convert" else im)
         except (MemoryError, DecodeError):
             raise
         except Exception as e:
@@ -331,12 +373,64 @@ def _formats_for(ext: str) -> tuple[str, ...]:
     # Image.open raises KeyError for a format name no plugin registered, so
     # keep only the ones this Pillow has (init() is what open() does anyway).
     Image.init()
+    optional_formats()  # registers pillow-heif's opener (when installed) before the list is taken
     available = [f for f in _FORMATS if f in Image.OPEN]
-    first = _FORMAT_BY_EXTENSION.get(ext)
+    first = _FORMAT_BY_EXTENSION.get(ext) or _OPTIONAL_FORMAT_BY_EXTENSION.get(ext)
     if first in available:
         available.remove(first)
         available.insert(0, first)
     return tuple(available)
+
+
+# ICC colour management (decode.color: convert).  Modes LittleCMS converts here; others keep their pixels.
+_ICC_MODES = frozenset({"RGB", "RGBA", "L", "LA", "CMYK"})
+
+
+def _to_srgb(im: Image.Image) -> Image.Image:
+    """im with an embedded ICC profile converted to sRGB (alpha kept); im itself when there is nothing to do."""
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in _ICC_MODES or "transparency" in im.info:
+        return im  # no profile, a mode LittleCMS is not given here, or a colour key that must match exactly
+    base_mode = im.mode.rstrip("A") if im.mode in ("RGBA", "LA") else im.mode
+    transform = _srgb_transform(bytes(icc), base_mode)
+    if transform is None:
+        return im
+    base = im.convert(base_mode) if base_mode != im.mode else im
+    out = transform.apply(base)
+    if base_mode != im.mode:  # alpha is not colour: it passes through unchanged
+        out.putalpha(im.getchannel("A"))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _srgb_transform(icc: bytes, mode: str):
+    """A LittleCMS transform from profile icc (pixels of mode) to sRGB RGB; None for sRGB itself or a bad profile."""
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        transform = ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), mode, "RGB",
+                                            renderingIntent=ImageCms.Intent.PERCEPTUAL,
+                                            flags=ImageCms.Flags.NOCACHE)  # no shared 1-pixel cache across threads
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None  # a damaged or unsupported profile is ignored, as browsers do: the pixels are taken as sRGB
+    return None if _is_identity(transform, mode) else transform
+
+
+def _is_identity(transform, mode: str) -> bool:
+    """Whether transform leaves every probe value as it is (an sRGB profile): then converting is skipped."""
+    if mode == "L":
+        probe = np.arange(256, dtype=np.uint8)[None, :]
+        return np.array_equal(np.asarray(transform.apply(Image.fromarray(probe, "L"))), _gray_to_rgb(probe))
+    if mode != "RGB":
+        return False
+    ramp = np.arange(256, dtype=np.uint8)
+    zeros = np.zeros(256, np.uint8)
+    grid = np.stack(np.meshgrid(*[np.linspace(0, 255, 18).round().astype(np.uint8)] * 3), -1).reshape(-1, 3)
+    ramps = [np.stack(c, -1) for c in ((ramp, ramp, ramp), (ramp, zeros, zeros), (zeros, ramp, zeros),
+                                       (zeros, zeros, ramp))]
+    probe = np.concatenate(ramps + [grid])[None]
+    return np.array_equal(np.asarray(transform.apply(Image.fromarray(probe, "RGB"))), probe)
 
 
 def _orientation(im: Image.Image) -> int:

@@ -67,7 +67,7 @@ def make_pair(src, prior, ctx):
             remove_temps(out_root, row[manifest.STATE]["files"])
             return "skip", row
     try:
-        decoded = imageio.decode(src.path, config.max_pixels)
+        decoded = imageio.decode(src.path, config.max_pixels, config.decode.color)
     except imageio.DecodeError as exc:
         return "error", {"source": src.rel, "error": str(exc)}
     try:

@@ -88,7 +88,7 @@ def check_row(row, cfg):
     if not os.path.isfile(src_path):
         return 0, [(UNREPLAYABLE, source, f"source '{src_path}' is gone (is input set as when it was generated?)")]
     try:
-        decoded = imageio.decode(src_path, cfg.max_pixels)
+        decoded = imageio.decode(src_path, cfg.max_pixels, cfg.decode.color)
     except imageio.DecodeError as exc:
         return 0, [(UNREPLAYABLE, source, f"source '{src_path}' cannot be decoded: {exc}")]
     h, w = decoded.rgb.shape[:2]
