@@ -7,6 +7,7 @@
 // the whole per-value kernel body (ll_noise_pair) are checked against the numpy
 // reference on machines without a GPU; so is the batched kernel's job table.
 #include "batch.cuh"
+#include "detmath.cuh"
 
 extern "C" {
 
@@ -67,6 +68,27 @@ int ll_host_job_layout(long long* out)
     out[0] = (long long)sizeof(ll_job);
     for (int i = 0; i < count; ++i) out[i + 1] = (long long)((const char*)fields[i] - base);
     return count;
+}
+
+// detmath function fn on n inputs (x, and y for pow): 0 log, 1 exp, 2 expm1, 3 pow, 4 sin, 5 cos,
+// 6 ndtri, 7 and 8 the hi and lo parts of log_ext (tests/test_detmath.py).
+void ll_host_detmath(int fn, const double* x, const double* y, double* out, long long n)
+{
+    for (long long i = 0; i < n; ++i) {
+        double a = 0.0, b = 0.0;
+        switch (fn) {
+        case 0: out[i] = ll_dm_log(x[i]); break;
+        case 1: out[i] = ll_dm_exp(x[i]); break;
+        case 2: out[i] = ll_dm_expm1(x[i]); break;
+        case 3: out[i] = ll_dm_pow(x[i], y[i]); break;
+        case 4: ll_dm_sincos(x[i], &a, &b); out[i] = a; break;
+        case 5: ll_dm_sincos(x[i], &a, &b); out[i] = b; break;
+        case 6: out[i] = ll_dm_ndtri(x[i]); break;
+        case 7: out[i] = ll_dm_log_ext(x[i], &b); break;
+        case 8: ll_dm_log_ext(x[i], &b); out[i] = b; break;
+        default: out[i] = 0.0;
+        }
+    }
 }
 
 }  // extern "C"

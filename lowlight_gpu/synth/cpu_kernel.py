@@ -43,7 +43,7 @@ import threading
 import numpy as np
 
 from .. import rng
-from . import poisson
+from . import detmath, poisson
 
 DISABLED = os.environ.get("LOWLIGHT_NO_NUMBA", "").strip() not in ("", "0")
 AVAILABLE = False
@@ -92,34 +92,49 @@ _ONE32 = np.float32(1.0)
 _C255 = np.float32(255.0)
 _TWO32 = 4294967296.0
 
-# fdlibm (e_log.c, k_sin.c, k_cos.c, e_rem_pio2.c) constants, float64.
-_SQRT2 = 1.4142135623730951
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-_LG1, _LG2, _LG3 = 6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01
-_LG4, _LG5 = 2.222219843214978396e-01, 1.818357216161805012e-01
-_LG6, _LG7 = 1.531383769920937332e-01, 1.479819860511658591e-01
-_S1, _S2, _S3 = -1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.98412698298579493134e-04
-_S4, _S5, _S6 = 2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10
-_C1, _C2, _C3 = 4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05
-_C4, _C5, _C6 = -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11
-_INVPIO2 = 6.36619772367581382433e-01
-_PIO2_1 = 1.57079632673412561417e+00   # first 33 bits of pi/2
-_PIO2_1T = 6.07710050650619224932e-11  # pi/2 - _PIO2_1
-
-# Acklam's inverse normal CDF (poisson.ndtri).
-_NA, _NB, _NC, _ND = poisson.ACKLAM_A, poisson.ACKLAM_B, poisson.ACKLAM_C, poisson.ACKLAM_D
+# The numba twins of synth/detmath.py: scalar, the same operations in the same order (tests/test_detmath.py).
+_SQRT2, _TWO54, _MIN_NORMAL = detmath.SQRT2, detmath.TWO54, detmath.MIN_NORMAL
+_LN2_HI, _LN2_LO, _INVLN2 = detmath.LN2_HI, detmath.LN2_LO, detmath.INVLN2
+_LG1, _LG2, _LG3, _LG4 = detmath.LG1, detmath.LG2, detmath.LG3, detmath.LG4
+_LG5, _LG6, _LG7 = detmath.LG5, detmath.LG6, detmath.LG7
+_P1, _P2, _P3, _P4, _P5 = detmath.P1, detmath.P2, detmath.P3, detmath.P4, detmath.P5
+_Q1, _Q2, _Q3, _Q4, _Q5 = detmath.Q1, detmath.Q2, detmath.Q3, detmath.Q4, detmath.Q5
+_S1, _S2, _S3, _S4, _S5, _S6 = detmath.S1, detmath.S2, detmath.S3, detmath.S4, detmath.S5, detmath.S6
+_C1, _C2, _C3, _C4, _C5, _C6 = detmath.C1, detmath.C2, detmath.C3, detmath.C4, detmath.C5, detmath.C6
+_INVPIO2, _PIO2_1, _PIO2_1T = detmath.INVPIO2, detmath.PIO2_1, detmath.PIO2_1T
+_EXP_MAX, _EXP_MIN, _SINCOS_MAX = detmath.EXP_MAX, detmath.EXP_MIN, detmath.SINCOS_MAX
+_SPLITTER, _POW_Y_MAX = detmath.SPLITTER, detmath.POW_Y_MAX
+_A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9 = detmath.ATANH
+_NA, _NB, _NC, _ND = detmath.ACKLAM_A, detmath.ACKLAM_B, detmath.ACKLAM_C, detmath.ACKLAM_D
+_ACKLAM_LOW = detmath.ACKLAM_LOW
+_MANT = np.int64(0x000FFFFFFFFFFFFF)
+_ONE_BITS = np.int64(0x3FF0000000000000)
+_INF = np.inf
+_NAN = np.nan
 
 
 @_jit(inline="always")
-def log_f64(x):
-    """Natural log of a positive normal float64 (fdlibm's e_log.c without its special cases), < 1 ulp."""
-    bits = np.float64(x).view(np.int64)
-    k = ((bits >> 52) & 0x7FF) - 1023
-    m = np.int64((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000).view(np.float64)  # in [1, 2)
+def pow2_f64(k):
+    """detmath._pow2: 2.0 ** k for an integer k in [-1022, 1023]."""
+    return np.int64((np.int64(k) + 1023) << 52).view(np.float64)
+
+
+@_jit(inline="always")
+def decompose_f64(x):
+    """detmath._decompose: (k, m) with x = 2**k * m, m in (sqrt(2)/2, sqrt(2)], for positive finite x."""
+    sub = x < _MIN_NORMAL
+    xs = x * _TWO54 if sub else x
+    bits = np.float64(xs).view(np.int64)
+    k = ((bits >> 52) & 0x7FF) - 1023 - (54 if sub else 0)
+    m = np.int64((bits & _MANT) | _ONE_BITS).view(np.float64)
     big = m > _SQRT2
-    m = m * 0.5 if big else m  # now in (sqrt(2)/2, sqrt(2)]
-    k = k + 1 if big else k
+    return (k + 1 if big else k), (m * 0.5 if big else m)
+
+
+@_jit(inline="always")
+def log_core(x):
+    """detmath.log for a positive finite x (the kernel's u1: no special cases to select)."""
+    k, m = decompose_f64(x)
     f = m - 1.0
     kd = np.float64(k)
     s = f / (2.0 + f)
@@ -132,8 +147,146 @@ def log_f64(x):
 
 
 @_jit(inline="always")
-def sincos_f64(x):
-    """(sin x, cos x) for float64 x in [0, 8) (fdlibm's k_sin.c/k_cos.c after a Cody-Waite reduction)."""
+def log_f64(x):
+    """detmath.log for one float64."""
+    if x > 0 and x < _INF:
+        return log_core(x)
+    if x == _INF:
+        return _INF
+    return -_INF if x == 0 else _NAN
+
+
+@_jit(inline="always")
+def two_sum_f64(a, b):
+    """detmath._two_sum."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@_jit(inline="always")
+def two_prod_f64(a, b):
+    """detmath._two_prod (Veltkamp splits, no FMA)."""
+    p = a * b
+    c = _SPLITTER * a
+    ah = c - (c - a)
+    al = a - ah
+    c = _SPLITTER * b
+    bh = c - (c - b)
+    bl = b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@_jit(inline="always")
+def log_ext_f64(x):
+    """detmath.log_ext for one positive finite float64: (hi, lo)."""
+    k, m = decompose_f64(x)
+    kd = np.float64(k)
+    f = m - 1.0
+    d, d_lo = two_sum_f64(2.0, f)
+    s = f / d
+    p, p_lo = two_prod_f64(s, d)
+    s_lo = (((f - p) - p_lo) - s * d_lo) / d
+    z = s * s
+    poly = _A8 + z * _A9
+    poly = _A7 + z * poly
+    poly = _A6 + z * poly
+    poly = _A5 + z * poly
+    poly = _A4 + z * poly
+    poly = _A3 + z * poly
+    poly = _A2 + z * poly
+    poly = _A1 + z * poly
+    poly = _A0 + z * poly
+    tail = s * z * poly
+    hi, e = two_sum_f64(kd * _LN2_HI, 2.0 * s)
+    lo = e + ((kd * _LN2_LO + 2.0 * s_lo) + 2.0 * tail)
+    return two_sum_f64(hi, lo)
+
+
+@_jit(inline="always")
+def exp_f64(x):
+    """detmath.exp for one float64."""
+    if x != x:
+        return x
+    if x > _EXP_MAX:
+        return _INF
+    if x < _EXP_MIN:
+        return 0.0
+    xc = min(max(x, -746.0), 710.0)
+    kd = np.floor(xc * _INVLN2 + 0.5)
+    hi = xc - kd * _LN2_HI
+    lo = kd * _LN2_LO
+    r = hi - lo
+    t = r * r
+    c = r - t * (_P1 + t * (_P2 + t * (_P3 + t * (_P4 + t * _P5))))
+    y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
+    k = np.int64(kd)
+    k1 = k >> 1
+    return y * pow2_f64(k1) * pow2_f64(k - k1)
+
+
+@_jit(inline="always")
+def expm1_f64(x):
+    """detmath.expm1 for one float64."""
+    if x != x:
+        return x
+    if x > _EXP_MAX:
+        return _INF
+    if x < -40.0:
+        return -1.0
+    xc = min(max(x, -40.0), 710.0)
+    kd = np.floor(xc * _INVLN2 + 0.5)
+    if abs(xc) <= 0.5 * _LN2_HI:
+        kd = 0.0
+    hi = xc - kd * _LN2_HI
+    lo = kd * _LN2_LO
+    r = hi - lo
+    c = (hi - r) - lo
+    hfx = 0.5 * r
+    hxs = r * hfx
+    r1 = 1.0 + hxs * (_Q1 + hxs * (_Q2 + hxs * (_Q3 + hxs * (_Q4 + hxs * _Q5))))
+    t = 3.0 - r1 * hfx
+    e = hxs * ((r1 - t) / (6.0 - r * t))
+    k = np.int64(kd)
+    if k == 0:
+        return r - (r * e - hxs)
+    e = (r * (e - c) - c) - hxs
+    if k <= -2 or k > 56:
+        return (1.0 - (e - r)) * pow2_f64(min(max(k - 1, -1022), 1023)) * 2.0 - 1.0
+    if k == -1:
+        return 0.5 * (r - e) - 0.5
+    if k == 1:
+        return -2.0 * (e - (r + 0.5)) if r < -0.25 else 1.0 + 2.0 * (r - e)
+    two_k = pow2_f64(min(max(k, -1022), 1023))
+    if k < 20:
+        return ((1.0 - pow2_f64(min(max(-k, -1022), 1023))) - (e - r)) * two_k
+    return ((r - (e + pow2_f64(min(max(-k, -1022), 1023)))) + 1.0) * two_k
+
+
+@_jit(inline="always")
+def pow_f64(x, y):
+    """detmath.pow for one x >= 0 and y."""
+    if x != x or y != y or x < 0:
+        return _NAN
+    if y == 0 or x == 1:
+        return 1.0
+    if y == 1:
+        return x
+    if x == 0:
+        return 0.0 if y > 0 else _INF
+    if x == _INF:
+        return _INF if y > 0 else 0.0
+    hi, lo = log_ext_f64(x)
+    yc = min(max(y, -_POW_Y_MAX), _POW_Y_MAX)
+    p, e = two_prod_f64(yc, hi)
+    e = e + yc * lo
+    r = exp_f64(p)
+    return r + r * e if r < _INF else r
+
+
+@_jit(inline="always")
+def sincos_core(x):
+    """detmath.sincos for |x| <= SINCOS_MAX: (sin x, cos x)."""
     n = np.floor(x * _INVPIO2 + 0.5)
     r = (x - n * _PIO2_1) - n * _PIO2_1T  # x - n*pi/2 in [-pi/4, pi/4]; the first difference is exact
     z = r * r
@@ -153,11 +306,19 @@ def sincos_f64(x):
 
 
 @_jit(inline="always")
+def sincos_f64(x):
+    """detmath.sincos for one float64."""
+    if not abs(x) <= _SINCOS_MAX:
+        return _NAN, _NAN
+    return sincos_core(x)
+
+
+@_jit(inline="always")
 def ndtri_f64(p):
-    """poisson.ndtri for one float64 p in (0, 1), the same operations in the same order."""
+    """detmath.ndtri for one float64 p in (0, 1)."""
     q = min(p, 1.0 - p)
-    if q < 0.02425:
-        t = np.sqrt(-2.0 * np.log(q))
+    if q < _ACKLAM_LOW:
+        t = np.sqrt(-2.0 * log_f64(q))
         tail = (((((_NC[0] * t + _NC[1]) * t + _NC[2]) * t + _NC[3]) * t + _NC[4]) * t + _NC[5]) / \
             ((((_ND[0] * t + _ND[1]) * t + _ND[2]) * t + _ND[3]) * t + 1.0)
         return tail if p < 0.5 else -tail  # the formula gives the lower tail (negative); mirror it above
@@ -202,9 +363,9 @@ def box_muller_chunk(count, w2, w3, g):
     for b in range(count):
         u1 = np.float32(np.float32(np.float32(w2[b] >> _U9) + _HALF32) * _INV_2_23)  # in (0, 1)
         theta = np.float32(np.float32(np.float32(w3[b] >> _U8) * _INV_2_24) * _TWO_PI)
-        log_u1 = np.float32(log_f64(np.float64(u1)))
+        log_u1 = np.float32(log_core(np.float64(u1)))  # u1 is positive and normal: no special cases
         radius = np.float32(np.sqrt(np.float32(_MINUS_TWO32 * log_u1)))
-        s, c = sincos_f64(np.float64(theta))
+        s, c = sincos_core(np.float64(theta))  # theta in [0, 2 pi)
         g[2 * b] = np.float32(radius * np.float32(c))
         g[2 * b + 1] = np.float32(radius * np.float32(s))
 
