@@ -10,6 +10,7 @@ import hashlib
 import math
 
 from . import rng
+from .synth import cameras, detmath
 from .synth.signal import progressive_schedule
 
 SLOTS = {
@@ -21,6 +22,15 @@ SLOTS = {
     "sigma": 5,
     "brooks_shot": 6,
     "brooks_read": 7,
+    # noise.model physics (synth/physics.py); numbered apart so other models' new slots never collide.
+    "physics_k": 100,
+    "physics_read": 101,
+    "physics_row": 102,
+    "physics_ccm_01": 103,
+    "physics_ccm_23": 104,
+    "physics_rgb_gain": 105,
+    "physics_red_gain": 106,
+    "physics_blue_gain": 107,
 }
 
 # Brooks et al. 2019, "Unprocessing Images for Learned Raw Denoising", random_noise_levels():
@@ -76,9 +86,66 @@ def sample_noise(seed, noise):
         read = math.exp(log_read)
         # Brooks' shot is the variance per unit signal, i.e. 1 / peak; read is a variance.
         out.update(peak=1.0 / shot, read_sigma=math.sqrt(read), shot=shot, read=read)
+    if noise.model == "physics":
+        out.update(sample_physics(seed, noise))
     out["order"] = noise.order
     out["space"] = noise.space
     return out
+
+
+def _slot_uniforms(seed, name):
+    """Two U(0, 1) doubles, never 0 or 1, from the four words of a slot: (53-bit integer + 0.5) / 2**53."""
+    w = rng.scalar_block(seed, SLOTS[name])
+    return tuple((((a >> 5) * 67108864 + (b >> 6)) + 0.5) / 9007199254740992.0 for a, b in ((w[0], w[1]), (w[2], w[3])))
+
+
+def _slot_normal(seed, name):
+    """A N(0, 1) double for a slot: the deterministic inverse normal CDF of its first uniform."""
+    return detmath.scalar(detmath.ndtri, _slot_uniforms(seed, name)[0])
+
+
+def _log_linear(profile, log_k, z):
+    """exp(slope * log K + bias + jitter * z): a camera profile's scale for gain K."""
+    slope, bias, jitter = profile
+    return detmath.scalar(detmath.exp, (slope * log_k + bias) + jitter * z)
+
+
+def sample_physics(seed, noise):
+    """Gain, read, row and bias of the camera, and Brooks' ISP parameters, for one physics pair (plain data)."""
+    cam = cameras.get(noise.camera)
+    comps = noise.components
+    if noise.gain is None:
+        lo, hi = cam.log_k
+    else:
+        lo, hi = (detmath.scalar(detmath.log, g) for g in noise.gain)
+    log_k = lo + (hi - lo) * _slot_uniforms(seed, "physics_k")[0]
+    out = {"camera": cam.name, "components": comps, "K": detmath.scalar(detmath.exp, log_k),
+           "black_level": cam.black_level, "white_level": cam.white_level, "bits": cam.bits, "cfa": cameras.CFA}
+    z_read = _slot_normal(seed, "physics_read")
+    out["read"] = "tukey" if "t" in comps else "gaussian" if "g" in comps else "none"
+    out["read_scale"] = _log_linear(cam.tukey if "t" in comps else cam.gauss, log_k, z_read) if out["read"] != "none" \
+        else 0.0
+    out["read_lambda"] = cam.lambdas[cameras.iso_index(cam, log_k, len(cam.lambdas))] if "t" in comps else None
+    out["row_sigma"] = _log_linear(cam.row, log_k, _slot_normal(seed, "physics_row")) if "r" in comps else 0.0
+    bias = cam.biases[cameras.iso_index(cam, log_k, len(cam.biases))] if "c" in comps else (0.0, 0.0, 0.0, 0.0)
+    out["bias"] = [float(b) for b in bias]
+    out.update(sample_isp(seed))
+    return out
+
+
+def sample_isp(seed):
+    """Brooks et al.'s random_ccm and random_gains for one pair: rgb2cam ("ccm"), rgb, red and blue gains."""
+    from .synth import physics
+
+    lo, hi = physics.CCM_WEIGHTS
+    weights = [lo + (hi - lo) * u for name in ("physics_ccm_01", "physics_ccm_23") for u in _slot_uniforms(seed, name)]
+    mean, sd = physics.RGB_GAIN_MEAN_SD
+    brightness = max(mean + sd * _slot_normal(seed, "physics_rgb_gain"), physics.RGB_GAIN_FLOOR)
+    red = physics.RED_GAIN[0] + (physics.RED_GAIN[1] - physics.RED_GAIN[0]) * _slot_uniforms(seed, "physics_red_gain")[0]
+    blue = physics.BLUE_GAIN[0] + (physics.BLUE_GAIN[1] - physics.BLUE_GAIN[0]) * \
+        _slot_uniforms(seed, "physics_blue_gain")[0]
+    return {"ccm": physics.rgb2cam_from_weights(weights), "rgb_gain": 1.0 / brightness,
+            "red_gain": red, "blue_gain": blue}
 
 
 def sample_params(seed, config):

@@ -9,7 +9,7 @@ does the same float32 arithmetic.
 import numpy as np
 
 from .. import rng
-from . import cpu_kernel, poisson
+from . import cpu_kernel, physics, poisson
 from .signal import clean_lut, step_signal, to_output, working_codes
 
 NAME = "numpy"
@@ -76,6 +76,8 @@ def render(rgb, params, t=None, noisy=True):
     space = noise["space"]
     if not noisy or noise["model"] == "none":
         return np.take(clean_lut(params, t, space), rgb)  # take() is ~2x faster than lut[rgb]
+    if noise["model"] == "physics":  # unprocess, sensor noise on the raw mosaic, re-process
+        return physics.render(rgb, params, t)
     before = noise["order"] == "before"
     signal = working_codes(space) if before else step_signal(working_codes(space), params, t)
     tables = noise_tables(noise, signal)
@@ -108,3 +110,8 @@ def render_noisy_reference(flat, signal, tables, params, t, step):
 def render_many(rgb, params, specs):
     """The low images for specs, a list of (t, noisy), in order."""
     return [render(rgb, params, t, noisy) for t, noisy in specs]
+
+
+def render_raw(rgb, params, t=None):
+    """(raw_clean, raw_low) uint16 RGGB mosaics of a physics pair at step t (synth/physics.py)."""
+    return physics.render_raw(rgb, params, t)
