@@ -83,6 +83,8 @@ def build_parser():
     p.add_argument("--preview", action="store_true", help="write OUTPUT/preview.png, a contact sheet")
     p.add_argument("--report", action="store_true", help="write OUTPUT/report.png and report.md")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--list-cameras", action="store_true",
+                   help="print the camera presets of noise.model physics (noise.camera), one per line, and exit")
     p.add_argument("--version", action="version", version=f"lowlight_gpu {__version__}")
     return p
 
@@ -90,6 +92,11 @@ def build_parser():
 def main(argv=None):
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.list_cameras:
+        from .synth.cameras import listing
+
+        print("\n".join(listing()))
+        return EXIT_OK
     try:
         return _main(args)
     except KeyboardInterrupt:

@@ -347,6 +347,19 @@ def _name(key: str, v: Any) -> str:
     return v
 
 
+def _camera(key: str, v: Any) -> str:
+    """Validate the name of a physics camera preset (synth/cameras.py; lowlight-gpu --list-cameras)."""
+    from .synth.cameras import PRESETS
+
+    name = _name(key, v)
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, list(PRESETS), n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"config key '{key}' has unknown camera {_show(v)}; {hint}"
+                          f"choose one of {', '.join(PRESETS)} (lowlight-gpu --list-cameras)")
+    return name
+
+
 def _split(key: str, v: Any) -> Optional[Tuple[Tuple[str, float], ...]]:
     """Validate null or {train/val/test: ratio} summing to 1; keep train, val, test order."""
     if v is None:
@@ -401,7 +414,7 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "split": _split,
     "max_pixels": partial(_int, lo=1, hi=None, what="an integer >= 1"),
     "follow_symlinks": _bool,
-    "noise.camera": _name,
+    "noise.camera": _camera,
     "noise.components": _components,
     "noise.gain": _optional_range,
     "save.shard_pairs": partial(_int, lo=1, hi=None, what="an integer >= 1"),
