@@ -4,9 +4,11 @@ from .sources import stable_hash
 
 # role -> folder, per layout.  "{split}" is the split name when a split is configured.
 LAYOUTS = {
-    "lol": {"high": "high", "low": "low", "clean_low": "low_clean"},
-    "mbllen": {"high": "train", "low": "train_lowlight", "clean_low": "train_dark"},
+    "lol": {"high": "high", "low": "low", "clean_low": "low_clean", "raw_clean": "raw_clean", "raw_low": "raw_low"},
+    "mbllen": {"high": "train", "low": "train_lowlight", "clean_low": "train_dark",
+               "raw_clean": "train_raw_clean", "raw_low": "train_raw_low"},
 }
+RAW_ROLES = ("raw_clean", "raw_low")  # physics noise with save.raw: uint16 RGGB mosaics as .npy
 
 
 def split_of(rel, split):
@@ -54,4 +56,24 @@ def plan_outputs(out_rel, config, split_name):
         for t in saved:
             sub = f"{step_folder(t, steps)}/" if t is not None else ""
             plan.append((role, t, noisy, f"{base}/{sub}{out_rel}"))
+    return plan
+
+
+def plan_raw(out_rel, config, split_name):
+    """The raw mosaics to write for one pair (save.raw with noise.model physics): a list of (role, step or None, path).
+
+    One raw_clean and one raw_low per saved low image, in the same step sub-folders, named like the image
+    with the suffix .npy.
+    """
+    if not (config.save.raw and config.noise.model == "physics"):
+        return []
+    stem = out_rel.rsplit(".", 1)[0] if "." in out_rel.rsplit("/", 1)[-1] else out_rel
+    if config.progressive.enabled:
+        steps, saved = config.progressive.steps, config.progressive.saved_steps()
+    else:
+        steps, saved = None, (None,)
+    plan = []
+    for t in saved:
+        sub = f"{step_folder(t, steps)}/" if t is not None else ""
+        plan += [(role, t, f"{folder(config.layout, role, split_name)}/{sub}{stem}.npy") for role in RAW_ROLES]
     return plan

@@ -104,7 +104,34 @@ def check_row(row, cfg):
                                lenient and role != "high")
         if problem:
             problems.append((problem[0], rel, problem[1]))
-    return len(plan), problems
+    n_raw, raw_problems = check_raw(row, cfg, decoded.rgb, params)
+    return len(plan) + n_raw, problems + raw_problems
+
+
+def check_raw(row, cfg, rgb, params):
+    """(files, problems) of the raw mosaics (.npy) the recorded config plans; compared value for value."""
+    split_name = row.get("split")
+    prefix = layout.folder(cfg.layout, "high", split_name) + "/"
+    raws = layout.plan_raw(row["high"][len(prefix):], cfg, split_name)
+    problems, mosaics = [], {}
+    for role, t, rel in raws:
+        if t not in mosaics:
+            mosaics[t] = dict(zip(layout.RAW_ROLES, synth.get(REPLAY_BACKEND).render_raw(rgb, params, t)))
+        want = mosaics[t][role]
+        path = os.path.join(cfg.output, rel)
+        if not os.path.isfile(path):
+            problems.append((MISSING, rel, "in the manifest but not on disk"))
+            continue
+        try:
+            disk = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            problems.append((DIFFERS, rel, f"cannot be read as .npy: {exc}"))
+            continue
+        if disk.dtype != want.dtype or disk.shape != want.shape:
+            problems.append((DIFFERS, rel, f"is {disk.dtype} {disk.shape}, replay is {want.dtype} {want.shape}"))
+        elif not np.array_equal(disk, want):
+            problems.append((DIFFERS, rel, f"{int(np.count_nonzero(disk != want))} of {want.size} values differ"))
+    return len(raws), problems
 
 
 def row_plan(row, cfg):
