@@ -320,28 +320,32 @@ def mosaic_rows(rgb, params, t, rows, lut=None):
     """(x_clean, sensor) float64 DN arrays (len(rows), W) of the mosaic's given rows; sensor is x_clean if not noisy."""
     noise = params["noise"]
     lut = code_lut(params, t) if lut is None else lut
-    h, w = rgb.shape[:2]
+    w = rgb.shape[1]
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.arange(w, dtype=np.int64)
-    cells = ((rows[:, None] & 1) * 2 + (cols[None, :] & 1)).astype(np.int64)
-    ch = CELL_CHANNEL[cells]
+    ch = CELL_CHANNEL[(rows[:, None] & 1) * 2 + (cols[None, :] & 1)]
     px = rgb[rows]  # (R, W, 3) uint8
     lin = [lut[px[..., j]] for j in range(3)]
     m = np.asarray(noise["ccm"], dtype=np.float64)
     cam = (m[ch, 0] * lin[0] + m[ch, 1] * lin[1]) + m[ch, 2] * lin[2]
     raw = np.minimum(np.maximum(cam / channel_gains(noise)[ch], 0.0), 1.0)
     x = raw * full_scale(noise)
-    step = _noise_step(params, t)
-    seed = params["seed"]
+    return x, sensor_rows(x, rows, params["seed"], _noise_step(params, t), noise)
+
+
+def sensor_rows(x, rows, seed, step, noise):
+    """Sensor noise on clean DN x (len(rows), W) whose rows are the given sensor rows of a W-wide mosaic."""
+    rows = np.asarray(rows, dtype=np.int64)
+    w = x.shape[1]
+    cols = np.arange(w, dtype=np.int64)
     # The rows are one run of sensor rows (plus a mirrored halo inside it): draw the run's words once.
     r_lo = int(rows.min())
     shot_all, read_all = site_words(seed, step, r_lo * w, (int(rows.max()) + 1 - r_lo) * w)
     at = (rows[:, None] - r_lo) * w + cols[None, :]
-    shot, read = shot_all[at], read_all[at]
     row_z = row_normals(seed, step, rows) if "r" in noise["components"] else np.zeros(len(rows))
     ridx = np.broadcast_to(np.arange(len(rows))[:, None], x.shape)
-    sensor = add_sensor_noise(x, ridx, cells, shot, read, row_z, noise)
-    return x, sensor
+    cells = (rows[:, None] & 1) * 2 + (cols[None, :] & 1)
+    return add_sensor_noise(x, ridx, cells, shot_all[at], read_all[at], row_z, noise)
 
 
 def _noise_step(params, t):
