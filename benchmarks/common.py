@@ -31,6 +31,27 @@ def make_inputs(folder, count=24, megapixels=1.0, fmt="JPEG"):
     return folder
 
 
+def make_photo_crops(folder, count=480, size=(768, 512), quality=90, seed=0):
+    """Write count distinct photo-like JPEGs of size (w, h): random crops of the bundled samples, resized; returns folder."""
+    os.makedirs(folder, exist_ok=True)
+    photos = [Image.open(os.path.join(SAMPLES, n)).convert("RGB") for n in sorted(os.listdir(SAMPLES))
+              if is_image_name(n)]
+    rng = np.random.default_rng(seed)
+    w, h = size
+    for i in range(count):
+        im = photos[i % len(photos)]
+        # A crop of 40-100% of the photo's width at the output's aspect ratio, anywhere in it: every file
+        # differs (as in a real set), while the content stays that of photographs, not noise.
+        cw = int(min(im.width, im.height * w / h) * rng.uniform(0.4, 1.0))
+        ch = int(cw * h / w)
+        x, y = int(rng.integers(0, im.width - cw + 1)), int(rng.integers(0, im.height - ch + 1))
+        crop = im.crop((x, y, x + cw, y + ch)).resize(size, Image.BICUBIC)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        crop.save(os.path.join(folder, f"img{i:04d}.jpg"), "JPEG", quality=quality)
+    return folder
+
+
 def timed(fn, repeat=3):
     """Median wall time of fn() over repeat runs (fn does its own setup/cleanup outside the timing)."""
     times = []

@@ -1,0 +1,170 @@
+"""PNG encoders (encode.py): fpng and Pillow write the same pixels; save.encoder; codecs recorded and enforced."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import random_pixels, read_png, tree_bytes, write_images
+from lowlight_gpu import encode, manifest, pipeline
+from lowlight_gpu.config import ConfigError, load_config
+
+fpng = pytest.importorskip("fpng")
+
+SHAPES = [(1, 1), (23, 37), (1, 999), (998, 1), (31, 20)]  # (h, w): odd sizes, 1x1, single rows/columns
+
+
+def _pixels(data):
+    """The decoded pixels and mode of PNG bytes."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im).copy(), im.mode
+
+
+@pytest.fixture
+def no_fpng(monkeypatch):
+    """Make `import fpng` fail inside encode.py for this test, and let auto's note print again."""
+    monkeypatch.setattr(encode, "_FPNG_MODULE", [None])
+    monkeypatch.setattr(encode, "_FALLBACK_NOTED", [])
+
+
+@pytest.mark.parametrize("alpha", [False, True], ids=["rgb", "rgba"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[1]}x{s[0]}")
+def test_fpng_decodes_to_the_arrays_written(shape, alpha):
+    h, w = shape
+    rgb = random_pixels(w, h, 3, seed=h * 1000 + w)
+    a = random_pixels(w, h, 1, seed=7) if alpha else None
+    enc = encode.resolve("fpng", 1)
+    data = enc.encode(rgb, a)
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    pixels, mode = _pixels(data)
+    assert mode == ("RGBA" if alpha else "RGB")
+    want = np.dstack([rgb, a]) if alpha else rgb
+    assert np.array_equal(pixels, want)
+    assert enc.encode(rgb.copy(), None if a is None else a.copy()) == data  # deterministic
+    # A view that is not C-contiguous (as EXIF rotation gives) encodes to the same bytes as its copy.
+    assert enc.encode(np.ascontiguousarray(rgb[:, ::-1]), None) == enc.encode(rgb[:, ::-1], None)
+
+
+def test_fpng_and_pillow_agree_on_pixels_not_bytes():
+    rgb = random_pixels(40, 30, 3, seed=3)
+    fast, slow = encode.resolve("fpng", 1).encode(rgb, None), encode.resolve("pillow", 1).encode(rgb, None)
+    assert fast != slow
+    assert np.array_equal(_pixels(fast)[0], _pixels(slow)[0])
+
+
+def test_resolve_names_the_encoder_and_version():
+    assert encode.resolve("auto", 1) == encode.Encoder("fpng", fpng.__version__, 1)
+    pil = encode.resolve("pillow", 6)
+    assert (pil.name, pil.version, pil.compress_level) == ("pillow", Image.__version__, 6)
+    assert pil.label == f"pillow {Image.__version__} level 6"
+    with pytest.raises(ValueError, match="save.encoder"):
+        encode.resolve("png", 1)
+
+
+def test_auto_without_fpng_falls_back_to_pillow_with_one_line(no_fpng, capsys):
+    rgb = random_pixels(21, 13, 3, seed=5)
+    first = encode.resolve("auto", 1)
+    again = encode.resolve("auto", 1)
+    assert first.name == again.name == "pillow"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "save.encoder auto -> pillow" in err and "fpng" in err
+    assert first.encode(rgb, None) == encode.resolve("pillow", 1).encode(rgb, None)
+    assert np.array_equal(_pixels(first.encode(rgb, None))[0], rgb)
+
+
+def test_explicit_fpng_without_fpng_is_unavailable(no_fpng):
+    with pytest.raises(encode.EncoderUnavailable, match="pip install fpng"):
+        encode.resolve("fpng", 1)
+
+
+# ---------------------------------------------------------------- in the pipeline
+
+def _config(inp, out, *sets):
+    return load_config(None, [f"input={inp}", f"output={out}", "backend=numpy", "workers=1", *sets])
+
+
+def test_dataset_json_run_json_and_markers_record_the_encoder(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_images(inp)
+    pipeline.run(_config(inp, out))
+    want = {"name": "fpng", "version": fpng.__version__}
+    assert json.loads((out / "dataset.json").read_text())["encoder"] == want
+    assert manifest.read_run(str(out))["encoder"] == want
+    (marker,) = manifest.done_markers(str(out))[1].values()
+    assert marker["encoder"] == want and marker["decoder"]["name"] == "pillow"
+
+
+def test_fallback_run_writes_the_same_pixels(tmp_path, no_fpng):
+    inp = tmp_path / "in"
+    write_images(inp, {"a.png": (37, 23), "b.jpg": (20, 31), "c.png": (9, 7, "RGBA")})
+    pipeline.run(_config(inp, tmp_path / "slow"))
+    encode._FPNG_MODULE[:] = [fpng]
+    pipeline.run(_config(inp, tmp_path / "fast"))
+    slow, fast = tree_bytes(tmp_path / "slow"), tree_bytes(tmp_path / "fast")
+    assert sorted(slow) == sorted(fast) and slow != fast
+    for rel in slow:
+        assert np.array_equal(read_png(tmp_path / "slow" / rel), read_png(tmp_path / "fast" / rel)), rel
+    assert json.loads((tmp_path / "slow" / "dataset.json").read_text())["encoder"]["name"] == "pillow"
+
+
+def test_save_encoder_fpng_without_fpng_exits_2_before_writing(run_cli, input_dir, out_dir, no_fpng):
+    res = run_cli("--set", f"input={input_dir}", "--set", f"output={out_dir}", "--set", "save.encoder=fpng")
+    assert res.code == 2 and "save.encoder" in res.err and "Traceback" not in res.err
+    assert len(res.err.strip().splitlines()) == 1
+    assert not out_dir.exists()
+
+
+def test_resume_with_another_resolved_encoder_is_refused(tmp_path, monkeypatch):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_images(inp)
+    pipeline.run(_config(inp, out), limit=1)
+    before = tree_bytes(out)
+    monkeypatch.setattr(encode, "_FPNG_MODULE", [None])  # the same config (auto) on a machine without fpng
+    with pytest.raises(ConfigError) as info:
+        pipeline.run(_config(inp, out))
+    msg = str(info.value)
+    assert msg.startswith("save.encoder:") and f"fpng {fpng.__version__}" in msg and "pillow" in msg
+    assert "install" in msg and "new output folder" in msg
+    with pytest.raises(ConfigError, match="save.encoder"):  # a shard of the same output: the same rule
+        pipeline.run(_config(inp, out), shard=(1, 2))
+    assert tree_bytes(out) == before
+
+
+def test_merge_refuses_shards_of_different_encoders(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_images(inp, {f"{k}.png": (9, 7) for k in "abcdef"})
+    for i in range(2):
+        pipeline.run(_config(inp, out), shard=(i, 2))
+    marker = out / "parts" / f"{manifest.shard_tag(1, 2)}.done"
+    body = json.loads(marker.read_text())
+    body["encoder"] = {"name": "pillow", "version": Image.__version__}  # as if run.json had been deleted
+    marker.write_text(json.dumps(body) + "\n")
+    with pytest.raises(manifest.MergeError, match="save.encoder"):
+        pipeline.merge(_config(inp, out))
+
+
+def test_bytes_identical_across_workers_and_executors(tmp_path, monkeypatch):
+    inp = tmp_path / "in"
+    write_images(inp, {f"{k}.png": (13 + i, 9) for i, k in enumerate("abcd")} | {"e.jpg": (20, 31)})
+    trees = []
+    for k, (workers, executor) in enumerate([(1, "threads"), (2, "threads"), (2, "processes"), (2, "encode-pool")]):
+        monkeypatch.setenv(pipeline.EXECUTOR_ENV, executor)
+        pipeline.run(_config(inp, tmp_path / str(k), f"workers={workers}"))
+        trees.append(tree_bytes(tmp_path / str(k)))
+    assert trees[0] == trees[1] == trees[2] == trees[3]
+
+
+def test_executor_choice(monkeypatch):
+    monkeypatch.delenv(pipeline.EXECUTOR_ENV, raising=False)
+    assert pipeline.choose_executor("numpy", 1) == "threads"
+    assert pipeline.choose_executor("numpy", 2) == "processes"
+    assert pipeline.choose_executor("cupy", 16) == "encode-pool"
+    assert pipeline.choose_executor("numpy", 16, gpu_decode=True) == "encode-pool"
+    assert pipeline.choose_executor("numpy", 16, engine=object()) == "threads"
+    monkeypatch.setenv(pipeline.EXECUTOR_ENV, "threads")
+    assert pipeline.choose_executor("numpy", 2) == "threads"
+    monkeypatch.setenv(pipeline.EXECUTOR_ENV, "fork")
+    with pytest.raises(ConfigError, match=pipeline.EXECUTOR_ENV):
+        pipeline.choose_executor("numpy", 2)
