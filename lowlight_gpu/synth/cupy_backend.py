@@ -109,7 +109,8 @@ def _inline(path, seen):
 
 def source_files():
     """Paths of the CUDA files the backend compiles (for tests and packaging checks)."""
-    return [SOURCE_DIR / KERNEL_FILE, SOURCE_DIR / "batch.cuh", SOURCE_DIR / "noise.cuh", SOURCE_DIR / "philox.cuh"]
+    return [SOURCE_DIR / KERNEL_FILE, SOURCE_DIR / "batch.cuh", SOURCE_DIR / "noise.cuh", SOURCE_DIR / "philox.cuh",
+            SOURCE_DIR / "physics.cuh"]  # physics.cuh: its own module (physics_gpu)
 
 
 class _Kernels:
@@ -355,6 +356,10 @@ def render(rgb, params, t=None, noisy=True):
 
 def render_many(rgb, params, specs, *, slice_values=None):
     """One low image per (t, noisy) in specs, uploading rgb once; numpy in -> numpy out, CuPy in -> CuPy out."""
+    if params["noise"]["model"] == "physics" and any(noisy for _, noisy in specs):
+        from . import physics_gpu  # two kernels of physics.cuh per noisy image
+
+        return physics_gpu.render_many(rgb, params, specs)
     if not _is_cupy(rgb):
         rgb = np.asarray(rgb)
     _check_input(rgb)
@@ -616,3 +621,10 @@ def _render_batch(batch):
     shapes = [req.rgb.shape for req in batch for _ in req.jobs]
     return [outs[at:at + n].copy().reshape(shape)
             for at, n, shape in zip(table["out"].tolist(), table["n"].tolist(), shapes)]
+
+
+def render_raw(rgb, params, t=None):
+    """(raw_clean, raw_low) uint16 RGGB mosaics of a physics pair at step t, rendered on the GPU (physics_gpu)."""
+    from . import physics_gpu
+
+    return physics_gpu.render_raw(rgb, params, t)

@@ -1,0 +1,245 @@
+// Camera-physics noise (noise.model physics): the CUDA twin of synth/physics.py.
+//
+// Two kernels, no host round trip between them (synth/physics_gpu.py launches both on one stream):
+//   ll_phys_mosaic_kernel   one thread per mosaic site: unprocess + RGGB mosaic + sensor noise in DN,
+//                           writes the white-balanced raw value in [0, 1] (and the uint16 raw files);
+//   ll_phys_process_kernel  one thread per output pixel: bilinear demosaic + cam2rgb + 8-bit codes.
+// Everything else (the per-code linear LUT, the 255 code thresholds, the matrices) is computed once
+// per image on the CPU by physics.py and uploaded with the parameters.
+//
+// The device functions are __host__ __device__ and follow physics.py operation for operation in
+// float64, with detmath.cuh for every transcendental, so a host build (tests/host_physics.cpp)
+// reproduces the numpy reference bit for bit.  Compile with --fmad=false / -ffp-contract=off.
+#pragma once
+
+#include "philox.cuh"
+#include "detmath.cuh"
+
+#define LL_PHYS_STREAM_SITES 80u  // physics.STREAM_SITES
+#define LL_PHYS_STREAM_ROWS 81u   // physics.STREAM_ROWS
+#define LL_PHYS_LAMBDA_SMALL 30.0
+#define LL_PHYS_LAMBDA_EXACT_MAX 1e4
+#define LL_PHYS_SMALL_CAP 200.0
+#define LL_PHYS_TWO_PI 6.283185307179586
+#define LL_PHYS_INV_2_32 2.3283064365386963e-10
+#define LL_PHYS_THRESHOLDS 255
+
+// noise.components as bits (physics_gpu.component_flags)
+#define LL_PHYS_SHOT 1
+#define LL_PHYS_TUKEY 2
+#define LL_PHYS_GAUSS 4
+#define LL_PHYS_ROW 8
+#define LL_PHYS_QUANT 16
+#define LL_PHYS_BIAS 32
+
+// One image's scalars (physics_gpu.PARAMS_DTYPE mirrors this layout; a host test compares them).
+struct ll_phys_params {
+    unsigned int key0, key1;  // rng.split_key(seed)
+    unsigned int step;        // the progressive step word (0: the final image)
+    int flags;                // LL_PHYS_* components
+    long long height, width;  // of the image and its mosaic
+    long long raw_width, raw_height;  // even-cropped raw outputs
+    double K, read_scale, read_lambda, row_sigma;
+    double black, white, scale;       // black level, white level, white - black
+    double bias[4];                   // DN, raster order of the 2x2 cell
+    double rgb2cam[9], cam2rgb[9];    // row-major
+    double gains[3];                  // R, G, B: white balance times brightness
+};
+
+// physics.uniform: a word to (w + 0.5) / 2**32.
+LL_HD double ll_phys_uniform(unsigned int w) { return ((double)w + 0.5) * LL_PHYS_INV_2_32; }
+
+// physics.stirling_tail.
+LL_HD double ll_phys_stirling_tail(double m)
+{
+    const double im = 1.0 / m;
+    const double im2 = im * im;
+    return im * (1.0 / 12.0 - im2 * (1.0 / 360.0 - im2 * (1.0 / 1260.0)));
+}
+
+// physics.poisson_counts for one site: the smallest k with CDF(k) > u.
+LL_HD double ll_phys_poisson(double lam, double u)
+{
+    if (!(lam > 0)) return 0.0;
+    if (lam < LL_PHYS_LAMBDA_SMALL) {
+        double p = ll_dm_exp(-lam), f = p, k = 0.0;
+        while (f <= u) {
+            k += 1.0;
+            p = p * lam / k;
+            f += p;
+            if (!(k < LL_PHYS_SMALL_CAP)) break;
+        }
+        return k;
+    }
+    if (lam > LL_PHYS_LAMBDA_EXACT_MAX)
+        return ll_dm_max(ll_dm_floor(lam + ll_dm_sqrt(lam) * ll_dm_ndtri(u) + 0.5), 0.0);
+    const double m = ll_dm_floor(lam);
+    const double log_pm = (m * ll_dm_log(lam / m) + (m - lam)) - 0.5 * ll_dm_log(LL_PHYS_TWO_PI * m) -
+                          ll_phys_stirling_tail(m);
+    const double pm = ll_dm_exp(log_pm);
+    const double lo = ll_dm_max(m - ll_dm_floor(7.0 * ll_dm_sqrt(lam)) - 5.0, 0.0);
+    double f = pm, p = pm, k = m;
+    while (k > lo) {  // CDF(m): the pmf summed from m down to lo
+        p = p * k / lam;
+        k -= 1.0;
+        f += p;
+    }
+    k = m;
+    p = pm;
+    if (u < f) {
+        while (k > 0) {  // down while CDF(k - 1) > u
+            const double fp = f - p;
+            if (!(fp > u)) break;
+            f = fp;
+            p = p * k / lam;
+            k -= 1.0;
+        }
+        return k;
+    }
+    const double cap = m + ll_dm_floor(10.0 * ll_dm_sqrt(lam)) + 20.0;
+    while (f <= u) {  // up while CDF(k) <= u
+        k += 1.0;
+        p = p * lam / k;
+        f += p;
+        if (!(k < cap)) break;
+    }
+    return k;
+}
+
+// physics.tukey_lambda.
+LL_HD double ll_phys_tukey(double u, double lam)
+{
+    const double v = 1.0 - u;
+    if (lam == 0) return ll_dm_log(u) - ll_dm_log(v);
+    return (ll_dm_pow(u, lam) - ll_dm_pow(v, lam)) / lam;
+}
+
+// physics.row_normals for one sensor row.
+LL_HD double ll_phys_row_normal(const ll_phys_params& p, long long row)
+{
+    const ll_words w = ll_philox4x32_10((unsigned int)row, (unsigned int)((unsigned long long)row >> 32), p.step,
+                                        LL_PHYS_STREAM_ROWS, p.key0, p.key1);
+    return ll_dm_ndtri(ll_phys_uniform(w.w[0]));
+}
+
+// RGGB: the colour (0 R, 1 G, 2 B) of raster cell (r & 1) * 2 + (c & 1).
+LL_HD int ll_phys_channel(int cell) { return cell == 0 ? 0 : (cell == 3 ? 2 : 1); }
+
+// physics.add_sensor_noise for one site: clean DN x -> sensor DN in [-black, white - black].
+LL_HD double ll_phys_sensor(const ll_phys_params& p, double x, long long r, long long c)
+{
+    const unsigned long long i = (unsigned long long)(r * p.width + c);
+    const unsigned long long block = i >> 1;
+    const ll_words w = ll_philox4x32_10((unsigned int)block, (unsigned int)(block >> 32), p.step,
+                                        LL_PHYS_STREAM_SITES, p.key0, p.key1);
+    const int at = (int)(i & 1) * 2;
+    if (p.flags & LL_PHYS_SHOT) x = ll_phys_poisson(x / p.K, ll_phys_uniform(w.w[at])) * p.K;
+    if (p.flags & LL_PHYS_TUKEY) {
+        x = x + p.read_scale * ll_phys_tukey(ll_phys_uniform(w.w[at + 1]), p.read_lambda);
+    } else if (p.flags & LL_PHYS_GAUSS) {
+        x = x + p.read_scale * ll_dm_ndtri(ll_phys_uniform(w.w[at + 1]));
+    }
+    if (p.flags & LL_PHYS_ROW) x = x + p.row_sigma * ll_phys_row_normal(p, r);
+    if (p.flags & LL_PHYS_BIAS) x = x + p.bias[(int)((r & 1) * 2 + (c & 1))];
+    if (p.flags & LL_PHYS_QUANT) x = ll_dm_floor(x + 0.5);
+    return ll_dm_min(ll_dm_max(x, -p.black), p.scale);
+}
+
+// physics.to_dn: DN above black to a raw file value.
+LL_HD unsigned short ll_phys_to_dn(const ll_phys_params& p, double x)
+{
+    const double v = ll_dm_floor(x + (p.black + 0.5));
+    return (unsigned short)ll_dm_min(ll_dm_max(v, 0.0), p.white);
+}
+
+// One mosaic site (physics.mosaic_rows + physics.gained): writes m[i] and, inside the even crop, the raw values.
+LL_HD void ll_phys_site(const ll_phys_params& p, const double* lut, const unsigned char* rgb, double* m,
+                        unsigned short* raw_clean, unsigned short* raw_low, long long i)
+{
+    const long long r = i / p.width, c = i % p.width;
+    const int ch = ll_phys_channel((int)((r & 1) * 2 + (c & 1)));
+    const unsigned char* px = rgb + 3 * i;
+    const double* row = p.rgb2cam + 3 * ch;
+    const double cam = (row[0] * lut[px[0]] + row[1] * lut[px[1]]) + row[2] * lut[px[2]];
+    const double raw = ll_dm_min(ll_dm_max(cam / p.gains[ch], 0.0), 1.0);
+    const double x = raw * p.scale;
+    const double s = ll_phys_sensor(p, x, r, c);
+    if (m) m[i] = ll_dm_min(ll_dm_max((s / p.scale) * p.gains[ch], 0.0), 1.0);
+    if (raw_clean && r < p.raw_height && c < p.raw_width) {
+        raw_clean[r * p.raw_width + c] = ll_phys_to_dn(p, x);
+        raw_low[r * p.raw_width + c] = ll_phys_to_dn(p, s);
+    }
+}
+
+// physics.mirror.
+LL_HD long long ll_phys_mirror(long long i, long long n)
+{
+    if (i < 0) i = -i;
+    if (i > n - 1) i = 2 * (n - 1) - i;
+    return i < 0 ? 0 : (i > n - 1 ? n - 1 : i);
+}
+
+// The number of thresholds <= v (numpy.searchsorted(t, v, side="right")).
+LL_HD int ll_phys_code(const double* t, double v)
+{
+    int lo = 0, hi = LL_PHYS_THRESHOLDS;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (t[mid] <= v) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+// One output pixel (physics.demosaic + physics.to_codes) from the gained mosaic m.
+LL_HD void ll_phys_pixel(const ll_phys_params& p, const double* thresholds, const double* m, unsigned char* out,
+                         long long i)
+{
+    const long long r = i / p.width, c = i % p.width;
+    const long long h = p.height, w = p.width;
+    const long long ru = ll_phys_mirror(r - 1, h) * w, rc = r * w, rd = ll_phys_mirror(r + 1, h) * w;
+    const long long cl = ll_phys_mirror(c - 1, w), cr = ll_phys_mirror(c + 1, w);
+    const double ctr = m[rc + c];
+    const double up = m[ru + c], down = m[rd + c], left = m[rc + cl], right = m[rc + cr];
+    const double ul = m[ru + cl], ur = m[ru + cr], dl = m[rd + cl], dr = m[rd + cr];
+    const double cross = ((up + down) + (left + right)) * 0.25;
+    const double diag = ((ul + ur) + (dl + dr)) * 0.25;
+    const double vert = (up + down) * 0.5;
+    const double horiz = (left + right) * 0.5;
+    const bool re = (r & 1) == 0, ce = (c & 1) == 0;
+    const double red = (re && ce) ? ctr : (re ? horiz : (ce ? vert : diag));
+    const double green = (re == ce) ? cross : ctr;
+    const double blue = (!re && !ce) ? ctr : (!re ? horiz : (!ce ? vert : diag));
+    for (int j = 0; j < 3; ++j) {
+        const double* k = p.cam2rgb + 3 * j;
+        const double v = ll_dm_min(ll_dm_max((k[0] * red + k[1] * green) + k[2] * blue, 0.0), 1.0);
+        out[3 * i + j] = (unsigned char)ll_phys_code(thresholds, v);
+    }
+}
+
+#if defined(__CUDACC__)
+// Kernel 1: every mosaic site; m may be null (raw outputs only), raw_clean/raw_low may be null (image only).
+extern "C" __global__ void ll_phys_mosaic_kernel(const ll_phys_params* __restrict__ params,
+                                                 const double* __restrict__ lut,
+                                                 const unsigned char* __restrict__ rgb, double* __restrict__ m,
+                                                 unsigned short* __restrict__ raw_clean,
+                                                 unsigned short* __restrict__ raw_low)
+{
+    const ll_phys_params p = *params;
+    const long long n = p.height * p.width;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        ll_phys_site(p, lut, rgb, m, raw_clean, raw_low, i);
+}
+
+// Kernel 2: every output pixel, reading kernel 1's mosaic (same stream: no synchronisation needed).
+extern "C" __global__ void ll_phys_process_kernel(const ll_phys_params* __restrict__ params,
+                                                  const double* __restrict__ thresholds,
+                                                  const double* __restrict__ m, unsigned char* __restrict__ out)
+{
+    const ll_phys_params p = *params;
+    const long long n = p.height * p.width;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        ll_phys_pixel(p, thresholds, m, out, i);
+}
+#endif
