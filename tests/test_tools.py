@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,8 +219,106 @@ def test_no_report_for_a_shard(run_cli, input_dir, out_dir):
     assert not (out_dir / "report.png").exists()
 
 
-def test_report_ticks_are_round():
-    assert report.ticks(0.9, 1.0, False) == [0.9, 0.92, 0.94, 0.96, 0.98, 1.0]
-    assert report.ticks(100, 1000, True) == [100, 200, 500, 1000]
-    assert all(float(v).is_integer() for v in report.ticks(0, 3.3, False, integer=True))
+def test_matplotlib_is_imported_only_to_draw_the_report():
+    code = ("import sys, numpy, lowlight_gpu as ll, lowlight_gpu.cli, lowlight_gpu.tools.report as r; "
+            "ll.synthesize(numpy.zeros((2, 2, 3), numpy.uint8), ll.sample_params(1)); "
+            "print('matplotlib' in sys.modules); r.draw_report({'alpha': [0.9]}, [], 1); "
+            "print('matplotlib' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "True"]
+
+
+def test_report_ranges_and_shares():
     assert math.isclose(report.widen(2.0, 2.0, False)[0], 1.8)
+    assert report.widen(10.0, 10.0, True) == pytest.approx((10 / 1.5, 15.0))
+    assert report.widen(0.1, 0.3, False) == (0.1, 0.3)
+    assert report.pair_share(1000, 64) == 15 and report.pair_share(1000, 0) == 1000 and report.pair_share(3, 64) == 1
+
+
+def _panel_boxes(n):
+    """(left, top, right, bottom) of each panel's plot area in report.png."""
+    boxes = []
+    for i in range(n):
+        left = (i % report.COLUMNS) * report.PANEL_W + report.MARGIN[0]
+        top = report.TITLE_H + (i // report.COLUMNS) * report.PANEL_H + report.MARGIN[1]
+        boxes.append((left, top, left - report.MARGIN[0] + report.PANEL_W - report.MARGIN[2],
+                      top - report.MARGIN[1] + report.PANEL_H - report.MARGIN[3]))
+    return boxes
+
+
+def test_report_draws_every_panel(dataset):
+    _, out = dataset
+    rows = read_jsonl(out / "manifest.jsonl")
+    values = report.parameter_values(rows)
+    stats = [report.image_stats(str(out), row) for row in rows]
+    names = [name for name, _ in report.panels(values, stats)]
+    assert names == ["alpha", "beta", "gamma", "peak", "read_sigma", "brightness", "noise"]
+    sheet = read_png(out / "report.png")
+    blank = np.full(3, 255)
+    for name, (left, top, right, bottom) in zip(names, _panel_boxes(len(names))):
+        area = sheet[top + 2:bottom - 2, left + 2:right - 2].reshape(-1, 3)
+        coloured = np.any(np.abs(area.astype(int) - blank) > 40, axis=1)
+        # Bars, dots, a line or a note: each plot area holds more than its frame and light grid.
+        assert coloured.sum() >= 20, name
+    # The space right of the last panel stays empty.
+    empty = sheet[report.TITLE_H + 2 * report.PANEL_H:, report.PANEL_W + 1:]
+    assert (empty == 255).all()
+
+
+def test_report_is_deterministic_and_a_rerun_leaves_it(dataset):
+    _, out = dataset
+    png = (out / "report.png").read_bytes()
+    before = (out / "report.png").stat().st_mtime_ns
+    report.write_report(out)
+    assert (out / "report.png").read_bytes() == png
+    assert (out / "report.png").stat().st_mtime_ns == before
+    assert b"Software" not in png and b"tEXt" not in png  # no encoder or date metadata that would vary
+
+
+def test_report_reads_at_most_its_pixel_budget(run_cli, tmp_path, out_dir, monkeypatch):
+    """A dataset of images bigger than the report's share: the decoded pixels stay within the budget."""
+    inp = tmp_path / "in"
+    for i in range(4):
+        write_image(inp / f"p{i}.png", 203, 151, seed=i)  # 30653 pixels each, odd width
+    assert run_cli(*_io(inp, out_dir)).code == 0
+    decoded = []
+    real = report.imageio.decode_bytes
+
+    def counting(data, *args, **kwargs):
+        d = real(data, *args, **kwargs)
+        decoded.append(d.rgb.shape[0] * d.rgb.shape[1])
+        return d
+
+    monkeypatch.setattr(report.imageio, "decode_bytes", counting)
+    budget = 8000  # 2000 pixels per image of each of the 4 pairs: 9 rows of 203
+    report.write_report(out_dir, pixel_budget=budget)
+    assert len(decoded) == 8 and set(decoded) == {9 * 203}
+    assert sum(decoded) <= 2 * budget
+    text = (out_dir / "report.md").read_text()
+    assert "4 of 4 pairs are larger" in text and "top rows" in text
+    stats = [report.image_stats(str(out_dir), row, 2000) for row in read_jsonl(out_dir / "manifest.jsonl")]
+    assert all(s is not None and s["cut"] and s["estimated"] for s in stats)
+    decoded.clear()
+    report.write_report(out_dir, pixel_budget=4 * 40000)  # room for every image whole
+    assert set(decoded) == {203 * 151}
+    assert "read whole" in (out_dir / "report.md").read_text()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("encoder", ["pillow", "fpng"])
+def test_read_top_equals_the_top_of_a_full_decode(tmp_path, mode, encoder):
+    from lowlight_gpu import encode
+
+    rgb = np.random.default_rng(3).integers(0, 256, (57, 41, 3), dtype=np.uint8)
+    alpha = np.random.default_rng(4).integers(0, 256, (57, 41), dtype=np.uint8) if mode == "RGBA" else None
+    if encoder == "fpng":
+        pytest.importorskip("fpng")
+    data = encode.encode_png(rgb, alpha, encode.resolve(encoder, 6, quiet=True))
+    path = tmp_path / "x.png"
+    path.write_bytes(data)
+    for budget, rows in [(41 * 5, 5), (100, 2), (1, 1), (41 * 57, 57), (10 ** 9, 57)]:
+        top, cut = report.read_top(path, budget)
+        assert top.shape == (rows, 41, 3) and cut == (rows < 57)
+        assert np.array_equal(top, rgb[:rows])
