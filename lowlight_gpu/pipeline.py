@@ -99,7 +99,41 @@ def synthesize_and_write(src, decoded, ctx):
         data = encoder.encode(rgb, decoded.alpha)
         imageio.write_atomic(os.path.join(config.output, rel), data)
         files[rel] = [len(data), manifest.data_digest(data)]
-    return build_row(src, decoded, params, plan, split_name, ctx.backend, files)
+    raws = render_raw(backend, decoded.rgb, params, layout.plan_raw(src.out_rel, config, split_name))
+    files.update(write_bytes([(os.path.join(config.output, rel), data) for _, _, rel, data in raws], raws))
+    return with_raw(build_row(src, decoded, params, plan, split_name, ctx.backend, files), raws)
+
+
+def render_raw(backend, rgb, params, raw_plan):
+    """The .npy bytes of each planned raw mosaic (layout.plan_raw): [(role, t, rel, bytes), ...] in plan order."""
+    from .synth.physics import npy_bytes
+
+    mosaics = {}
+    out = []
+    for role, t, rel in raw_plan:
+        if t not in mosaics:  # one render gives the step's clean and noisy mosaics
+            mosaics[t] = dict(zip(layout.RAW_ROLES, backend.render_raw(rgb, params, t)))
+        out.append((role, t, rel, npy_bytes(mosaics[t][role])))
+    return out
+
+
+def write_bytes(outputs, plan):
+    """Write each (path, bytes) atomically; returns {rel: [size, digest]} keyed by the plan's rels."""
+    files = {}
+    for (path, data), entry in zip(outputs, plan):
+        imageio.write_atomic(path, data)
+        files[entry[2]] = [len(data), manifest.data_digest(data)]
+    return files
+
+
+def with_raw(row, raws):
+    """The row with its raw mosaics' paths: raw_clean and raw_low of the last step, and raw_steps when progressive."""
+    if raws:
+        last = raws[-1][1]
+        row.update({role: rel for role, t, rel, _ in raws if t == last})
+        if "progressive" in row["params"]:
+            row["raw_steps"] = [{"t": t, "role": role, "path": rel} for role, t, rel, _ in raws]
+    return row
 
 
 def build_row(src, decoded, params, plan, split_name, backend, files):
@@ -148,6 +182,7 @@ def dataset_info(config):
 def describe_layout(config):
     """A short map of where each image of a pair lives, for readers of dataset.json."""
     plan = layout.plan_outputs("NAME.png", config, "SPLIT" if config.split else None)
+    plan += [(role, t, True, rel) for role, t, rel in layout.plan_raw("NAME.png", config, "SPLIT" if config.split else None)]
     return {f"{role}" + (f"@t{t}" if t is not None else ""): rel for role, t, noisy, rel in plan}
 
 
