@@ -224,16 +224,18 @@ def _poisson_mode(lam, u):
     log_pm = (m * detmath.log(lam / m) + (m - lam)) - 0.5 * detmath.log(TWO_PI * m) - stirling_tail(m)
     pm = detmath.exp(log_pm)
     lo = np.maximum(m - np.floor(7.0 * np.sqrt(lam)) - 5.0, 0.0)
-    # CDF(m): pmf summed from m down to lo, p_{k-1} = p_k * k / lam.
-    f = pm.copy()
-    p = pm.copy()
-    k = m.copy()
-    live = np.flatnonzero(k > lo)
-    while live.size:
-        p[live] = p[live] * k[live] / lam[live]
-        k[live] -= 1.0
-        f[live] += p[live]
-        live = live[k[live] > lo[live]]
+    # CDF(m): pmf summed from m down to lo, p_{k-1} = p_k * k / lam.  Sorted by their number of
+    # terms, the sites still summing are always a prefix, so each step works on slices.
+    order = np.argsort(lo - m, kind="stable")
+    terms = (m - lo)[order]
+    ps, ks, ls, fs = pm[order], m[order], lam[order], pm[order]
+    for j in range(int(terms[0]) if terms.size else 0):
+        n = int(np.searchsorted(-terms, -j, side="left"))  # sites with more than j terms
+        ps[:n] = ps[:n] * ks[:n] / ls[:n]
+        ks[:n] -= 1.0
+        fs[:n] += ps[:n]
+    f = np.empty_like(fs)
+    f[order] = fs
     k = m.copy()
     p = pm.copy()
     # Down: while CDF(k - 1) = F - p_k > u, step to k - 1.
