@@ -368,6 +368,35 @@ def small_images(workers=16, count=4096, shape=(96, 128, 3), pairs=768, repeats=
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+PHYSICS_CAMERAS = ("virtual", "SonyA7S2", "IMX686", "CRVD")
+PHYSICS_CHECK_PIXELS = 250_000  # the numpy reference costs a few us per site: crop for the equality check
+
+
+def physics_check(cupy, images, runs=10):
+    """noise.model physics: cupy vs numpy images and raw mosaics (must be identical), and GPU time per 12 MP."""
+    from lowlight_gpu.synth import physics, physics_gpu
+
+    rows, raw_equal = [], True
+    for i, (name, rgb) in enumerate(images):
+        rgb = centre_crop(rgb, PHYSICS_CHECK_PIXELS)
+        camera = PHYSICS_CAMERAS[i % len(PHYSICS_CAMERAS)]
+        params = sample_params(3000 + i, config_from_dict({"noise": {"model": "physics", "camera": camera}}))
+        rows.append(compare(cupy_backend.render(rgb, params), physics.render(rgb, params)))
+        got, want = cupy_backend.render_raw(rgb, params), physics.render_raw(rgb, params)
+        raw_equal = raw_equal and all(np.array_equal(a, b) for a, b in zip(got, want))
+    report = {"cameras": list(PHYSICS_CAMERAS), "images": merge(rows), "raw_identical": raw_equal}
+    photo = photo_12mp(images)
+    if photo is not None:
+        params = sample_params(4000, config_from_dict({"noise": {"model": "physics"}}))
+        d_rgb = cupy.asarray(photo)
+        kernels = physics_gpu._kernels()
+        report["gpu_s_per_12mp"] = gpu_median_seconds(
+            cupy, lambda: physics_gpu.render_device(cupy, kernels, d_rgb, params, None), runs)
+        report["gpu_s_per_12mp_with_raw"] = gpu_median_seconds(
+            cupy, lambda: physics_gpu.render_device(cupy, kernels, d_rgb, params, None, raw=True), runs)
+    return report
+
+
 # ---------------------------------------------------------------- driver
 
 def section(report, key, fn, *args):
@@ -429,6 +458,14 @@ def summary(report):
         lines.append(f"small images pipeline ({sm['pairs']} pairs of 0.08 MP): "
                      + ", ".join(f"{k} {v:.0f}" for k, v in sm["pipeline_pairs_per_s"].items()) + " pairs/s; vs floor "
                      + ", ".join(f"{k} {v:.2f}" for k, v in sm["pipeline_vs_floor"].items()))
+    ph = report.get("physics", {})
+    if "images" in ph:
+        row = ph["images"]
+        lines.append(f"physics equality: {row['identical_fraction']:.6%} identical of {row['values']} values, "
+                     f"max |diff| {row['max_abs_diff']}; raw mosaics identical: {ph['raw_identical']}")
+    if "gpu_s_per_12mp" in ph:
+        lines.append(f"physics kernels: {ph['gpu_s_per_12mp'] * 1e3:.1f} ms per 12 MP image "
+                     f"({ph['gpu_s_per_12mp_with_raw'] * 1e3:.1f} ms with raw mosaics)")
     for key, value in report.items():
         if isinstance(value, dict) and "error" in value:
             lines.append(f"ERROR in {key}: {value['error']}")
@@ -468,6 +505,7 @@ def main(argv=None):
             section(report, "equality", equality_on_samples, images)
             section(report, "kernel", kernel_throughput, cupy, report["device"].get("peak_bandwidth_Bps"), images)
             section(report, "noise_speed", noise_speedup)
+            section(report, "physics", physics_check, cupy, images)
             section(report, "end_to_end", end_to_end, paths, args.workers)
             section(report, "small_images", small_images, args.workers)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -29,7 +29,7 @@ LOG="$OUTDIR/pytest.log"
     echo "== pytest"
 } >"$LOG" 2>&1
 
-timeout 300 "$PY" -m pytest -q -rs -s tests/test_cupy_backend.py tests/test_cuda_sources.py >>"$LOG" 2>&1
+timeout 300 "$PY" -m pytest -q -rs -s tests/test_cupy_backend.py tests/test_cuda_sources.py tests/test_physics_cuda.py >>"$LOG" 2>&1
 PYTEST_RC=$?
 echo "== pytest exit code $PYTEST_RC" >>"$LOG"
 tail -3 "$LOG"

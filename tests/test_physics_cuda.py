@@ -129,3 +129,57 @@ def test_kernels_compile_for_hopper(tmp_path):
     text = ptx.read_text()
     assert ".entry ll_phys_mosaic_kernel(" in text and ".entry ll_phys_process_kernel(" in text
     assert "fma.rn.f64" not in text  # --fmad=false: no contraction anywhere
+
+
+class FakeCupyArray(np.ndarray):
+    """A host array standing in for cupy.ndarray (get() copies it out)."""
+
+    def get(self):
+        return np.asarray(self).copy()
+
+
+def fake_cupy(lib):
+    """A stand-in CuPy module whose RawModule kernels are the host-compiled bodies."""
+    import types
+
+    def as_dev(a):
+        return np.ascontiguousarray(a).view(FakeCupyArray)
+
+    def launch(fn):
+        def call(grid, block, args):
+            fn(*[None if isinstance(a, np.integer) else ptr(np.asarray(a)) for a in args])
+        return call
+
+    class RawModule:
+        def __init__(self, code, options):
+            assert "--fmad=false" in options and "ll_phys_mosaic_kernel" in code
+
+        def get_function(self, name):
+            return launch({"ll_phys_mosaic_kernel": lib.ll_host_phys_mosaic,
+                           "ll_phys_process_kernel": lib.ll_host_phys_process}[name])
+
+    mod = types.ModuleType("cupy")
+    mod.ndarray = FakeCupyArray
+    mod.asarray = as_dev
+    mod.ascontiguousarray = as_dev
+    mod.empty = lambda shape, dtype: np.empty(shape, dtype).view(FakeCupyArray)
+    mod.RawModule = RawModule
+    mod.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0))
+    return mod
+
+
+def test_cupy_backend_physics_on_a_stand_in_cupy(host, monkeypatch):
+    from lowlight_gpu.synth import cupy_backend, numpy_backend
+
+    monkeypatch.setitem(__import__("sys").modules, "cupy", fake_cupy(host))
+    monkeypatch.setattr(physics_gpu, "_compiled", {})
+    rgb = image((15, 22))
+    params = case_params({"camera": "CanonEOS5D4"}, 4)
+    specs = [(2, True), (4, True), (4, False)]
+    got = cupy_backend.render_many(rgb, params, specs)
+    want = numpy_backend.render_many(rgb, params, specs)
+    assert all(type(g) is np.ndarray and np.array_equal(g, w) for g, w in zip(got, want))
+    device = cupy_backend.render_many(rgb.view(FakeCupyArray), params, specs[:1])[0]
+    assert isinstance(device, FakeCupyArray) and np.array_equal(device, want[0])
+    for a, b in zip(cupy_backend.render_raw(rgb, params, 2), numpy_backend.render_raw(rgb, params, 2)):
+        assert type(a) is np.ndarray and np.array_equal(a, b)
