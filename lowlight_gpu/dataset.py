@@ -7,6 +7,8 @@
     ds = PairDataset("out", steps=True)             # (step_1, ..., step_T, high): the saved progressive steps
     ds = PairDataset("out", split="train")          # only the rows of one hash split
 
+Loose files, WebDataset tar shards and BasicSR LMDBs (save.container) give the
+same samples in the same order: each manifest row says where its images are.
 With torch installed the class is a ``torch.utils.data.Dataset`` (use it with a
 DataLoader); without torch it is a plain sequence of numpy samples.
 """
@@ -16,6 +18,8 @@ import os
 import numpy as np
 
 from . import imageio
+from .containers import container_of
+from .containers.readers import Reader
 from .manifest import read_rows
 
 try:  # torch is optional: subclass its Dataset when it is there, so DataLoader and friends accept it
@@ -26,6 +30,14 @@ except ImportError:  # pragma: no cover - exercised where torch is absent
     _Base = object
 
 MAX_PIXELS = 1 << 40  # our own outputs: the decompression-bomb guard is for untrusted sources
+
+
+def _where(row):
+    """(shard, key) that Reader.read needs for a tar or LMDB row; None for loose files."""
+    container = container_of(row)
+    if container == "files":
+        return None
+    return (row["shard"], None) if container == "webdataset" else (None, row["key"])
 
 
 class PairDataset(_Base):
@@ -41,12 +53,14 @@ class PairDataset(_Base):
             raise FileNotFoundError(f"PairDataset: no manifest.jsonl in '{self.root}'; generate the dataset first")
         self.with_params, self.steps, self.transform, self.as_tensor = with_params, steps, transform, as_tensor
         self.items = []
+        self._reader = None
         for row in read_rows(path):
             if split is not None and row.get("split") != split:
                 continue
             # Keep only what __getitem__ needs: a million rows of full dicts would cost gigabytes.
             images = tuple(s["path"] for s in row["steps"]) if steps and "steps" in row else (row["low"],)
-            self.items.append((images + (row["high"],), row["params"] if with_params else None))
+            where = _where(row)  # None for loose files; (shard, key) of a tar or LMDB container
+            self.items.append((images + (row["high"],), row["params"] if with_params else None, where))
 
     def __len__(self):
         """The number of pairs."""
@@ -54,15 +68,23 @@ class PairDataset(_Base):
 
     def __getitem__(self, index):
         """One sample: the low image(s) then high, plus params when with_params; transform applied last."""
-        paths, params = self.items[index]
-        sample = tuple(self._convert(self._read(p)) for p in paths)
+        paths, params, where = self.items[index]
+        sample = tuple(self._convert(self._read(p, where)) for p in paths)
         if self.with_params:
             sample += (params,)
         return self.transform(sample) if self.transform is not None else sample
 
-    def _read(self, rel):
+    def _read(self, rel, where=None):
         """One image of the dataset as a read-only uint8 (H, W, 3) array (alpha dropped)."""
-        return imageio.decode(os.path.join(self.root, rel), MAX_PIXELS).rgb
+        if where is None:
+            return imageio.decode(os.path.join(self.root, rel), MAX_PIXELS).rgb
+        if self._reader is None:  # made on first use, so each DataLoader worker opens its own tars and LMDBs
+            self._reader = Reader(self.root)
+        return imageio.decode_bytes(self._reader.read(rel, *where), MAX_PIXELS, rel).rgb
+
+    def __getstate__(self):
+        """Pickled for DataLoader workers without open tars or LMDBs."""
+        return dict(self.__dict__, _reader=None)
 
     def _convert(self, rgb):
         """A writable uint8 HWC copy, or a float32 CHW tensor in [0, 1] when as_tensor."""

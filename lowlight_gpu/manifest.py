@@ -308,8 +308,12 @@ def done_markers(out_root):
     return found
 
 
-def merge(out_root, dataset_info, count=None, fingerprint=None):
-    """Combine the shard parts into manifest.jsonl, errors.jsonl and dataset.json; returns the counts."""
+def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
+    """Combine the shard parts into manifest.jsonl, errors.jsonl and dataset.json; returns the counts.
+
+    prepare(part paths), when given, runs once every shard is known done and before the manifest is written
+    (containers.assemble: it may rewrite the parts); what it returns is dataset.json's "container".
+    """
     markers = done_markers(out_root)
     if count is None:
         if not markers:
@@ -331,12 +335,15 @@ def merge(out_root, dataset_info, count=None, fingerprint=None):
     codecs = _shared_codecs(have)
     parts = os.path.join(out_root, PARTS)
     shards = [(f"shard {i}/{count}", os.path.join(parts, shard_tag(i, count)), have[i]) for i in range(count)]
+    container = prepare([f"{base}.jsonl" for _, base, _ in shards]) if prepare is not None else None
     n_pairs = _write_merged(os.path.join(out_root, "manifest.jsonl"),
                             [(name, f"{base}.jsonl", m.get("pairs")) for name, base, m in shards])
     n_errors = _write_merged(os.path.join(out_root, "errors.jsonl"),
                              [(name, f"{base}.errors.jsonl", m.get("errors")) for name, base, m in shards])
     # No shard count here: N shards plus --merge must give the very bytes of one whole run.
     info = dict(dataset_info, **codecs, counts={"pairs": n_pairs, "errors": n_errors})
+    if container is not None:
+        info["container"] = container
     write_atomic(os.path.join(out_root, "dataset.json"), (json.dumps(info, indent=2) + "\n").encode())
     return dict(info["counts"], shards=count)
 

@@ -6,6 +6,7 @@ a manifest row or an error row; nothing raises for a bad input.
 """
 
 import dataclasses
+import functools
 import itertools
 import os
 import sys
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 from joblib import Parallel, delayed
 
-from . import __version__, encode, imageio, layout, manifest, synth
+from . import __version__, containers, encode, imageio, layout, manifest, synth
 from .config import ConfigError
 from .params import pair_seed, sample_params
 from .sources import scan
@@ -94,12 +95,20 @@ def synthesize_and_write(src, decoded, ctx):
     params = sample_params(pair_seed(config.seed, src.rel), config)
     lows = backend.render_many(decoded.rgb, params, [(t, noisy) for role, t, noisy, _ in plan[1:]])
     encoder = ctx.encoder or encode.resolve(config.save.encoder, config.save.compress_level)
-    files = {}
+    keep = containers.needs_writer(config)  # tar, LMDB: the bytes go back to the run's one ordered writer
+    files, payload = {}, []
     for (role, t, noisy, rel), rgb in zip(plan, [decoded.rgb] + lows):
         data = encoder.encode(rgb, decoded.alpha)
+        if keep:
+            payload.append((containers.image_tag(role, t, config), rel, data))
+            continue
         imageio.write_atomic(os.path.join(config.output, rel), data)
         files[rel] = [len(data), manifest.data_digest(data)]
     raws = render_raw(backend, decoded.rgb, params, layout.plan_raw(src.out_rel, config, split_name))
+    if keep:
+        row = with_raw(build_row(src, decoded, params, plan, split_name, ctx.backend, {}), raws)
+        payload += [(containers.image_tag(role, t, config), rel, data) for role, t, rel, data in raws]
+        return containers.attach(row, payload, src.out_rel, config.save.container)
     files.update(write_bytes([(os.path.join(config.output, rel), data) for _, _, rel, data in raws], raws))
     return with_raw(build_row(src, decoded, params, plan, split_name, ctx.backend, files), raws)
 
@@ -284,12 +293,14 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     backend = backend or synth.select(config.backend).NAME
     if backend == "cupy":
         synth.get("cupy").configure(config.gpu.batch_megapixels, config.gpu.memory_limit_gb)
+    containers.check_available(config.save.container)
     os.makedirs(config.output, exist_ok=True)
     record_run(config, codecs)
     start = time.perf_counter()
     result = RunResult()
     prior = manifest.PriorRows(config.output, shard)
-    items = ((src, prior.pop(src.rel)) for src in plan_sources(config, shard, limit))
+    store = containers.open_store(config, shard)
+    items = ((src, _intact_in(store, prior.pop(src.rel))) for src in plan_sources(config, shard, limit))
     writer = manifest.ShardWriter(config.output, *shard)
     workers = resolve_workers(config.workers)
     ctx = RunContext(config, backend, encoder)
@@ -299,24 +310,42 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
                 writer.add_error(row)
                 result.errors += 1
             else:
-                writer.add_row(row)
+                for stored in store.put(kind, row):  # in manifest order, once their bytes are stored
+                    writer.add_row(stored)
                 result.pairs += 1
                 result.skipped += kind == "skip"
             if progress is not None:
                 progress(kind, row)
+        for stored in store.finish():
+            writer.add_row(stored)
     except BaseException:
+        store.abandon()
         writer.abandon()
         raise
     writer.finish({"fingerprint": config.fingerprint(), "version": __version__, "limit": limit, **codecs})
+    store.cleanup()
     if shard[1] == 1:
-        result.merged = manifest.merge(config.output, dataset_info(config), count=1)
+        result.merged = manifest.merge(config.output, dataset_info(config), count=1,
+                                       prepare=functools.partial(containers.assemble, config))
+        containers.write_meta_info(config)
     result.seconds = time.perf_counter() - start
     return result
 
 
 def merge(config):
     """Combine finished shard parts of config.output into the dataset files."""
-    return manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint())
+    config = absolute_paths(config)
+    merged = manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
+                            prepare=functools.partial(containers.assemble, config))
+    containers.write_meta_info(config)
+    return merged
+
+
+def _intact_in(store, prior):
+    """prior (row, from_journal) when its container still holds the row's bytes, else None (redo the pair)."""
+    if prior is None or store.check(*prior):
+        return prior
+    return None
 
 
 def dry_run(config, shard=(0, 1), limit=None, out=None):

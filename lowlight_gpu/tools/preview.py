@@ -14,7 +14,8 @@ import os
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .. import imageio
+from .. import containers, imageio
+from ..containers.readers import shared_reader
 from ..config import ConfigError
 from . import sample, spread
 
@@ -46,12 +47,20 @@ def write_preview(output_dir, rows=8):
         for j, (caption, rel) in enumerate(cols):
             left = PAD + LABEL_W + j * (cell_w + PAD)
             draw.text((left, top + 2), fit_text(draw, font, caption, cell_w), fill=DIM, font=font)
-            paste_cell(sheet, draw, font, os.path.join(os.fspath(output_dir), rel), left, top + CAPTION_H, cell_w)
+            paste_cell(sheet, draw, font, image_source(output_dir, row, rel), left, top + CAPTION_H, cell_w)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", compress_level=6)
     path = os.path.join(os.fspath(output_dir), "preview.png")
     imageio.write_atomic(path, buf.getvalue())
     return path
+
+
+def image_source(output_dir, row, rel):
+    """What paste_cell opens: the file's path, or (tar, LMDB) a callable returning the image's bytes."""
+    if containers.container_of(row) == "files":
+        return os.path.join(os.fspath(output_dir), rel)
+    reader = shared_reader(output_dir)
+    return lambda: io.BytesIO(reader.for_row(row, rel))
 
 
 def sheet_size(n_rows, n_columns, cell_w):
@@ -105,9 +114,9 @@ def draw_label(draw, font, row, left, top):
 
 
 def paste_cell(sheet, draw, font, path, left, top, cell_w):
-    """Paste the image at path fitted and centred in a cell; a grey cell saying why when it cannot be read."""
+    """Paste the image at path (or from a callable) fitted and centred in a cell; a grey cell saying why when it cannot be read."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path() if callable(path) else path) as im:
             im = im.convert("RGB")
             scale = min(cell_w / im.width, CELL_H / im.height)
             size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))

@@ -21,12 +21,14 @@ named on its own line); 3 nothing differs but some rows could not be
 replayed (source gone, unreadable or changed size).
 """
 
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .. import imageio, layout, synth
+from .. import containers, imageio, layout, synth
+from ..containers.readers import shared_reader
 from ..params import pair_seed, sample_params
 from . import recorded_config, sample
 
@@ -99,9 +101,10 @@ def check_row(row, cfg):
     params = row["params"]
     lows = synth.get(REPLAY_BACKEND).render_many(decoded.rgb, params, [(t, noisy) for _, t, noisy, _ in plan[1:]])
     lenient = row.get("backend", REPLAY_BACKEND) != REPLAY_BACKEND
-    for (role, _, _, rel), rgb in zip(plan, [decoded.rgb] + lows):
-        problem = compare_file(os.path.join(cfg.output, rel), rgb, decoded.alpha, cfg.max_pixels,
-                               lenient and role != "high")
+    for entry, rgb in zip(plan, [decoded.rgb] + lows):
+        role = entry[0]
+        where, rel = _where(row, cfg, entry)
+        problem = compare_file(where, rgb, decoded.alpha, cfg.max_pixels, lenient and role != "high")
         if problem:
             problems.append((problem[0], rel, problem[1]))
     n_raw, raw_problems = check_raw(row, cfg, decoded.rgb, params)
@@ -112,18 +115,22 @@ def check_raw(row, cfg, rgb, params):
     """(files, problems) of the raw mosaics (.npy) the recorded config plans; compared value for value."""
     split_name = row.get("split")
     prefix = layout.folder(cfg.layout, "high", split_name) + "/"
-    raws = layout.plan_raw(row["high"][len(prefix):], cfg, split_name)
+    name = row["high"][len(prefix):] if containers.container_of(row) == "files" else containers.out_rel_of(row["key"])
+    raws = layout.plan_raw(name, cfg, split_name)
     problems, mosaics = [], {}
     for role, t, rel in raws:
         if t not in mosaics:
             mosaics[t] = dict(zip(layout.RAW_ROLES, synth.get(REPLAY_BACKEND).render_raw(rgb, params, t)))
         want = mosaics[t][role]
-        path = os.path.join(cfg.output, rel)
-        if not os.path.isfile(path):
+        path, rel = _where(row, cfg, (role, t, True, rel))
+        if not callable(path) and not os.path.isfile(path):
             problems.append((MISSING, rel, "in the manifest but not on disk"))
             continue
         try:
-            disk = np.load(path, allow_pickle=False)
+            disk = np.load(io.BytesIO(path()) if callable(path) else path, allow_pickle=False)
+        except FileNotFoundError:
+            problems.append((MISSING, rel, "in the manifest but not in its container"))
+            continue
         except (OSError, ValueError) as exc:
             problems.append((DIFFERS, rel, f"cannot be read as .npy: {exc}"))
             continue
@@ -134,15 +141,29 @@ def check_raw(row, cfg, rgb, params):
     return len(raws), problems
 
 
+def _where(row, cfg, entry):
+    """(the file path, or a callable returning the bytes from the row's container; the name to report) of a plan entry."""
+    if containers.container_of(row) == "files":
+        return os.path.join(cfg.output, entry[3]), entry[3]
+    (_, ref), = containers.planned_refs(row, [entry], cfg)
+    reader = shared_reader(cfg.output)
+    return (lambda: reader.for_row(row, ref)), reader.describe(ref, row.get("shard"), row.get("key"))
+
+
 def row_plan(row, cfg):
     """The pipeline's plan of the row's pair, checked against the paths the row records; ValueError if they disagree."""
     split_name = row.get("split")
     prefix = layout.folder(cfg.layout, "high", split_name) + "/"
     high = row.get("high", "")
+    if containers.container_of(row) != "files":  # a tar member or LMDB database: the name comes from the key
+        if "params" not in row:
+            raise ValueError("params are missing")
+        prefix, high = "", containers.out_rel_of(row["key"])
     if not high.startswith(prefix) or "params" not in row:
         raise ValueError(f"high '{high}' is not under '{prefix}' of layout '{cfg.layout}' (or params are missing)")
     plan = layout.plan_outputs(high[len(prefix):], cfg, split_name)
-    planned = {rel for _, _, _, rel in plan}
+    planned = {ref for _, ref in containers.planned_refs(row, plan, cfg)}
+    high = row.get("high", "")
     recorded = {high, row.get("low")} | {s["path"] for s in row.get("steps", []) + row.get("clean_steps", [])}
     if row.get("clean_low"):
         recorded.add(row["clean_low"])
@@ -162,11 +183,13 @@ def check_params(row, cfg):
 
 
 def compare_file(path, rgb, alpha, max_pixels, lenient):
-    """None when the image at path has these pixels (and alpha), else (kind, detail)."""
-    if not os.path.isfile(path):
+    """None when the image at path (a file, or a callable returning its bytes) has these pixels (and alpha), else (kind, detail)."""
+    if not callable(path) and not os.path.isfile(path):
         return MISSING, "in the manifest but not on disk"
     try:
-        disk = imageio.decode(path, max_pixels)
+        disk = imageio.decode(path, max_pixels) if not callable(path) else imageio.decode_bytes(path(), max_pixels)
+    except FileNotFoundError:
+        return MISSING, "in the manifest but not in its container"
     except imageio.DecodeError as exc:
         return DIFFERS, f"cannot be decoded: {exc}"
     if disk.rgb.shape != rgb.shape:

@@ -1,0 +1,217 @@
+"""Output containers (save.container): loose files, WebDataset tar shards, BasicSR LMDBs.
+
+Workers encode a pair's images; where the bytes go depends on the container:
+
+* ``files``: each worker writes its own PNGs (pipeline.write_pngs), in parallel, as always.
+* ``webdataset`` and ``lmdb``: the worker returns the encoded bytes with its row (plain, picklable data),
+  and one writer in the main process (a Store, below) stores them in manifest order, so the result does
+  not depend on the workers.
+
+Names.  A pair's **key** is its output name without ``.png`` with every character outside
+``[A-Za-z0-9_/-]`` written as ``%XX`` (UTF-8 bytes): no dots (WebDataset splits a member name at its first
+dot, BasicSR a meta_info line at its first dot), ASCII only (BasicSR encodes LMDB keys as ASCII), stable and
+collision-free (the escaping is reversible and output names are already distinct).  Each image has a
+**tag**: ``high``, ``low``, ``low_clean``, ``tNN`` (progressive step NN), ``low_clean_tNN``; an extra payload
+(issue 13's raw mosaics) brings its own tag, e.g. ``raw_low``.
+
+* webdataset: member ``KEY.TAG.EXT`` of ``shards/{split}-NNNNNN.tar`` (split ``data`` without a split);
+  the row names ``shard`` and ``key``, and its image fields (``high``, ``low``, ``steps[].path``, ...) hold
+  member names.
+* lmdb: key ``KEY`` of the database ``FOLDER.lmdb``, where FOLDER is the image's folder in the files
+  layout (``high.lmdb``, ``low.lmdb``, ``low/t01.lmdb``, ``train/high.lmdb``, ``train_lowlight.lmdb``); the
+  row names ``key``, and its image fields hold database names.
+
+Resume state.  A stored row's private ``_state`` has ``members`` (``[[member, size, crc32, database or
+null], ...]`` in write order) and ``at``: ``[file, offset]`` of the sample in a tar (a job's staging
+segment or a final shard), or null for bytes already in the final LMDBs.
+"""
+
+import os
+import string
+from urllib.parse import unquote
+
+from .. import layout
+
+CONTAINERS = ("files", "webdataset", "lmdb")
+SHARDS = "shards"
+NO_SPLIT = "data"  # the shard name prefix when no split is configured
+LMDB_MISSING = "save.container: lmdb needs the lmdb package: pip install -e '.[lmdb]' (or pick files or webdataset)"
+PAYLOAD = "_payload"  # a row's encoded images on their way from a worker to the main process's writer
+_KEY_SAFE = frozenset(string.ascii_letters + string.digits + "_-/")
+
+
+def sample_key(out_rel):
+    """The container key of an output name ('d/a.png' -> 'd/a', 'x.jpg.png' -> 'x%2Ejpg')."""
+    stem = out_rel[:-4] if out_rel.endswith(".png") else out_rel
+    return "".join(c if c in _KEY_SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in stem)
+
+
+def out_rel_of(key):
+    """The output name a key came from (the inverse of sample_key)."""
+    return unquote(key, errors="strict") + ".png"
+
+
+def image_tag(role, t, config):
+    """The tag of one planned image: high, low, low_clean, tNN or low_clean_tNN."""
+    tag = "low" if role == "low" else role.replace("clean_low", "low_clean")
+    if t is None:
+        return tag
+    step = layout.step_folder(t, config.progressive.steps)
+    return step if role == "low" else f"{tag}_{step}"
+
+
+def member_name(key, tag, rel):
+    """The tar member of one image: KEY.TAG.EXT (EXT from the files-layout path)."""
+    return f"{key}.{tag}{os.path.splitext(rel)[1]}"
+
+
+def database_of(rel, out_rel):
+    """The LMDB database of an image at files-layout path rel: its folder + '.lmdb'."""
+    return rel[: -len(out_rel) - 1] + ".lmdb"
+
+
+def split_prefix(split_name):
+    """The shard file prefix of a split (NO_SPLIT without one)."""
+    return split_name or NO_SPLIT
+
+
+def needs_writer(config):
+    """Whether encoded bytes go to the main process's writer (tar, LMDB) instead of being written by workers."""
+    return config.save.container != "files"
+
+
+def check_available(container):
+    """ConfigError (one line, before anything is written) when the container's package is missing."""
+    from ..config import ConfigError
+
+    if container == "lmdb":
+        try:
+            import lmdb  # noqa: F401
+        except ImportError:
+            raise ConfigError(LMDB_MISSING) from None
+
+
+def attach(row, payload, out_rel, container):
+    """Turn a files-layout row into a container row: key, member or database names, and the bytes to store.
+
+    payload is [(tag, files-layout rel, bytes), ...] in plan order (extra payloads after the images).
+    """
+    key = sample_key(out_rel)
+    if container == "webdataset":
+        refs = {rel: member_name(key, tag, rel) for tag, rel, _ in payload}
+    else:
+        refs = {rel: database_of(rel, out_rel) for _, rel, _ in payload}
+    out = {"source": row["source"], "key": key}
+    for name, value in row.items():  # high, low, clean_low, raw_*: paths; steps, clean_steps, raw_steps: lists
+        if isinstance(value, str) and value in refs:
+            value = refs[value]
+        elif isinstance(value, list) and value and all(isinstance(s, dict) and s.get("path") in refs for s in value):
+            value = [dict(s, path=refs[s["path"]]) for s in value]
+        out.setdefault(name, value)
+    out[PAYLOAD] = [(member_name(key, tag, rel), as_bytes(data), refs[rel] if container == "lmdb" else None)
+                    for (tag, rel, data) in payload]
+    return out
+
+
+def as_bytes(data):
+    """bytes as they travel in a payload (a memoryview or bytearray becomes bytes)."""
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def public(row):
+    """A row without private fields (state, payload): what manifest.jsonl and a sample's KEY.json hold."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def image_refs(row):
+    """Every image reference a row records: high, low, clean_low and the steps' paths."""
+    refs = [row.get("high"), row.get("low"), row.get("clean_low")]
+    refs += [s.get("path") for s in row.get("steps", []) + row.get("clean_steps", [])]
+    return {r for r in refs if r}
+
+
+def container_of(row):
+    """Which container a public manifest row lives in: webdataset (has a shard), lmdb (a key only) or files."""
+    if "shard" in row:
+        return "webdataset"
+    return "lmdb" if "key" in row else "files"
+
+
+def planned_refs(row, plan, cfg):
+    """[(plan entry, reference)] of a row's pair: its files path, tar member or database for each planned image."""
+    container = container_of(row)
+    if container == "files":
+        return [(entry, entry[3]) for entry in plan]
+    key = row["key"]
+    out_rel = out_rel_of(key)
+    refs = []
+    for entry in plan:
+        role, t, _, rel = entry
+        if container == "webdataset":
+            refs.append((entry, member_name(key, image_tag(role, t, cfg), rel)))
+        else:
+            refs.append((entry, database_of(rel, out_rel)))
+    return refs
+
+
+def open_store(config, shard):
+    """The main-process writer of a run of one shard (index, count)."""
+    container = config.save.container
+    if container == "files":
+        return FilesStore()
+    from . import lmdbs, tars
+
+    if container == "lmdb" and shard[1] == 1:
+        return lmdbs.LmdbStore(config.output)
+    # A shard job of an LMDB run stages its samples in tar segments: one LMDB must have one writer, so
+    # --merge puts them into the databases.  A webdataset run always stages: see tars.py.
+    return tars.TarStaging(config.output, shard, config.save.shard_pairs,
+                           with_json=container == "webdataset")
+
+
+class FilesStore:
+    """The files container: workers wrote the files; rows pass straight to the journal."""
+
+    def check(self, row, from_journal):
+        """Files are checked by manifest.row_is_intact on the worker."""
+        return True
+
+    def put(self, kind, row):
+        """Rows ready for the journal: this one."""
+        return [row]
+
+    def finish(self):
+        """Nothing is pending."""
+        return []
+
+    def cleanup(self):
+        """Nothing is staged."""
+
+    def abandon(self):
+        """Nothing to close."""
+
+
+def assemble(config, part_paths):
+    """After every shard is done, before the manifest is merged: build the final containers from the parts.
+
+    Returns the container's entry for dataset.json.
+    """
+    container = config.save.container
+    info = {"type": container}
+    if container == "webdataset":
+        from . import tars
+
+        info.update(tars.assemble(config.output, part_paths, config.save.shard_pairs))
+    elif container == "lmdb":
+        from . import lmdbs
+
+        check_available(container)
+        info.update(lmdbs.assemble(config.output, part_paths))
+    return info
+
+
+def write_meta_info(config):
+    """BasicSR's meta_info.txt for the merged manifest (files: one per split; lmdb: one per database)."""
+    from . import metainfo
+
+    return metainfo.write(config)

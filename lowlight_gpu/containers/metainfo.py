@@ -1,0 +1,62 @@
+"""BasicSR's meta_info.txt, written from the merged manifest: ``NAME.png (h,w,c) compress_level`` per pair.
+
+* lmdb: ``DB.lmdb/meta_info.txt`` in every database, NAME = the key (BasicSR takes the key as the text
+  before the line's first dot, which is why keys hold no dots).
+* files: ``OUTPUT/meta_info.txt`` (``meta_info_{split}.txt`` per split), NAME = the path under the high
+  folder, which is also the path under low/, low/tNN/ and low_clean/ (BasicSR's ``meta_info_file`` option).
+* webdataset: none (each sample carries its row as KEY.json).
+"""
+
+import os
+
+from .. import layout, manifest
+from . import container_of, image_refs
+
+MANIFEST = "manifest.jsonl"
+
+
+def line(name, row, level):
+    """One meta_info line: name, (h,w,c) and the PNG compression level."""
+    channels = 4 if row.get("alpha") else 3
+    return f"{name} ({row['height']},{row['width']},{channels}) {level}\n"
+
+
+def targets(row, cfg):
+    """[(meta_info file relative to the output, name)] that list a row's pair."""
+    container = container_of(row)
+    if container == "lmdb":
+        return [(f"{db}/meta_info.txt", f"{row['key']}.png") for db in sorted(image_refs(row))]
+    if container == "files":
+        split = row.get("split")
+        prefix = layout.folder(cfg.layout, "high", split) + "/"
+        name = row["high"][len(prefix):] if row["high"].startswith(prefix) else row["high"]
+        return [(f"meta_info_{split}.txt" if split else "meta_info.txt", name)]
+    return []
+
+
+def write(cfg):
+    """Write the meta_info files of cfg.output's manifest; returns their relative paths."""
+    root = cfg.output
+    level = cfg.save.compress_level
+    files = {}
+    try:
+        for row in manifest.read_rows(os.path.join(root, MANIFEST)):
+            for rel, name in targets(row, cfg):
+                f = files.get(rel)
+                if f is None:
+                    path = os.path.join(root, rel)
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    f = files[rel] = open(_temp(path), "w", encoding="utf-8")
+                f.write(line(name, row, level))
+    finally:
+        for f in files.values():
+            f.close()
+    for rel in files:
+        path = os.path.join(root, rel)
+        manifest.replace_if_changed(_temp(path), path)
+    return sorted(files)
+
+
+def _temp(path):
+    """The temporary name of a meta_info file."""
+    return os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")

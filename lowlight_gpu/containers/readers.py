@@ -1,0 +1,131 @@
+"""Read one image of a generated dataset, whatever its container: the file, the tar member, or the LMDB value.
+
+A manifest row says where its images are (containers/__init__.py): a path, a ``shard`` and member names, or
+a ``key`` and database names.  Reader.read(ref, shard, key) returns the bytes, or raises FileNotFoundError
+(an OSError) when the image is not there.  Open tars and LMDBs are cached per process, so a Reader can be
+used by DataLoader workers after a fork.
+"""
+
+import collections
+import os
+import tarfile
+import threading
+
+from . import container_of
+
+INDEXED_SHARDS = 16  # member indexes kept per process (one shard's index: a few hundred bytes per member)
+_SHARED = {}
+_ENVS = {}        # absolute path -> read-only lmdb.Environment of this process
+_ENVS_PID = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_reader(root):
+    """One Reader per output folder for this process (an LMDB must not be opened twice in one process)."""
+    root = os.path.abspath(os.fspath(root))
+    with _SHARED_LOCK:
+        reader = _SHARED.get(root)
+        if reader is None:
+            reader = _SHARED[root] = Reader(root)
+        return reader
+
+
+def release(path):
+    """Close this process's read handle on the LMDB at path, so that it may open it for writing."""
+    with _SHARED_LOCK:
+        env = _ENVS.pop(os.path.abspath(path), None)
+    if env is not None:
+        env.close()
+
+
+class Reader:
+    """Images of the dataset under root."""
+
+    def __init__(self, root):
+        self.root = os.fspath(root)
+        self._pid = None
+        self._indexes = collections.OrderedDict()
+        self._lock = threading.Lock()  # the caches are shared by a tool's threads
+
+    def for_row(self, row, ref):
+        """The bytes of image ref of a manifest row."""
+        return self.read(ref, row.get("shard"), row.get("key") if container_of(row) == "lmdb" else None)
+
+    def read(self, ref, shard=None, key=None):
+        """The bytes of a file (ref), a member of a tar shard, or the value of key in database ref."""
+        self._after_fork()
+        if shard is not None:
+            return self._member(shard, ref)
+        if key is not None:
+            return self._value(ref, key)
+        with open(os.path.join(self.root, ref), "rb") as f:
+            return f.read()
+
+    def describe(self, ref, shard=None, key=None):
+        """A name for messages: the file, 'SHARD:MEMBER' or 'DATABASE:KEY'."""
+        if shard is not None:
+            return f"{shard}:{ref}"
+        return f"{ref}:{key}" if key is not None else ref
+
+    def _after_fork(self):
+        """Drop the member indexes of another process (after a fork)."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._indexes.clear()
+
+    def _member(self, shard, name):
+        """One member's bytes, found through the shard's member index."""
+        index = self._index(shard)
+        if name not in index:
+            raise FileNotFoundError(f"no member '{name}' in '{shard}'")
+        offset, size = index[name]
+        with open(os.path.join(self.root, shard), "rb") as f:
+            data = os.pread(f.fileno(), size, offset)
+        if len(data) != size:
+            raise FileNotFoundError(f"'{shard}' ends inside member '{name}'")
+        return data
+
+    def _index(self, shard):
+        """{member name: (data offset, size)} of a shard, read from its headers (kept for the last few shards)."""
+        with self._lock:
+            index = self._indexes.get(shard)
+            if index is not None:
+                self._indexes.move_to_end(shard)
+                return index
+        try:
+            with tarfile.open(os.path.join(self.root, shard), "r:") as tar:
+                index = {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
+        except tarfile.TarError as exc:
+            raise FileNotFoundError(f"'{shard}' is not a readable tar ({exc})") from None
+        with self._lock:
+            self._indexes[shard] = index
+            while len(self._indexes) > INDEXED_SHARDS:
+                self._indexes.popitem(last=False)
+        return index
+
+    def _value(self, db, key):
+        """The value of key in database db."""
+        env = _environment(os.path.join(self.root, db))
+        with env.begin(write=False) as txn:
+            value = txn.get(key.encode("ascii"))
+        if value is None:
+            raise FileNotFoundError(f"no key '{key}' in '{db}'")
+        return value
+
+
+def _environment(path):
+    """This process's one read handle on the LMDB at path (LMDB allows one per process), opened on first use."""
+    global _ENVS_PID
+    path = os.path.abspath(path)
+    with _SHARED_LOCK:
+        if _ENVS_PID != os.getpid():  # handles must not cross a fork (DataLoader workers)
+            _ENVS.clear()
+            _ENVS_PID = os.getpid()
+        env = _ENVS.get(path)
+        if env is None:
+            from . import lmdbs
+
+            if not os.path.isfile(os.path.join(path, "data.mdb")):
+                raise FileNotFoundError(f"no LMDB database '{path}'")
+            env = _ENVS[path] = lmdbs.open_reader(path)
+        return env

@@ -1,0 +1,400 @@
+"""WebDataset tar shards: deterministic members, per-job staging segments, and the final assembly.
+
+The contract: ``shards/{split}-{k:06d}.tar`` holds the pairs at positions ``k*S .. k*S+S-1`` of its split in
+the merged manifest (S = save.shard_pairs), in manifest order, each as ``KEY.high.png``, ``KEY.low.png``, ...,
+``KEY.json``.  A shard is therefore a pure function of the sorted list of finished pairs, whatever the
+workers, the ``--shard I/N`` jobs or the engine.
+
+How it is built:
+
+* a job's one writer (TarStaging, in the main process) appends each new sample to a **staging segment**,
+  ``parts/{tag}.seg-K.tar``, and the journal records the sample's file and offset after its bytes are
+  written (a killed job's torn tail is never referenced; a new run starts a new segment, never appends);
+* once every job is done (the end of a whole run, or ``--merge``), ``assemble`` walks the merged parts in
+  manifest order and builds each final shard under a temporary name, then renames it into place; a
+  segment that already holds exactly one final shard's bytes (the usual case in a whole run, whose
+  segments are cut at multiples of S) is hard-linked instead of copied;
+* the parts are then rewritten to point at the final shards, and the spent segments are deleted.
+
+Every member header is the same on every machine: PAX format (plain ustar for short ASCII names), mtime 0,
+uid/gid 0, empty user and group names, mode 0o644; the archive ends as ``tarfile`` ends one (two zero
+blocks, padded to a 10240-byte record).
+"""
+
+import glob
+import heapq
+import os
+import tarfile
+import zlib
+
+from .. import manifest
+from . import PAYLOAD, SHARDS, public, split_prefix
+
+MTIME = 0
+MODE = 0o644
+SEGMENT_GLOB = "{tag}.seg-*.tar"
+
+
+def member_header(name, size):
+    """The deterministic tar header block(s) of a regular member."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, MTIME, MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def padding(size):
+    """Zero bytes that round a member's data up to whole 512-byte blocks."""
+    return b"\0" * (-size % tarfile.BLOCKSIZE)
+
+
+def trailer(length):
+    """The end of an archive whose members take length bytes: two zero blocks, padded to a whole record."""
+    end = length + 2 * tarfile.BLOCKSIZE
+    return b"\0" * (2 * tarfile.BLOCKSIZE + (-end % tarfile.RECORDSIZE))
+
+
+def sample_length(members):
+    """Bytes a sample of members [[name, size, ...], ...] takes in a tar."""
+    return sum(len(member_header(m[0], m[1])) + m[1] + (-m[1] % tarfile.BLOCKSIZE) for m in members)
+
+
+def crc(data):
+    """CRC-32 as 8 hex digits (the manifest's digest)."""
+    return manifest.data_digest(data)
+
+
+class Segment:
+    """One append-only staging tar of a job: samples go in whole, flushed before their rows are journaled."""
+
+    def __init__(self, root, rel):
+        self.rel = rel
+        self.file = open(os.path.join(root, rel), "xb")
+        self.length = 0
+        self.samples = 0
+
+    def write_sample(self, members):
+        """Append [(name, data), ...]; returns the sample's offset."""
+        offset = self.length
+        for name, data in members:
+            header = member_header(name, len(data))
+            self.file.write(header)
+            self.file.write(data)
+            self.file.write(padding(len(data)))
+            self.length += len(header) + len(data) + (-len(data) % tarfile.BLOCKSIZE)
+        self.file.flush()  # the row that follows in the journal must find these bytes after a SIGKILL
+        self.samples += 1
+        return offset
+
+    def close(self, finished=True):
+        """End the archive (when finished) and close the file."""
+        if finished:
+            self.file.write(trailer(self.length))
+        self.file.close()
+
+
+class TarStaging:
+    """A job's writer for the webdataset container (and for LMDB shard jobs): samples into staging segments."""
+
+    def __init__(self, root, shard, shard_pairs, with_json=True):
+        self.root = root
+        self.tag = manifest.shard_tag(*shard)
+        # A whole run sees every pair in manifest order, so it cuts its segments where the final shards start
+        # and assembly can link them; a shard job cannot know the global positions and cuts every S samples.
+        self.aligned = shard[1] == 1
+        self.shard_pairs = shard_pairs
+        self.with_json = with_json
+        self.open = {}        # split -> Segment
+        self.positions = {}   # split -> position of the next pair in that split (whole runs)
+        self.used = set()     # files the rows of this run point at
+        self.next_number = 1 + max([_segment_number(p) for p in self._segments()], default=0)
+
+    def _segments(self):
+        """This job's staging segments on disk."""
+        return glob.glob(os.path.join(self.root, manifest.PARTS, SEGMENT_GLOB.format(tag=self.tag)))
+
+    def check(self, row, from_journal):
+        """Whether the sample a prior row records is still where it says (headers; data CRCs for journal rows)."""
+        return sample_intact(self.root, row, from_journal)
+
+    def put(self, kind, row):
+        """Store a new pair's bytes (a skipped pair's stay where they are); returns the rows to journal."""
+        split = row.get("split")
+        position = self.positions.get(split, 0)
+        self.positions[split] = position + 1
+        if kind == "skip":
+            self.used.add(row[manifest.STATE]["at"][0])
+            return [row]
+        payload = row.pop(PAYLOAD)
+        members = [(name, data) for name, data, _ in payload]
+        if self.with_json:
+            members.append((f"{row['key']}.json", (manifest.dumps(public(row)) + "\n").encode("utf-8")))
+        segment = self._segment(split, position)
+        offset = segment.write_sample(members)
+        dbs = [db for _, _, db in payload] + [None] * (len(members) - len(payload))
+        state = row[manifest.STATE]
+        state["members"] = [[name, len(data), crc(data), db] for (name, data), db in zip(members, dbs)]
+        state["at"] = [segment.rel, offset]
+        self.used.add(segment.rel)
+        return [row]
+
+    def _segment(self, split, position):
+        """The open segment for split, cut at multiples of S (whole runs) or after S samples (shard jobs)."""
+        segment = self.open.get(split)
+        full = position % self.shard_pairs == 0 if self.aligned else segment is not None and \
+            segment.samples >= self.shard_pairs
+        if segment is None or full:
+            if segment is not None:
+                segment.close()
+            rel = f"{manifest.PARTS}/{self.tag}.seg-{self.next_number:06d}.tar"
+            self.next_number += 1
+            segment = self.open[split] = Segment(self.root, rel)
+        return segment
+
+    def finish(self):
+        """End every open segment; no row is pending."""
+        for segment in self.open.values():
+            segment.close()
+        self.open.clear()
+        return []
+
+    def cleanup(self):
+        """After the job's part is final: delete this job's segments that no row points at."""
+        for path in self._segments():
+            if os.path.relpath(path, self.root).replace(os.sep, "/") not in self.used:
+                _remove(path)
+
+    def abandon(self):
+        """Close segments after an interruption (their samples stay referenced by the journal)."""
+        for segment in self.open.values():
+            segment.close(finished=False)
+        self.open.clear()
+
+
+def _segment_number(path):
+    """K of a 'shard-...seg-K.tar' path."""
+    try:
+        return int(path.rsplit(".seg-", 1)[1].split(".")[0])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _remove(path):
+    """Delete path if it is still there."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def sample_intact(root, row, from_journal):
+    """Whether a row's sample is at its recorded place: exact member headers, data in the file, CRCs if asked."""
+    state = row.get(manifest.STATE) or {}
+    at, members = state.get("at"), state.get("members")
+    if not at or not members:
+        return False
+    try:
+        with open(os.path.join(root, at[0]), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            offset = at[1]
+            for name, n, digest, _ in members:
+                header = member_header(name, n)
+                if os.pread(f.fileno(), len(header), offset) != header or offset + len(header) + n > size:
+                    return False
+                offset += len(header)
+                if from_journal and _range_crc(f.fileno(), offset, n) != digest:
+                    return False
+                offset += n + (-n % tarfile.BLOCKSIZE)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _range_crc(fd, offset, size):
+    """CRC-32 (8 hex digits) of size bytes of fd at offset."""
+    value = 0
+    while size > 0:
+        chunk = os.pread(fd, min(size, 1 << 20), offset)
+        if not chunk:
+            break
+        value = zlib.crc32(chunk, value)
+        offset += len(chunk)
+        size -= len(chunk)
+    return f"{value:08x}"
+
+
+def read_members(root, row):
+    """[(name, bytes)] of a row's sample, read from its recorded place (for copying it into an LMDB)."""
+    state = row[manifest.STATE]
+    (rel, offset), out = state["at"], []
+    with open(os.path.join(root, rel), "rb") as f:
+        for name, n, _, _ in state["members"]:
+            offset += len(member_header(name, n))
+            data = os.pread(f.fileno(), n, offset)
+            if len(data) != n:
+                raise OSError(f"'{rel}' ends inside member '{name}'")
+            out.append((name, data))
+            offset += n + (-n % tarfile.BLOCKSIZE)
+    return out
+
+
+# ---------------------------------------------------------------- assembly
+
+
+class _ShardPlan:
+    """The byte ranges one final shard is made of, in order."""
+
+    def __init__(self, rel):
+        self.rel = rel
+        self.ranges = []  # [file rel, start, length], contiguous ranges of one file merged
+        self.length = 0
+
+    def add(self, rel, start, length):
+        """Append a sample's bytes; returns its offset in the final shard."""
+        offset = self.length
+        last = self.ranges[-1] if self.ranges else None
+        if last is not None and last[0] == rel and last[1] + last[2] == start:
+            last[2] += length
+        else:
+            self.ranges.append([rel, start, length])
+        self.length += length
+        return offset
+
+
+def merged_rows(part_paths):
+    """(row, part index) of every part, in manifest order."""
+    streams = [_numbered(manifest.read_rows(path), i) for i, path in enumerate(part_paths)]
+    return heapq.merge(*streams, key=lambda item: item[0]["source"])
+
+
+def _numbered(rows, i):
+    """(row, i) for each row."""
+    for row in rows:
+        yield row, i
+
+
+def assemble(root, part_paths, shard_pairs):
+    """Build shards/ from the staged or earlier samples the parts point at; rewrite the parts; returns dataset.json info."""
+    os.makedirs(os.path.join(root, SHARDS), exist_ok=True)
+    temps = [os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".tmp") for p in part_paths]
+    outs = [open(t, "w", encoding="utf-8") for t in temps]
+    built, moves, current, positions = [], [], {}, {}
+    try:
+        for row, i in merged_rows(part_paths):
+            split = split_prefix(row.get("split"))
+            position = positions.get(split, 0)
+            positions[split] = position + 1
+            rel = f"{SHARDS}/{split}-{position // shard_pairs:06d}.tar"
+            plan = current.get(split)
+            if plan is None or plan.rel != rel:
+                if plan is not None:  # complete: copy it now, so memory holds one shard's ranges per split
+                    moves.append(_build(root, plan))
+                plan = current[split] = _ShardPlan(rel)
+                built.append(rel)
+            state = row.get(manifest.STATE) or {}
+            if not state.get("at") or not state.get("members"):
+                raise manifest.MergeError(f"cannot merge: '{part_paths[i]}' has a row without its sample's place "
+                                          f"({row.get('source')}); run that shard again")
+            offset = plan.add(state["at"][0], state["at"][1], sample_length(state["members"]))
+            state["at"] = [rel, offset]
+            row = {"source": row["source"], "shard": rel, **{k: v for k, v in row.items() if k != "shard"}}
+            outs[i].write(manifest.dumps(row) + "\n")
+        for f in outs:
+            f.close()
+        moves += [_build(root, plan) for plan in current.values()]
+    except BaseException:
+        for f, t in zip(outs, temps):
+            f.close()
+            _remove(t)
+        raise
+    # Only now is anything replaced: every copy above read its sources (staged or earlier shards) first.
+    for move in moves:
+        if move is not None:
+            move()
+    for tmp, path in zip(temps, part_paths):
+        manifest.replace_if_changed(tmp, path)
+    _sweep(root, part_paths, set(built))
+    return describe(built, shard_pairs)
+
+
+def _build(root, plan):
+    """Write plan's shard under a temporary name (or find it already whole); returns the rename to do, or None."""
+    final = os.path.join(root, plan.rel)
+    if len(plan.ranges) == 1 and plan.ranges[0][1] == 0:
+        source = os.path.join(root, plan.ranges[0][0])
+        try:
+            whole = os.path.getsize(source) == plan.length + len(trailer(plan.length))
+        except OSError:
+            whole = False
+        if whole and os.path.abspath(source) == os.path.abspath(final):
+            return None  # already in place: a rerun changes nothing
+        if whole:  # a whole-run segment that is exactly this shard: link it, no copy
+            return lambda: _link_into_place(source, final)
+    tmp = os.path.join(root, SHARDS, "." + os.path.basename(plan.rel) + ".tmp")
+    with open(tmp, "wb") as out:
+        for rel, start, length in plan.ranges:
+            try:
+                with open(os.path.join(root, rel), "rb") as src:
+                    _copy_range(src.fileno(), out.fileno(), start, length)
+            except FileNotFoundError:
+                _remove(tmp)
+                raise manifest.MergeError(f"cannot merge: '{rel}', which holds samples of {plan.rel}, is gone; "
+                                          "run the shard that wrote it again") from None
+        out.write(trailer(plan.length))
+    return lambda: manifest.replace_if_changed(tmp, final)
+
+
+def _copy_range(src, dst, start, length):
+    """Append length bytes of src at start to dst (in the kernel where it can: copy_file_range)."""
+    copy = getattr(os, "copy_file_range", None)
+    while length > 0:
+        if copy is not None:
+            try:
+                n = copy(src, dst, min(length, 1 << 30), start)
+            except OSError:
+                copy = None
+                continue
+        else:
+            chunk = os.pread(src, min(length, 1 << 20), start)
+            n = os.write(dst, chunk) if chunk else 0
+        if n <= 0:
+            raise manifest.MergeError("cannot merge: a staged sample ends early; run its shard again")
+        start += n
+        length -= n
+
+
+def _link_into_place(source, final):
+    """Make final hold source's bytes: a hard link (the source is deleted later), or a rename where links fail."""
+    tmp = os.path.join(os.path.dirname(final), "." + os.path.basename(final) + ".link.tmp")
+    _remove(tmp)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        os.replace(source, final)
+        return
+    os.replace(tmp, final)
+
+
+def _sweep(root, part_paths, kept):
+    """Delete spent staging segments of the merged jobs and final shards this assembly did not produce."""
+    for part in part_paths:
+        tag = os.path.basename(part)[: -len(".jsonl")]
+        for path in glob.glob(os.path.join(root, manifest.PARTS, SEGMENT_GLOB.format(tag=tag))):
+            _remove(path)
+    for path in glob.glob(os.path.join(root, SHARDS, "*-[0-9][0-9][0-9][0-9][0-9][0-9].tar")):
+        if f"{SHARDS}/{os.path.basename(path)}" not in kept:
+            _remove(path)
+
+
+def describe(shard_rels, shard_pairs):
+    """dataset.json's view of the shards: per split, how many and a brace pattern for webdataset."""
+    counts = {}
+    for rel in shard_rels:
+        split = os.path.basename(rel).rsplit("-", 1)[0]
+        counts[split] = counts.get(split, 0) + 1
+    shards = {}
+    for split, n in counts.items():
+        pattern = f"{SHARDS}/{split}-000000.tar" if n == 1 else f"{SHARDS}/{split}-{{000000..{n - 1:06d}}}.tar"
+        shards[split] = {"count": n, "urls": pattern}
+    return {"shard_pairs": shard_pairs, "shards": shards}

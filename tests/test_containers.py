@@ -1,0 +1,358 @@
+"""save.container: WebDataset tar shards and BasicSR LMDBs hold the files output's pixels, read back every way."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lowlight_gpu import PairDataset, containers
+from lowlight_gpu.containers import readers, tars
+
+from conftest import read_jsonl, write_image
+
+lmdb = pytest.importorskip("lmdb", reason="the lmdb extra is not installed")
+
+IMAGES = {"a.png": (37, 23), "b.jpg": (20, 31), "d/c.png": (17, 9), "x.jpg": (8, 8), "x.png": (9, 9),
+          "e/f g.png": (12, 7)}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A folder of small images: nested, a space in a name, two sources sharing a stem, one with alpha."""
+    folder = tmp_path_factory.mktemp("containers") / "in"
+    for i, (name, (w, h)) in enumerate(sorted(IMAGES.items())):
+        write_image(folder / name, w, h, seed=i)
+    write_image(folder / "z_alpha.png", 11, 13, mode="RGBA", seed=99)
+    return folder
+
+
+def generate(run_cli, inputs, out, *sets, code=0):
+    """One CLI run into out with extra --set items; asserts its exit code."""
+    args = ["--set", f"input={inputs}", "--set", f"output={out}", "--set", "workers=1"]
+    for item in sets:
+        args += ["--set", item]
+    res = run_cli(*args)
+    assert res.code == code, res
+    return res
+
+
+def decode(data):
+    """PNG bytes -> array in their stored mode."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im).copy()
+
+
+def files_images(root):
+    """{relative path: pixels} of the PNGs of a files run."""
+    return {p.relative_to(root).as_posix(): decode(p.read_bytes())
+            for p in sorted(Path(root).rglob("*.png")) if p.parent != Path(root)}
+
+
+@pytest.fixture(scope="module")
+def files_run(tmp_path_factory, inputs):
+    """The files output of the default config with clean low images, as {row source: (row, {field: pixels})}."""
+    from lowlight_gpu import cli
+
+    out = tmp_path_factory.mktemp("files") / "out"
+    cfg = out.parent / "c.yaml"
+    cfg.write_text("# defaults\n")
+    assert cli.main(["--config", str(cfg), "--quiet", "--set", "backend=numpy", "--set", "workers=1",
+                     "--set", f"input={inputs}", "--set", f"output={out}", "--set", "save.clean_low=true"]) == 0
+    rows = read_jsonl(out / "manifest.jsonl")
+    return out, {r["source"]: r for r in rows}
+
+
+# ---------------------------------------------------------------- keys
+
+
+@pytest.mark.parametrize("name", ["a.png", "d/c.png", "x.jpg.png", "e/f g.png", "ü/naïve.png", "a%2E.png"])
+def test_key_has_no_dot_is_ascii_and_gives_the_name_back(name):
+    key = containers.sample_key(name)
+    assert "." not in key and key.isascii() and " " not in key
+    assert containers.out_rel_of(key) == name
+
+
+def test_distinct_names_give_distinct_keys():
+    names = ["x.jpg.png", "x.png.png", "x_2Ejpg.png", "x%2Ejpg.png", "X.jpg.png"]
+    assert len({containers.sample_key(n) for n in names}) == len(names)
+
+
+# ---------------------------------------------------------------- webdataset
+
+
+@pytest.fixture(scope="module")
+def wds_run(tmp_path_factory, inputs):
+    """A webdataset run of the same inputs, 3 pairs per shard, clean low images saved."""
+    from lowlight_gpu import cli
+
+    out = tmp_path_factory.mktemp("wds") / "out"
+    cfg = out.parent / "c.yaml"
+    cfg.write_text("# defaults\n")
+    assert cli.main(["--config", str(cfg), "--quiet", "--set", "backend=numpy", "--set", "workers=1",
+                     "--set", f"input={inputs}", "--set", f"output={out}", "--set", "save.clean_low=true",
+                     "--set", "save.container=webdataset", "--set", "save.shard_pairs=3"]) == 0
+    return out
+
+
+def test_webdataset_shards_hold_whole_deterministic_samples(wds_run, files_run):
+    out = wds_run
+    files_out, files_rows = files_run
+    rows = read_jsonl(out / "manifest.jsonl")
+    assert [r["source"] for r in rows] == sorted(files_rows)
+    shards = sorted(p.name for p in (out / "shards").iterdir())
+    assert shards == ["data-000000.tar", "data-000001.tar", "data-000002.tar"]  # 7 pairs, 3 per shard
+    assert [r["shard"] for r in rows] == [f"shards/data-{i // 3:06d}.tar" for i in range(len(rows))]
+    info = json.loads((out / "dataset.json").read_text())["container"]
+    assert info["type"] == "webdataset" and info["shards"]["data"]["urls"] == "shards/data-{000000..000002}.tar"
+    for row in rows:
+        with tarfile.open(out / row["shard"]) as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            key = row["key"]
+            assert [n for n in members if n.startswith(key + ".")] == \
+                [f"{key}.high.png", f"{key}.low.png", f"{key}.low_clean.png", f"{key}.json"]
+            for m in members.values():
+                assert (m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) == (0, 0, 0, "", "", 0o644)
+            assert json.loads(tar.extractfile(f"{key}.json").read()) == {k: v for k, v in row.items() if k != "shard"}
+            want = files_rows[row["source"]]
+            for field in ("high", "low", "clean_low"):
+                assert row[field] == f"{key}.{ {'clean_low': 'low_clean'}.get(field, field) }.png"
+                got = decode(tar.extractfile(row[field]).read())
+                np.testing.assert_array_equal(got, decode((files_out / want[field]).read_bytes()))
+    assert (out / "shards" / "data-000000.tar").stat().st_size % tarfile.RECORDSIZE == 0
+    assert not list((out / "parts").glob("*.seg-*"))  # the staging segments are spent
+
+
+def test_webdataset_reads_the_shards(wds_run, files_run):
+    wds = pytest.importorskip("webdataset")
+    files_out, files_rows = files_run
+    urls = [str(p) for p in sorted((wds_run / "shards").glob("*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+    rows = read_jsonl(wds_run / "manifest.jsonl")
+    assert [s["__key__"] for s in samples] == [r["key"] for r in rows]
+    for s, row in zip(samples, rows):
+        assert set(s) >= {"high.png", "low.png", "low_clean.png", "json"}
+        np.testing.assert_array_equal(decode(s["low.png"]), decode((files_out / files_rows[row["source"]]["low"])
+                                                                   .read_bytes()))
+
+
+def test_pair_dataset_gives_the_files_samples(wds_run, files_run):
+    files_ds, tar_ds = PairDataset(files_run[0]), PairDataset(wds_run)
+    assert len(files_ds) == len(tar_ds) == len(IMAGES) + 1
+    for i in range(len(files_ds)):
+        for a, b in zip(files_ds[i], tar_ds[i]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_verify_and_preview_read_the_shards(run_cli, inputs, wds_run):
+    res = run_cli("--set", f"input={inputs}", "--set", f"output={wds_run}", "--verify", "--preview")
+    assert res.code == 0, res
+    assert "7 of 7 rows replayed, 21 files compared: all match" in res.out
+    assert (wds_run / "preview.png").is_file()
+
+
+def test_a_damaged_member_fails_verify(run_cli, inputs, wds_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(wds_run, out)
+    row = read_jsonl(out / "manifest.jsonl")[0]
+    with tarfile.open(out / row["shard"]) as tar:
+        m = tar.getmember(row["low"])
+    data = bytearray((out / row["shard"]).read_bytes())
+    good = decode(bytes(data[m.offset_data:m.offset_data + m.size]))
+    bad = good.copy()
+    bad[0, 0, 0] ^= 1
+    buf = io.BytesIO()
+    Image.fromarray(bad).save(buf, format="PNG", compress_level=0)
+    assert len(buf.getvalue()) <= m.size or pytest.skip("re-encoded member does not fit")
+    # Same length, different pixels: the tar stays readable, only the image differs.
+    data[m.offset_data:m.offset_data + m.size] = buf.getvalue().ljust(m.size, b"\0")
+    (out / row["shard"]).write_bytes(bytes(data))
+    res = run_cli("--set", f"input={inputs}", "--set", f"output={out}", "--verify")
+    assert res.code == 1 and f"{row['shard']}:{row['low']}" in res.out, res
+
+
+# ---------------------------------------------------------------- lmdb
+
+
+@pytest.fixture(scope="module")
+def lmdb_run(tmp_path_factory, inputs):
+    """An lmdb run of the same inputs, clean low images saved."""
+    from lowlight_gpu import cli
+
+    out = tmp_path_factory.mktemp("lmdb") / "out"
+    cfg = out.parent / "c.yaml"
+    cfg.write_text("# defaults\n")
+    assert cli.main(["--config", str(cfg), "--quiet", "--set", "backend=numpy", "--set", "workers=1",
+                     "--set", f"input={inputs}", "--set", f"output={out}", "--set", "save.clean_low=true",
+                     "--set", "save.container=lmdb"]) == 0
+    return out
+
+
+def lmdb_items(path):
+    """{key: value} of a database, opened the way BasicSR's FileClient opens it."""
+    readers.release(path)  # this process may hold it open already (an LMDB allows one handle per process)
+    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False)
+    try:
+        with env.begin(write=False) as txn:
+            return {bytes(k).decode("ascii"): bytes(v) for k, v in txn.cursor()}
+    finally:
+        env.close()
+
+
+def test_lmdb_is_basicsr_layout_with_the_files_pixels(lmdb_run, files_run):
+    files_out, files_rows = files_run
+    rows = read_jsonl(lmdb_run / "manifest.jsonl")
+    assert sorted(p.name for p in lmdb_run.glob("*.lmdb")) == ["high.lmdb", "low.lmdb", "low_clean.lmdb"]
+    for db in ("high", "low", "low_clean"):
+        folder = lmdb_run / f"{db}.lmdb"
+        assert sorted(p.name for p in folder.iterdir()) == ["data.mdb", "lock.mdb", "meta_info.txt"]
+        items = lmdb_items(folder)
+        assert sorted(items) == sorted(r["key"] for r in rows)
+        lines = (folder / "meta_info.txt").read_text().splitlines()
+        assert lines == [f"{r['key']}.png ({r['height']},{r['width']},{4 if r.get('alpha') else 3}) 1" for r in rows]
+        # BasicSR's paired_paths_from_lmdb: the key is the text before the line's first dot.
+        assert [line.split(".")[0] for line in lines] == [r["key"] for r in rows]
+        field = {"low_clean": "clean_low"}.get(db, db)
+        readers.release(folder)
+        env = lmdb.open(str(folder), readonly=True, lock=False, readahead=False, meminit=False)
+        with env.begin(write=False) as txn:
+            for r in rows:
+                assert r[field] == f"{db}.lmdb"
+                got = decode(txn.get(r["key"].encode()))
+                np.testing.assert_array_equal(got, decode((files_out / files_rows[r["source"]][field]).read_bytes()))
+        env.close()
+
+
+def test_lmdb_reads_back_through_every_tool(run_cli, inputs, lmdb_run, files_run):
+    files_ds, db_ds = PairDataset(files_run[0]), PairDataset(lmdb_run)
+    assert len(db_ds) == len(files_ds)
+    for i in range(len(files_ds)):
+        for a, b in zip(files_ds[i], db_ds[i]):
+            np.testing.assert_array_equal(a, b)
+    res = run_cli("--set", f"input={inputs}", "--set", f"output={lmdb_run}", "--verify", "--preview")
+    assert res.code == 0 and "all match" in res.out, res
+
+
+def test_files_container_writes_basicsr_meta_info(files_run):
+    out, rows = files_run
+    lines = (out / "meta_info.txt").read_text().splitlines()
+    names = [r["high"][len("high/"):] for r in rows.values()]
+    assert [line.split(" (")[0] for line in lines] == names
+    assert all((out / "high" / n).is_file() and (out / "low" / n).is_file() for n in names)
+
+
+def test_lmdb_progressive_all_gives_one_database_per_step(run_cli, inputs, tmp_path):
+    out = tmp_path / "out"
+    generate(run_cli, inputs, out, "save.container=lmdb", "progressive.enabled=true", "progressive.steps=3",
+             "progressive.save=all", "noise.model=none")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.lmdb")) == \
+        ["high.lmdb", "low/t01.lmdb", "low/t02.lmdb", "low/t03.lmdb"]
+    row = read_jsonl(out / "manifest.jsonl")[0]
+    assert [s["path"] for s in row["steps"]] == ["low/t01.lmdb", "low/t02.lmdb", "low/t03.lmdb"]
+    assert row["low"] == "low/t03.lmdb"
+    assert (out / "low" / "t02.lmdb" / "meta_info.txt").read_text().startswith(f"{row['key']}.png (")
+    res = run_cli("--set", f"input={inputs}", "--set", f"output={out}", "--verify")
+    assert res.code == 0, res
+
+
+# ---------------------------------------------------------------- shards + merge, reruns
+
+
+def tree(root, folder):
+    """{relative path: bytes} of every file under root/folder (LMDB's lock.mdb, its reader table, left out)."""
+    base = Path(root)
+    return {p.relative_to(base).as_posix(): p.read_bytes() for p in sorted((base / folder).rglob("*"))
+            if p.is_file() and p.name != "lock.mdb"}
+
+
+def lmdb_sets(root):
+    """{database: {key: value}} of every LMDB under root."""
+    return {p.relative_to(root).as_posix(): lmdb_items(p) for p in sorted(Path(root).rglob("*.lmdb"))}
+
+
+@pytest.mark.parametrize("container", ["webdataset", "lmdb"])
+def test_two_shards_plus_merge_equal_a_whole_run(run_cli, inputs, tmp_path, container):
+    sets = [f"save.container={container}", "save.shard_pairs=2", "split={train: 0.6, val: 0.4}"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    generate(run_cli, inputs, whole, *sets)
+    options = [a for s in sets for a in ("--set", s)] + ["--set", f"input={inputs}", "--set", f"output={parts}",
+                                                          "--set", "workers=1"]
+    for i in range(2):
+        res = run_cli(*options, "--shard", f"{i}/2")
+        assert res.code == 0, res
+    assert list((parts / "parts").glob("*.seg-*.tar"))  # staged until the merge
+    res = run_cli(*options, "--merge")
+    assert res.code == 0, res
+    assert (parts / "manifest.jsonl").read_bytes() == (whole / "manifest.jsonl").read_bytes()
+    assert not list((parts / "parts").glob("*.seg-*.tar"))
+    if container == "webdataset":
+        shards = tree(whole, "shards")
+        assert len(shards) >= 3 and {n.split("/")[1].split("-")[0] for n in shards} == {"train", "val"}
+        assert tree(parts, "shards") == shards
+    else:
+        assert lmdb_sets(parts) == lmdb_sets(whole) and lmdb_sets(whole)
+        for db in ("train/high.lmdb", "val/low.lmdb"):
+            assert (parts / db / "meta_info.txt").read_bytes() == (whole / db / "meta_info.txt").read_bytes()
+
+
+@pytest.mark.parametrize("container", ["webdataset", "lmdb"])
+def test_a_rerun_changes_no_file_and_a_damaged_sample_is_redone(run_cli, inputs, tmp_path, container):
+    out = tmp_path / "out"
+    sets = [f"save.container={container}", "save.shard_pairs=3"]
+    generate(run_cli, inputs, out, *sets)
+    folder = "shards" if container == "webdataset" else "low.lmdb"
+    before = tree(out, folder)
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / folder).rglob("*") if p.name != "lock.mdb"}
+    res = generate(run_cli, inputs, out, *sets)
+    assert "(7 already done)" in res.out
+    assert tree(out, folder) == before
+    assert {p: p.stat().st_mtime_ns for p in (out / folder).rglob("*") if p.name != "lock.mdb"} == mtimes
+    if container == "webdataset":
+        shard = out / "shards" / "data-000001.tar"
+        shard.write_bytes(shard.read_bytes()[:2000])  # a torn shard: its samples are redone
+        res = generate(run_cli, inputs, out, *sets)
+        assert "(4 already done)" in res.out
+        assert tree(out, folder) == before
+
+
+def test_killed_staging_is_never_referenced(tmp_path):
+    """A segment's torn tail (a sample cut by SIGKILL) fails the check; whole samples before it pass."""
+    root = tmp_path
+    (root / "parts").mkdir()
+    store = tars.TarStaging(str(root), (0, 1), 10)
+    rows = []
+    for i in range(3):
+        row = {"source": f"s{i}", "key": f"k{i}", "_state": {"source": [1, 1], "files": {}},
+               containers.PAYLOAD: [(f"k{i}.high.png", bytes([i]) * 700, None)]}
+        rows += store.put("row", row)
+    store.abandon()  # killed: no trailer
+    seg = root / rows[0]["_state"]["at"][0]
+    seg.write_bytes(seg.read_bytes()[:-500])  # the last sample's data is torn
+    assert [tars.sample_intact(str(root), r, True) for r in rows] == [True, True, False]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_missing_lmdb_extra_is_one_line_and_writes_nothing(run_cli, inputs, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lmdb", None)  # import lmdb raises ImportError
+    out = tmp_path / "out"
+    res = generate(run_cli, inputs, out, "save.container=lmdb", code=2)
+    assert res.err.strip().splitlines() == [f"lowlight-gpu: error: {containers.LMDB_MISSING}"]
+    assert not out.exists()
+
+
+def test_shard_size_zero_is_refused(run_cli, inputs, tmp_path):
+    out = tmp_path / "out"
+    res = generate(run_cli, inputs, out, "save.container=webdataset", "save.shard_pairs=0", code=2)
+    assert "save.shard_pairs" in res.err and ">= 1" in res.err and len(res.err.strip().splitlines()) == 1
+    assert not out.exists()
