@@ -322,3 +322,40 @@ def test_read_top_equals_the_top_of_a_full_decode(tmp_path, mode, encoder):
         top, cut = report.read_top(path, budget)
         assert top.shape == (rows, 41, 3) and cut == (rows < 57)
         assert np.array_equal(top, rgb[:rows])
+
+
+def test_transfer_pairs_are_the_physics_rows_spread():
+    rows = [{"params": {"noise": {"model": "physics" if i % 2 else "poisson-gaussian"}}} for i in range(30)]
+    picked = sorted(report.transfer_rows(rows))
+    assert len(picked) == report.TRANSFER_PAIRS and all(i % 2 for i in picked)
+    assert picked[0] == 1 and picked[-1] > 20
+    assert report.transfer_rows(rows[:1]) == set()
+
+
+def test_report_photon_transfer_panel_for_physics(run_cli, tmp_path, out_dir):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i, level in enumerate((110, 230)):  # flat fields: the measured variance follows the declared line
+        Image.fromarray(np.full((40, 48, 3), level, np.uint8)).save(inp / f"f{i}.png")
+    sets = _io(inp, out_dir) + ["--set", "noise.model=physics", "--set", "save.raw=true",
+                                "--set", "darken.gamma=1.2"]
+    assert run_cli(*sets).code == 0
+    text = (out_dir / "report.md").read_text()
+    assert "## Photon transfer (2 physics pairs" in text
+    rows = read_jsonl(out_dir / "manifest.jsonl")
+    stats = [report.image_stats(str(out_dir), row, 10 ** 6, 10 ** 6) for row in rows]
+    transfer = [s["transfer"] for s in stats]
+    names = [name for name, _ in report.panels(report.parameter_values(rows), stats, {}, transfer)]
+    assert names == ["alpha", "beta", "gamma", "brightness", "noise", "photon transfer"]
+    with Image.open(out_dir / "report.png") as im:
+        assert im.size == report.sheet_size(6)  # alpha, beta, gamma, brightness, noise, photon transfer
+    for row, s in zip(rows, stats):
+        points = s["transfer"]
+        ratio = np.asarray(points["measured"]) / np.asarray(points["declared"])
+        assert len(ratio) >= 2 and 0.75 < float(np.median(ratio)) < 1.33, ratio
+        # Without save.raw the mosaics are re-rendered from the high image: the same points.
+        high = read_png(out_dir / row["high"])[..., :3]
+        bare = {k: v for k, v in row.items() if k not in ("raw_clean", "raw_low")}
+        again = report.photon_transfer(str(out_dir), bare, high, 10 ** 6)
+        for k in ("mean", "measured", "declared"):
+            assert np.array_equal(again[k], points[k]), k
