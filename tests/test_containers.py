@@ -42,6 +42,23 @@ def generate(run_cli, inputs, out, *sets, code=0):
     return res
 
 
+def run_pipeline(inputs, out, *sets, shard=(0, 1)):
+    """pipeline.run in this process (no CLI, no end report); returns the RunResult."""
+    from lowlight_gpu import pipeline
+    from lowlight_gpu.config import load_config
+
+    config = load_config(None, [f"input={inputs}", f"output={out}", "workers=1", "backend=numpy", *sets])
+    return pipeline.run(config, shard=shard)
+
+
+def merge_pipeline(inputs, out, *sets):
+    """pipeline.merge in this process."""
+    from lowlight_gpu import pipeline
+    from lowlight_gpu.config import load_config
+
+    return pipeline.merge(load_config(None, [f"input={inputs}", f"output={out}", "workers=1", *sets]))
+
+
 def decode(data):
     """PNG bytes -> array in their stored mode."""
     with Image.open(io.BytesIO(data)) as im:
@@ -281,17 +298,17 @@ def lmdb_sets(root):
 def test_two_shards_plus_merge_equal_a_whole_run(run_cli, inputs, tmp_path, container):
     sets = [f"save.container={container}", "save.shard_pairs=2", "split={train: 0.6, val: 0.4}"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    generate(run_cli, inputs, whole, *sets)
-    options = [a for s in sets for a in ("--set", s)] + ["--set", f"input={inputs}", "--set", f"output={parts}",
-                                                          "--set", "workers=1"]
+    run_pipeline(inputs, whole, *sets)
     for i in range(2):
-        res = run_cli(*options, "--shard", f"{i}/2")
-        assert res.code == 0, res
+        assert run_pipeline(inputs, parts, *sets, shard=(i, 2)).errors == 0
     assert list((parts / "parts").glob("*.seg-*.tar"))  # staged until the merge
-    res = run_cli(*options, "--merge")
-    assert res.code == 0, res
+    merge_pipeline(inputs, parts, *sets)
     assert (parts / "manifest.jsonl").read_bytes() == (whole / "manifest.jsonl").read_bytes()
     assert not list((parts / "parts").glob("*.seg-*.tar"))
+    again = run_pipeline(inputs, parts, *sets, shard=(0, 2))  # a shard rerun after the merge finds its pairs
+    assert again.skipped == again.pairs > 0
+    merge_pipeline(inputs, parts, *sets)
+    assert (parts / "manifest.jsonl").read_bytes() == (whole / "manifest.jsonl").read_bytes()
     if container == "webdataset":
         shards = tree(whole, "shards")
         assert len(shards) >= 3 and {n.split("/")[1].split("-")[0] for n in shards} == {"train", "val"}
@@ -303,22 +320,20 @@ def test_two_shards_plus_merge_equal_a_whole_run(run_cli, inputs, tmp_path, cont
 
 
 @pytest.mark.parametrize("container", ["webdataset", "lmdb"])
-def test_a_rerun_changes_no_file_and_a_damaged_sample_is_redone(run_cli, inputs, tmp_path, container):
+def test_a_rerun_changes_no_file_and_a_damaged_sample_is_redone(inputs, tmp_path, container):
     out = tmp_path / "out"
     sets = [f"save.container={container}", "save.shard_pairs=3"]
-    generate(run_cli, inputs, out, *sets)
+    run_pipeline(inputs, out, *sets)
     folder = "shards" if container == "webdataset" else "low.lmdb"
     before = tree(out, folder)
     mtimes = {p: p.stat().st_mtime_ns for p in (out / folder).rglob("*") if p.name != "lock.mdb"}
-    res = generate(run_cli, inputs, out, *sets)
-    assert "(7 already done)" in res.out
+    assert run_pipeline(inputs, out, *sets).skipped == 7
     assert tree(out, folder) == before
     assert {p: p.stat().st_mtime_ns for p in (out / folder).rglob("*") if p.name != "lock.mdb"} == mtimes
     if container == "webdataset":
         shard = out / "shards" / "data-000001.tar"
         shard.write_bytes(shard.read_bytes()[:2000])  # a torn shard: its samples are redone
-        res = generate(run_cli, inputs, out, *sets)
-        assert "(4 already done)" in res.out
+        assert run_pipeline(inputs, out, *sets).skipped == 4
         assert tree(out, folder) == before
 
 
@@ -356,3 +371,87 @@ def test_shard_size_zero_is_refused(run_cli, inputs, tmp_path):
     res = generate(run_cli, inputs, out, "save.container=webdataset", "save.shard_pairs=0", code=2)
     assert "save.shard_pairs" in res.err and ">= 1" in res.err and len(res.err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- kill and resume
+
+
+KILL_IMAGES = 12
+
+
+@pytest.fixture(scope="module")
+def kill_inputs(tmp_path_factory):
+    """(input folder, config file): 12 images, PNG level 9 so a run lasts long enough to be killed mid-way."""
+    base = tmp_path_factory.mktemp("kill")
+    for i in range(KILL_IMAGES):
+        write_image(base / "in" / f"d{i % 2}" / f"img{i:02d}.png", 64, 48, seed=i)
+    cfg = base / "config.yaml"
+    cfg.write_text("backend: numpy\nworkers: 1\nsave:\n  compress_level: 9\n  shard_pairs: 4\n")
+    return base / "in", cfg
+
+
+def _journal_rows(out):
+    """Complete rows in the journals of the whole-run shard."""
+    return sum(p.read_bytes().count(b"\n") for p in Path(out, "parts").glob("shard-00000-of-00001.journal-*.jsonl"))
+
+
+KILL_MOMENTS = {
+    ("webdataset", "mid-run"): lambda out: _journal_rows(out) >= 6,
+    ("webdataset", "assembling"): lambda out: Path(out, "parts", "shard-00000-of-00001.jsonl").exists(),
+    ("lmdb", "mid-run"): lambda out: Path(out, "low.lmdb", "data.mdb").exists(),
+}
+
+
+@pytest.mark.parametrize("container,moment", sorted(KILL_MOMENTS))
+def test_sigkill_then_rerun_equals_a_clean_run(kill_inputs, tmp_path, container, moment):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT
+
+    inp, cfg = kill_inputs
+    sets = [f"save.container={container}", "save.compress_level=9", "save.shard_pairs=4"]
+    clean, out = tmp_path / "clean", tmp_path / "out"
+    run_pipeline(inp, clean, *sets)
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "generate.py"), "--config", str(cfg), "--quiet",
+                             "--set", f"input={inp}", "--set", f"output={out}", "--set", sets[0]],
+                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not KILL_MOMENTS[container, moment](out):
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.002)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    if moment == "mid-run":
+        assert proc.returncode == -signal.SIGKILL and not (out / "manifest.jsonl").exists()
+    result = run_pipeline(inp, out, *sets)
+    assert result.errors == 0 and result.pairs == KILL_IMAGES
+    assert (out / "manifest.jsonl").read_bytes() == (clean / "manifest.jsonl").read_bytes()
+    assert not list((out / "parts").glob("*.seg-*")) and not list(out.rglob(".*.tmp"))
+    if container == "webdataset":
+        assert tree(out, "shards") == tree(clean, "shards") and len(tree(clean, "shards")) == 3
+    else:
+        assert lmdb_sets(out) == lmdb_sets(clean)
+        assert (out / "low.lmdb" / "meta_info.txt").read_bytes() == (clean / "low.lmdb" / "meta_info.txt").read_bytes()
+
+
+def test_lmdb_rows_reach_the_journal_only_once_committed(tmp_path, monkeypatch):
+    from lowlight_gpu.containers import lmdbs
+
+    monkeypatch.setattr(lmdbs, "COMMIT_PAIRS", 2)
+    store = lmdbs.LmdbStore(str(tmp_path))
+
+    def row(i):
+        return {"source": f"s{i}", "key": f"k{i}", "_state": {"source": [1, 1], "files": {}},
+                containers.PAYLOAD: [(f"k{i}.high.png", b"x" * (i + 1), "high.lmdb")]}
+
+    assert store.put("row", row(0)) == []  # not committed yet: nothing to journal
+    released = store.put("row", row(1))
+    assert [r["source"] for r in released] == ["s0", "s1"]
+    assert store.put("row", row(2)) == []
+    assert all(store.check(r, True) for r in released)
+    store.abandon()  # killed before the commit: s2 was never journaled, and is not in the database
+    assert lmdb_items(tmp_path / "high.lmdb") == {"k0": b"x", "k1": b"xx"}

@@ -65,23 +65,7 @@ class LmdbStore:
         state = row.get(manifest.STATE) or {}
         if state.get("at"):  # staged by an earlier shard job: put() copies it in
             return tars.sample_intact(self.root, row, from_journal)
-        members = state.get("members")
-        if not members:
-            return False
-        key = row["key"].encode("ascii")
-        try:
-            for _, size, digest, db in members:
-                if not os.path.isfile(os.path.join(self.root, db, "data.mdb")):
-                    return False
-                with self._env(db).begin(buffers=True) as txn:  # a read transaction sees only committed data
-                    value = txn.get(key)
-                    if value is None or len(value) != size:
-                        return False
-                    if from_journal and manifest.data_digest(value) != digest:
-                        return False
-        except (OSError, TypeError, ValueError, _lmdb().Error):
-            return False
-        return True
+        return committed(self.root, row, from_journal, self._env)
 
     def put(self, kind, row):
         """Queue a pair: its bytes into the write transactions; returns the rows whose bytes are committed."""
@@ -137,6 +121,27 @@ class LmdbStore:
         for env in self.envs.values():
             env.close()
         self.envs.clear()
+
+
+def committed(root, row, from_journal, env_of):
+    """Whether a row's images are in its databases (sizes; CRCs for journal rows); env_of(db) gives a handle."""
+    members = (row.get(manifest.STATE) or {}).get("members")
+    if not members:
+        return False
+    try:
+        key = row["key"].encode("ascii")
+        for _, size, digest, db in members:
+            if not os.path.isfile(os.path.join(root, db, "data.mdb")):
+                return False
+            with env_of(db).begin(buffers=True) as txn:  # a read transaction sees only committed data
+                value = txn.get(key)
+                if value is None or len(value) != size:
+                    return False
+                if from_journal and manifest.data_digest(value) != digest:
+                    return False
+    except (OSError, KeyError, TypeError, ValueError, _lmdb().Error):
+        return False
+    return True
 
 
 def assemble(root, part_paths):

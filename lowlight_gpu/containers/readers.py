@@ -105,7 +105,7 @@ class Reader:
 
     def _value(self, db, key):
         """The value of key in database db."""
-        env = _environment(os.path.join(self.root, db))
+        env = environment(os.path.join(self.root, db))
         with env.begin(write=False) as txn:
             value = txn.get(key.encode("ascii"))
         if value is None:
@@ -113,7 +113,7 @@ class Reader:
         return value
 
 
-def _environment(path):
+def environment(path):
     """This process's one read handle on the LMDB at path (LMDB allows one per process), opened on first use."""
     global _ENVS_PID
     path = os.path.abspath(path)
