@@ -1,17 +1,21 @@
 """Command line: argparse, exit codes, one-line errors.
 
 Exit codes: 0 every input done; 2 bad usage or config (nothing written);
-3 the run finished but some inputs failed (listed in errors.jsonl).
+3 the run finished but some inputs failed (listed in errors.jsonl);
+4 stopped by the environment (the output's disk full, over quota, failing or read-only; re-run to resume);
+5 another run is using this output (or this shard of it); 1 --verify found a difference.
 """
 
 import argparse
+import errno
 import os
 import re
 import sys
+import threading
 
 from . import __version__
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED_INPUTS = 0, 2, 3
+EXIT_OK, EXIT_USAGE, EXIT_FAILED_INPUTS, EXIT_STOPPED, EXIT_LOCKED = 0, 2, 3, 4, 5
 DEFAULT_CONFIG = "config.yaml"
 
 DESCRIPTION = """\
@@ -34,6 +38,9 @@ examples:
 
 exit codes: 0 all inputs done, 2 bad usage or config (nothing written),
             3 finished but some inputs failed (see OUTPUT/errors.jsonl; re-run to retry),
+            4 stopped by the environment: the output's disk is full, over quota, failing or
+              read-only (finished pairs are kept; fix it and re-run to resume),
+            5 another run is using this output (its pid and host are named),
             1 --verify found a file that differs from its replay (each one is named)
 """
 
@@ -47,9 +54,16 @@ def parse_shard(text):
 
 
 def non_negative_int(text):
-    """An int >= 0 for --limit and --verify."""
+    """An int >= 0 for --limit."""
     if not re.fullmatch(r"\d+", text or ""):
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got '{text}'")
+    return int(text)
+
+
+def positive_int(text):
+    """An int >= 1 for --verify N (verifying 0 rows would pass without checking anything)."""
+    if not re.fullmatch(r"\d+", text or "") or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of rows >= 1 (or no number for all rows), got '{text}'")
     return int(text)
 
 
@@ -78,7 +92,7 @@ def build_parser():
                    help="process only shard I of N (stable hash of each source path); merge with --merge")
     p.add_argument("--merge", action="store_true",
                    help="combine finished shard parts into manifest.jsonl, errors.jsonl and dataset.json")
-    p.add_argument("--verify", nargs="?", const=-1, type=non_negative_int, metavar="N",
+    p.add_argument("--verify", nargs="?", const=-1, type=positive_int, metavar="N",
                    help="replay N manifest rows (all if N is left out) and compare them with the files")
     p.add_argument("--preview", action="store_true", help="write OUTPUT/preview.png, a contact sheet")
     p.add_argument("--report", action="store_true", help="write OUTPUT/report.png and report.md")
@@ -119,9 +133,9 @@ def _fail(message):
 
 def _main(args):
     """Load the config, then run the requested action."""
-    from . import pipeline
+    from . import pipeline, synth
     from .config import ConfigError, load_config
-    from .manifest import MergeError
+    from .manifest import LockHeld, MergeError
     from .synth import BackendUnavailable
 
     try:
@@ -139,21 +153,49 @@ def _main(args):
             return _tool_actions(args, config)
         except (MergeError, ConfigError) as exc:
             return _fail(exc)
+        except LockHeld as exc:
+            return _locked(exc)
+        except OSError as exc:
+            return _stopped(exc, config)
+    if args.limit == 0:  # say so rather than run: an existing dataset stays exactly as it is
+        print(f"lowlight-gpu: --limit 0: nothing to do; nothing written to {config.output}")
+        return EXIT_OK
     try:
         engine = _engine(config)
-        with _progress(args) as progress:
+        backend = synth.select(config.backend, quiet=args.quiet).NAME
+        with _progress(args, config) as progress:
             result = pipeline.run(config, shard=args.shard or (0, 1), limit=args.limit,
-                                  progress=progress, engine=engine)
+                                  progress=progress, engine=engine, backend=backend)
     except (ConfigError, BackendUnavailable) as exc:
         return _fail(exc)
-    except OSError as exc:  # the output folder itself (not one pair) cannot be written: say so in one line
-        where = exc.filename or config.output
-        return _fail(f"output: cannot write '{where}': {exc.strerror or exc}; "
-                     "check the folder's permissions and free space, then re-run to resume")
+    except LockHeld as exc:
+        return _locked(exc)
+    except OSError as exc:  # the output's storage (not one pair) failed: stop, in one line
+        return _stopped(exc, config)
     _summary(config, args, result)
     if result.pairs and (args.shard is None or args.shard[1] == 1):  # a shard's rows are not merged yet
         _end_report(config)
     return EXIT_FAILED_INPUTS if result.errors else EXIT_OK
+
+
+def _locked(exc):
+    """Print who holds the output and return its exit code."""
+    print(f"lowlight-gpu: {exc}; wait for that run to end (or stop it), then re-run", file=sys.stderr)
+    return EXIT_LOCKED
+
+
+_STORAGE_HINTS = {"ENOSPC": "free some space", "EDQUOT": "free space or raise the quota",
+                  "EIO": "check the disk", "EROFS": "make the output writable"}
+
+
+def _stopped(exc, config):
+    """One line naming the cause and the path of a storage failure; returns EXIT_STOPPED."""
+    name = errno.errorcode.get(exc.errno, "")
+    cause = f"{exc.strerror or exc}" + (f" ({name})" if name else "")
+    hint = _STORAGE_HINTS.get(name, "make the output folder writable")
+    print(f"lowlight-gpu: stopped: {cause} at '{exc.filename or config.output}'; finished pairs are kept; "
+          f"{hint}, then re-run the same command to resume", file=sys.stderr)
+    return EXIT_STOPPED
 
 
 def _engine(config):
@@ -171,7 +213,7 @@ def _tool_actions(args, config):
 
     code = EXIT_OK
     if args.merge:
-        counts = pipeline.merge(config)
+        counts = pipeline.merge(config)  # takes the merge lock
         print(f"lowlight-gpu: merged {counts['shards']} shard(s): {counts['pairs']} pairs, "
               f"{counts['errors']} errors -> {config.output}")
         code = EXIT_FAILED_INPUTS if counts["errors"] else EXIT_OK
@@ -193,19 +235,43 @@ def _tool_actions(args, config):
 
 
 class _progress:
-    """A tqdm bar on a terminal (and nothing otherwise), as a progress callback."""
+    """A tqdm bar on a terminal (and nothing otherwise), as a progress callback.
 
-    def __init__(self, args):
+    The total is counted by a second scan in a background thread: until it ends the bar says so and shows
+    no time remaining; then it has a total and an estimate.
+    """
+
+    def __init__(self, args, config=None):
         self.enabled = not args.quiet and sys.stderr.isatty()
         self.bar = None
+        self.config, self.shard, self.limit = config, args.shard or (0, 1), args.limit
+        self.stop = threading.Event()
 
     def __enter__(self):
         if not self.enabled:
             return None
         from tqdm import tqdm
 
-        self.bar = tqdm(unit="pair", dynamic_ncols=True, file=sys.stderr)
+        self.bar = tqdm(unit="pair", dynamic_ncols=True, file=sys.stderr, desc="counting inputs")
+        if self.config is not None:
+            threading.Thread(target=self._count, daemon=True, name="lowlight-count").start()
         return self
+
+    def _count(self):
+        """Set the bar's total to the number of inputs this run will go through."""
+        from .pipeline import plan_sources
+
+        try:
+            n = 0
+            for _ in plan_sources(self.config, self.shard, self.limit):
+                n += 1
+                if self.stop.is_set():
+                    return
+        except OSError:
+            self.bar.set_description_str("total unknown", refresh=True)
+            return
+        self.bar.total = n
+        self.bar.set_description_str("pairs", refresh=True)
 
     def __call__(self, kind, row):
         self.bar.update(1)
@@ -213,6 +279,7 @@ class _progress:
             self.bar.set_postfix_str(f"last error: {row['source']}", refresh=False)
 
     def __exit__(self, *exc):
+        self.stop.set()
         if self.bar is not None:
             self.bar.close()
         return False
@@ -229,11 +296,21 @@ def _end_report(config):
 
 
 def _summary(config, args, result):
-    """The closing line: pairs, errors, pairs/s."""
+    """The closing line: pairs, errors, pairs/s of the pairs made, skipped files; notes on stderr."""
+    if result.compile_seconds and not args.quiet:
+        print(f"lowlight-gpu: compiled the CPU noise kernel in {result.compile_seconds:.1f} s (once: numba caches "
+              "it for later runs); not counted in pairs/s", file=sys.stderr)
     reused = f" ({result.skipped} already done)" if result.skipped else ""
     where = f"shard {args.shard[0]}/{args.shard[1]} of " if args.shard else ""
+    kept = f"; {result.kept} beyond --limit kept as they were" if result.kept else ""
+    skipped = f"; skipped: {result.scan.describe()}" if result.scan.describe() else ""
+    # pairs/s of the pairs this run made: reused pairs cost a stat, not a render
     print(f"lowlight-gpu: {where}{result.pairs} pairs{reused}, {result.errors} errors, "
-          f"{result.pairs_per_second:.1f} pairs/s -> {config.output}")
+          f"{result.pairs_per_second:.1f} pairs/s -> {config.output}{kept}{skipped}")
+    if result.scan.heif_note():
+        print(f"lowlight-gpu: {result.scan.heif_note()}", file=sys.stderr)
+    if result.removed:
+        print(f"lowlight-gpu: removed {result.removed} file(s) of pairs whose source is gone", file=sys.stderr)
     if result.errors:
         print(f"lowlight-gpu: failed inputs are listed in {config.output}/errors.jsonl; "
               "re-run the same command to retry them", file=sys.stderr)

@@ -40,6 +40,19 @@ def _where(row):
     return (row["shard"], None) if container == "webdataset" else (None, row["key"])
 
 
+def known_splits(root, seen=()):
+    """The split names of a dataset: those its dataset.json configured, plus any its rows carry."""
+    import json
+
+    names = {name for name in seen if name is not None}
+    try:
+        with open(os.path.join(root, "dataset.json"), encoding="utf-8") as f:
+            names.update((json.load(f).get("config") or {}).get("split") or {})
+    except (OSError, ValueError, AttributeError):
+        pass
+    return names
+
+
 class PairDataset(_Base):
     """Samples of a generated dataset: (low, high), (low, high, params), or (steps..., high)."""
 
@@ -54,13 +67,20 @@ class PairDataset(_Base):
         self.with_params, self.steps, self.transform, self.as_tensor = with_params, steps, transform, as_tensor
         self.items = []
         self._reader = None
+        seen = set()
         for row in read_rows(path):
+            seen.add(row.get("split"))
             if split is not None and row.get("split") != split:
                 continue
             # Keep only what __getitem__ needs: a million rows of full dicts would cost gigabytes.
             images = tuple(s["path"] for s in row["steps"]) if steps and "steps" in row else (row["low"],)
             where = _where(row)  # None for loose files; (shard, key) of a tar or LMDB container
             self.items.append((images + (row["high"],), row["params"] if with_params else None, where))
+        if split is not None and split not in known_splits(self.root, seen):
+            names = sorted(known_splits(self.root, seen))
+            raise ValueError(f"PairDataset: split {split!r} is not a split of '{self.root}' "
+                             + (f"(its splits: {', '.join(map(repr, names))})" if names
+                                else "(it was made with split: null, so it has none; leave split out)"))
 
     def __len__(self):
         """The number of pairs."""

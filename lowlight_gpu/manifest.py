@@ -5,13 +5,17 @@ Layout under OUTPUT/parts/ for shard i of n (tag = shard-0000i-of-0000n):
   {tag}.jsonl             the shard's rows once it finished (the last journal, renamed)
   {tag}.errors.jsonl      the shard's failed inputs
   {tag}.done              written last: its presence means the shard is complete
-  run.json                the config fingerprint every job into this output must share
+  run.json                the config fingerprint (and input) every job into this output must share
+  {tag}.lock              held (flock) by the job running shard tag; {tag}.lock.holder names it meanwhile
+  count-N.lock            held shared by every job of an N-shard run: runs of two shard counts never mix
+  merge.lock              held while the dataset files are merged
 Every file holds rows sorted by ``source``, so parts merge by streaming.
 Rows in parts carry a private ``_state`` (output sizes and hashes, source
 size and mtime) used to verify outputs before a resume skips them; the public
 manifest.jsonl leaves it out, so it holds nothing that depends on the machine.
 """
 
+import errno
 import glob
 import heapq
 import json
@@ -97,6 +101,7 @@ class PriorRows:
         tagged = [self._tag(read_rows(p), False) for p in finals] + [self._tag(read_rows(p), True) for p in journals]
         self._stream = heapq.merge(*tagged, key=lambda item: item[0]["source"])
         self._head = next(self._stream, None)
+        self.passed = []  # (source, output files) of rows no scanned source asked for: candidates for removal
 
     @staticmethod
     def _tag(rows, from_journal):
@@ -107,10 +112,25 @@ class PriorRows:
         """The (row, from_journal) recorded for source, or None; sources must be asked in increasing order."""
         found = None
         while self._head is not None and self._head[0]["source"] <= source:
-            if self._head[0]["source"] == source and (found is None or not self._head[1]):
-                found = self._head  # prefer a finished part's row over a journal's
+            if self._head[0]["source"] == source:
+                if found is None or not self._head[1]:
+                    found = self._head  # prefer a finished part's row over a journal's
+            else:
+                self._pass(self._head[0])
             self._head = next(self._stream, None)
         return found
+
+    def drain(self):
+        """Pass every row not asked for yet: call once the scan has ended."""
+        while self._head is not None:
+            self._pass(self._head[0])
+            self._head = next(self._stream, None)
+
+    def _pass(self, row):
+        """Remember a row whose source the scan did not yield."""
+        files = (row.get(STATE) or {}).get("files")
+        if isinstance(files, dict):
+            self.passed.append((row["source"], files))
 
 
 def _may_hold(tag, shard):
@@ -341,7 +361,11 @@ def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
     n_errors = _write_merged(os.path.join(out_root, "errors.jsonl"),
                              [(name, f"{base}.errors.jsonl", m.get("errors")) for name, base, m in shards])
     # No shard count here: N shards plus --merge must give the very bytes of one whole run.
-    info = dict(dataset_info, **codecs, counts={"pairs": n_pairs, "errors": n_errors})
+    counts = {"pairs": n_pairs, "errors": n_errors}
+    skipped = have[0].get("skipped")  # every shard scans the whole tree, so shard 0's counts are everyone's
+    if skipped is not None:
+        counts["skipped"] = skipped
+    info = dict(dataset_info, **codecs, counts=counts)
     if container is not None:
         info["container"] = container
     write_atomic(os.path.join(out_root, "dataset.json"), (json.dumps(info, indent=2) + "\n").encode())
@@ -393,3 +417,153 @@ def _write_merged(dest, parts):
         raise
     replace_if_changed(tmp, dest)
     return sum(seen)
+
+
+def remove_orphans(out_root, orphans, part):
+    """Delete the output files of orphans [(source, {rel: [size, crc]})] that nothing else owns; returns how many.
+
+    A source deleted since an earlier run leaves its row behind in that run's part; the new part has dropped
+    it.  A new source may reuse the name, so a file is removed only if no row of the new part lists it and it
+    still holds the bytes the orphan row recorded (another shard may have rewritten it).
+    """
+    doomed = {rel: rec for _, files in orphans for rel, rec in files.items()}
+    if not doomed:
+        return 0
+    for row in read_rows(part):
+        for rel in (row.get(STATE) or {}).get("files") or ():
+            doomed.pop(rel, None)
+    removed = 0
+    for rel, (size, digest) in sorted(doomed.items()):
+        path = os.path.join(out_root, rel)
+        try:
+            if os.path.getsize(path) != size or file_digest(path) != digest:
+                continue
+            os.remove(path)
+            removed += 1
+        except OSError:  # gone already
+            continue
+        _remove_empty_parents(out_root, os.path.dirname(path))
+    return removed
+
+
+def _remove_empty_parents(out_root, folder):
+    """Remove folder and its parents up to out_root while they are empty."""
+    root = os.path.abspath(out_root)
+    folder = os.path.abspath(folder)
+    while folder.startswith(root + os.sep):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (the common case), or gone
+            return
+        folder = os.path.dirname(folder)
+
+
+class LockHeld(Exception):
+    """Another run is using this output (or this shard of it); str() names the holder."""
+
+
+class OutputLock:
+    """Advisory locks (flock) that keep two runs out of one output; a killed run's lock dies with it.
+
+    A job of shard I/N holds ``{tag}.lock`` exclusively and ``count-N.lock`` shared: shard jobs of one N run
+    side by side, a second job of the same shard or a job of another N is refused at once.  merge() work
+    holds ``merge.lock`` (waiting for it: merging is short).  Where the filesystem has no locks, none is taken.
+    """
+
+    def __init__(self, out_root):
+        self.parts = os.path.join(out_root, PARTS)
+        self.files = []
+        self.holders = []  # holder notes to delete on release
+
+    def acquire_shard(self, index, count):
+        """Take this shard's locks or raise LockHeld naming the holder."""
+        os.makedirs(self.parts, exist_ok=True)
+        tag = shard_tag(index, count)
+        if not self._take(f"{tag}.lock", fcntl_flags("ex_nb"), record=True):
+            raise LockHeld(f"output '{os.path.dirname(self.parts)}' is in use: shard {index}/{count} is being "
+                           f"made by {_holder(os.path.join(self.parts, f'{tag}.lock'))}")
+        if not self._take(f"count-{count}.lock", fcntl_flags("sh_nb")):
+            raise LockHeld(f"output '{os.path.dirname(self.parts)}' is in use by a run of {count} shard(s)")
+        for path in glob.glob(os.path.join(self.parts, "count-*.lock")):
+            other = int(re.search(r"count-(\d+)\.lock$", path).group(1))
+            if other != count and _is_locked(path):
+                holders = [_holder(p) for p in glob.glob(os.path.join(self.parts, f"shard-*-of-{other:05d}.lock"))
+                           if _is_locked(p)]
+                raise LockHeld(f"output '{os.path.dirname(self.parts)}' is in use by a run of {other} shard(s)"
+                               f" ({', '.join(holders) or 'holder unknown'}); wait for it, or use another output")
+        return self
+
+    def acquire_merge(self):
+        """Wait for the merge lock."""
+        os.makedirs(self.parts, exist_ok=True)
+        self._take("merge.lock", fcntl_flags("ex"))
+        return self
+
+    def _take(self, name, flags, record=False):
+        """Lock parts/name with flags; False when another process holds it (True where locks are unsupported)."""
+        import fcntl
+
+        path = os.path.join(self.parts, name)
+        f = open(path, "a", encoding="utf-8")  # never written: a no-op rerun changes no file of the output
+        try:
+            fcntl.flock(f.fileno(), flags)
+        except BlockingIOError:
+            f.close()
+            return False
+        except OSError as exc:
+            f.close()
+            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                return True  # no locks on this filesystem: run unguarded, as before locks existed
+            raise
+        self.files.append(f)
+        if record:  # who holds it, for the message a refused run prints; removed again on release
+            with open(path + ".holder", "w", encoding="utf-8") as note:
+                note.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+            self.holders.append(path + ".holder")
+        return True
+
+    def release(self):
+        """Drop every lock this object holds (closing the file releases it) and its holder notes."""
+        for path in self.holders:
+            _remove(path)
+        for f in reversed(self.files):
+            f.close()
+        self.files, self.holders = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+def fcntl_flags(kind):
+    """flock flags by name: ex, ex_nb, sh_nb."""
+    import fcntl
+
+    return {"ex": fcntl.LOCK_EX, "ex_nb": fcntl.LOCK_EX | fcntl.LOCK_NB, "sh_nb": fcntl.LOCK_SH | fcntl.LOCK_NB}[kind]
+
+
+def _is_locked(path):
+    """Whether some process holds a lock on path (probed without waiting)."""
+    import fcntl
+
+    try:
+        with open(path, "a+", encoding="utf-8") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False  # closing the file drops the probe's lock
+    except OSError:
+        return False
+
+
+def _holder(path):
+    """'pid 123 on host h' as the holder of a lock file noted it."""
+    try:
+        with open(path + ".holder", encoding="utf-8") as f:
+            return f.read().strip() or "another process"
+    except OSError:
+        return "another process"

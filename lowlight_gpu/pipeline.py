@@ -6,6 +6,7 @@ a manifest row or an error row; nothing raises for a bad input.
 """
 
 import dataclasses
+import errno
 import functools
 import itertools
 import os
@@ -18,7 +19,14 @@ from joblib import Parallel, delayed
 from . import __version__, containers, encode, imageio, layout, manifest, synth
 from .config import ConfigError
 from .params import pair_seed, sample_params
-from .sources import scan
+from .sources import ScanStats, scan, shard_of
+
+# Failures of the output's storage: every later pair would fail the same way, so they stop the run (exit 4).
+STORAGE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EIO", "EROFS") if hasattr(errno, n))
+
+
+class StorageError(OSError):
+    """The output's storage failed (full, over quota, I/O error, read-only): the run stops, finished pairs stay."""
 
 
 @dataclass(frozen=True)
@@ -36,14 +44,23 @@ class RunResult:
 
     pairs: int = 0
     errors: int = 0
-    skipped: int = 0
+    skipped: int = 0  # of pairs: reused from earlier runs (kept included)
+    kept: int = 0  # of skipped: earlier pairs beyond --limit, kept as they were
     seconds: float = 0.0
+    compile_seconds: float = 0.0  # compiling the CPU noise kernel before the timed run (first run only)
+    removed: int = 0  # files of pairs whose source is gone
     merged: dict = field(default_factory=dict)
+    scan: ScanStats = field(default_factory=ScanStats)
+
+    @property
+    def made(self):
+        """Pairs made by this run (not reused)."""
+        return self.pairs - self.skipped
 
     @property
     def pairs_per_second(self):
-        """Pairs finished per second of wall time, skipped ones included."""
-        return self.pairs / self.seconds if self.seconds > 0 else 0.0
+        """Pairs made per second of wall time; reused pairs do not count."""
+        return self.made / self.seconds if self.seconds > 0 else 0.0
 
 
 def resolve_workers(workers):
@@ -73,7 +90,9 @@ def make_pair(src, prior, ctx):
         return "error", {"source": src.rel, "error": str(exc)}
     try:
         return "row", synthesize_and_write(src, decoded, ctx)
-    except OSError as exc:  # disk full, permissions: record it, the next run retries
+    except OSError as exc:  # permissions, a name too long: record it, the next run retries
+        if exc.errno in STORAGE_ERRNOS:  # the disk, not this pair: stop the run
+            raise StorageError(exc.errno, exc.strerror, exc.filename) from None
         return "error", {"source": src.rel, "error": f"cannot write output: {exc.strerror or exc}"}
 
 
@@ -218,7 +237,8 @@ def check_output(config, codecs=None):
 
 def record_run(config, codecs=None):
     """Claim parts/run.json for this config (the first of several starting jobs wins); refuse another config's."""
-    body = {"fingerprint": config.fingerprint(), "version": __version__}
+    body = {"fingerprint": config.fingerprint(), "version": __version__, "input": config.input,
+            "config": config.output_settings()}
     if codecs is not None:
         body.update(codecs)
     try:
@@ -241,11 +261,17 @@ def _check_recorded(config, recorded, codecs=None):
     """ConfigError unless the recorded run.json body is absent or has this config's fingerprint and codecs."""
     if recorded is None:
         return
+    was_input = recorded.get("input")
+    if was_input is not None and os.path.abspath(was_input) != os.path.abspath(config.input):
+        # A dataset's identity includes its input: rows of two input folders must never mix.
+        raise ConfigError(
+            f"input: folder '{config.output}' holds a dataset made from input '{was_input}', not "
+            f"'{os.path.abspath(config.input)}'; keep input as it was, or start a new dataset with "
+            "--set output=NEW_FOLDER")
     if recorded.get("fingerprint") != config.fingerprint():
         raise ConfigError(
             f"output: folder '{config.output}' holds a dataset made with a different config "
-            f"(fingerprint {recorded.get('fingerprint')}, now {config.fingerprint()}); "
-            "choose a new output folder or delete it")
+            f"({_config_difference(recorded, config)}); choose a new output folder or delete it")
     for role, key in (("encoder", "save.encoder"), ("decoder", "decode.device")):
         # Pixels are the contract, bytes belong to one encoder: one dataset never mixes two (nor two decoders).
         # A run.json from before codecs were recorded has none to compare.
@@ -269,9 +295,9 @@ def absolute_paths(config):
     return dataclasses.replace(config, input=os.path.abspath(config.input), output=os.path.abspath(config.output))
 
 
-def plan_sources(config, shard, limit):
-    """The lazily scanned sources of this shard, at most limit of them."""
-    sources = scan(config.input, shard, skip=[config.output])
+def plan_sources(config, shard, limit, stats=None):
+    """The lazily scanned sources of this shard, at most limit of them; stats (a ScanStats) gets the skip counts."""
+    sources = scan(config.input, shard, skip=[config.output], follow_symlinks=config.follow_symlinks, stats=stats)
     return itertools.islice(sources, limit) if limit is not None else sources
 
 
@@ -293,14 +319,29 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     backend = backend or synth.select(config.backend).NAME
     if backend == "cupy":
         synth.get("cupy").configure(config.gpu.batch_megapixels, config.gpu.memory_limit_gb)
+    if limit == 0:  # nothing to make, and an existing dataset stays exactly as it is
+        return RunResult()
     containers.check_available(config.save.container)
     os.makedirs(config.output, exist_ok=True)
+    lock = manifest.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
+    try:
+        return _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs)
+    finally:
+        lock.release()
+
+
+def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs):
+    """run() once it holds the output's lock."""
     record_run(config, codecs)
-    start = time.perf_counter()
     result = RunResult()
+    result.compile_seconds = warm_up(backend, config)
+    start = time.perf_counter()
     prior = manifest.PriorRows(config.output, shard)
+    unlistable = []  # ids of folders the scan could not list: pairs below them are not "gone"
+    sources = _watch(plan_sources(config, shard, None, result.scan), unlistable)
+    head = itertools.islice(sources, limit) if limit is not None else sources
     store = containers.open_store(config, shard)
-    items = ((src, _intact_in(store, prior.pop(src.rel))) for src in plan_sources(config, shard, limit))
+    items = ((src, _intact_in(store, prior.pop(src.rel))) for src in head)
     writer = manifest.ShardWriter(config.output, *shard)
     workers = resolve_workers(config.workers)
     ctx = RunContext(config, backend, encoder)
@@ -316,28 +357,117 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
                 result.skipped += kind == "skip"
             if progress is not None:
                 progress(kind, row)
+        for src in sources:  # beyond --limit: earlier pairs stay as they are, none is made
+            row = keep_prior(src, _intact_in(store, prior.pop(src.rel)), config.output)
+            if row is not None:
+                for stored in store.put("skip", row):
+                    writer.add_row(stored)
+                result.pairs += 1
+                result.skipped += 1
+                result.kept += 1
         for stored in store.finish():
             writer.add_row(stored)
     except BaseException:
         store.abandon()
         writer.abandon()
         raise
-    writer.finish({"fingerprint": config.fingerprint(), "version": __version__, "limit": limit, **codecs})
+    prior.drain()
+    writer.finish({"fingerprint": config.fingerprint(), "version": __version__, "limit": limit, **codecs,
+                   "skipped": result.scan.counts})
     store.cleanup()
     if shard[1] == 1:
-        result.merged = manifest.merge(config.output, dataset_info(config), count=1,
-                                       prepare=functools.partial(containers.assemble, config))
-        containers.write_meta_info(config)
+        with manifest.OutputLock(config.output).acquire_merge():
+            result.merged = manifest.merge(config.output, dataset_info(config), count=1,
+                                           prepare=functools.partial(containers.assemble, config))
+            containers.write_meta_info(config)
+    result.removed = remove_gone(config, shard, prior.passed, unlistable, result.scan)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _watch(sources, unlistable):
+    """Pass sources through, noting the ids of folders that could not be listed."""
+    for src in sources:
+        if src.error.startswith("cannot list folder"):
+            unlistable.append(src.rel)
+        yield src
+
+
+def keep_prior(src, prior, out_root):
+    """An earlier row of a source beyond --limit, if its files still verify; None otherwise (nothing is made)."""
+    if prior is None or src.error:
+        return None
+    row, from_journal = prior
+    return row if manifest.row_is_intact(out_root, row, src.path, check_hashes=from_journal) else None
+
+
+def remove_gone(config, shard, passed, unlistable, stats):
+    """Delete the files of earlier pairs whose source is gone from the input; returns how many were removed.
+
+    Only the shard that owns a source removes its files.  A scan that found no source at all (an empty or
+    unmounted input) removes nothing, and neither does a folder that could not be listed.
+    """
+    if not stats.found:
+        return 0
+    index, count = shard
+    gone = [(source, files) for source, files in passed
+            if (count == 1 or shard_of(source, count) == index) and not any(source.startswith(p) for p in unlistable)]
+    part = os.path.join(config.output, manifest.PARTS, f"{manifest.shard_tag(index, count)}.jsonl")
+    return manifest.remove_orphans(config.output, gone, part)
+
+
+def warm_up(backend, config):
+    """Compile (or load from numba's cache) the CPU noise kernel before the clock starts; returns compile seconds.
+
+    0.0 when it came from the cache, so the summary can say that a first run's time went into compiling.
+    """
+    if backend != "numpy" or config.noise.model == "none":
+        return 0.0
+    from .synth import cpu_kernel
+
+    t0 = time.perf_counter()
+    cpu_kernel.warmup()
+    seconds = time.perf_counter() - t0
+    misses = getattr(getattr(getattr(cpu_kernel, "render_noisy_kernel", None), "stats", None), "cache_misses", None)
+    return seconds if misses or seconds > 1.0 else 0.0
+
+
+def _config_difference(recorded, config):
+    """'seed was 0, now 5; darken.gamma was [1.5, 5.0], now [2.0, 3.0]' between a recorded run.json and config."""
+    was = recorded.get("config")
+    if not isinstance(was, dict):  # a run.json from before settings were recorded
+        return f"fingerprint {recorded.get('fingerprint')}, now {config.fingerprint()}"
+    old, new = _flatten(was), _flatten(config.output_settings())
+    diffs = [f"{k} was {_show(old.get(k))}, now {_show(new.get(k))}" for k in sorted(set(old) | set(new))
+             if old.get(k) != new.get(k)]
+    return "; ".join(diffs) or f"fingerprint {recorded.get('fingerprint')}, now {config.fingerprint()}"
+
+
+def _flatten(settings, prefix=""):
+    """{dotted key: value} of a nested settings dict."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and key != "split":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _show(value):
+    """A settings value as YAML-ish text."""
+    import json
+
+    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def merge(config):
     """Combine finished shard parts of config.output into the dataset files."""
     config = absolute_paths(config)
-    merged = manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
-                            prepare=functools.partial(containers.assemble, config))
-    containers.write_meta_info(config)
+    with manifest.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
+        merged = manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
+                                prepare=functools.partial(containers.assemble, config))
+        containers.write_meta_info(config)
     return merged
 
 
@@ -352,11 +482,17 @@ def dry_run(config, shard=(0, 1), limit=None, out=None):
     """Print what a run would do, writing nothing; returns the number of sources."""
     out = out if out is not None else sys.stdout  # looked up per call, so redirected stdout is honoured
     n = 0
-    for src in plan_sources(config, shard, limit):
+    stats = ScanStats()
+    for src in plan_sources(config, shard, None, stats):  # the whole tree, so the skip counts are complete
+        if limit is not None and n >= limit:
+            continue
         if n < 5 and not src.error:
             plan = layout.plan_outputs(src.out_rel, config, layout.split_of(src.rel, config.split))
             print(f"  {src.rel} -> " + ", ".join(rel for _, _, _, rel in plan), file=out)
         n += 1
+    skipped = f"; skipped: {stats.describe()}" if stats.describe() else ""
     print(f"dry run: {n} input(s) in '{config.input}' would go to '{config.output}' "
-          f"(shard {shard[0]}/{shard[1]}); nothing written", file=out)
+          f"(shard {shard[0]}/{shard[1]}){skipped}; nothing written", file=out)
+    if stats.heif_note():
+        print(f"dry run: {stats.heif_note()}", file=out)
     return n

@@ -1,16 +1,45 @@
-"""Lazy, sorted scan of the input folder; relative ids, shards and output names.
+"""Lazy, sorted scan of the input folder; relative ids, shards, output names and skip counts.
 
 The walk visits each folder's entries sorted so that the stream of relative
 paths comes out in plain string order (a folder ``a`` sorts as ``a/``), which
 is the order of the manifest: rows can then be written as they finish,
-without a global sort and without holding the file list in memory.
+without a global sort and without holding the file list in memory.  The walk
+is iterative (a stack of folder listings), so tree depth has no limit.
+
+What the scan skips, and counts by reason (``ScanStats``):
+
+* hidden entries (a name starting with '.') and files without an image extension;
+* anything that is not a regular file (FIFOs, sockets, devices, broken links), before it is opened;
+* folders that hold a dataset of this project (``parts/run.json``, or a ``dataset.json`` it wrote),
+  and the current output folder: the project never reads its own outputs;
+* symbolic links, by the ``follow_symlinks`` policy: followed (files and folders), but each real
+  folder and each real file is read once.  A link whose target lies inside the input tree (outside
+  hidden folders) is skipped, since the walk reaches the target itself; a target outside the tree is
+  read through the first link that reaches it, in walk order; hard links to one file count once too.
+  With ``follow_symlinks: false`` every link is skipped;
+* HEIC/HEIF (and AVIF) files when no installed decoder reads them (``pip install 'lowlight-gpu[heif]'``).
 """
 
 import hashlib
+import json
 import os
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 
-from .imageio import is_image_name
+from .imageio import is_image_name, needs_extra
+
+# Skip reasons: the keys of ScanStats.counts (and of dataset.json's "skipped"), with their summary wording.
+SKIP_REASONS = {
+    "hidden": "hidden",
+    "not_image": "not an image",
+    "not_regular": "not a regular file",
+    "seen_via_link": "already seen through a link",
+    "link_not_followed": "links not followed",
+    "output_folder": "output folders",
+    "needs_heif": "HEIC/HEIF/AVIF without a decoder",
+}
+HEIF_EXTRA = "pip install 'lowlight-gpu[heif]'"
+_NAMES_KEPT = 5  # HEIC names kept for the summary line
 
 
 @dataclass(frozen=True)
@@ -21,6 +50,34 @@ class Source:
     rel: str
     out_rel: str
     error: str = ""  # set when the entry could not even be listed
+
+
+@dataclass
+class ScanStats:
+    """What a scan skipped, by reason (counted over the whole tree, whatever the shard)."""
+
+    counts: dict = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
+    found: int = 0  # image files found, in every shard
+    heif_names: list = field(default_factory=list)  # the first few files that need the [heif] extra
+
+    def add(self, reason, rel=None):
+        """Count one skipped entry."""
+        self.counts[reason] += 1
+        if reason == "needs_heif" and len(self.heif_names) < _NAMES_KEPT:
+            self.heif_names.append(rel)
+
+    def describe(self):
+        """'3 hidden, 2 not an image' for the non-zero counts ('' when nothing was skipped)."""
+        return ", ".join(f"{n} {SKIP_REASONS[k]}" for k, n in self.counts.items() if n)
+
+    def heif_note(self):
+        """One sentence naming the HEIC/HEIF/AVIF files that were skipped, or ''."""
+        n = self.counts["needs_heif"]
+        if not n:
+            return ""
+        more = f" and {n - len(self.heif_names)} more" if n > len(self.heif_names) else ""
+        return (f"{n} HEIC/HEIF/AVIF file(s) skipped ({', '.join(self.heif_names)}{more}): "
+                f"{HEIF_EXTRA} to read them")
 
 
 def stable_hash(text, salt=""):
@@ -52,11 +109,6 @@ def output_names(names):
     return chosen
 
 
-def _sort_key(entry):
-    """Sort folders as 'name/' so the depth-first walk yields ids in string order."""
-    return entry.name + "/" if entry.is_dir() else entry.name
-
-
 def _is_utf8(name):
     """False for a name holding undecodable bytes (os.scandir gives them as lone surrogates)."""
     try:
@@ -66,39 +118,161 @@ def _is_utf8(name):
     return True
 
 
-def _walk(folder, rel_prefix, skip, seen):
-    """Yield Sources below folder in sorted id order."""
+def holds_dataset(folder, names):
+    """Whether folder (whose entry names are given) holds a dataset this project wrote."""
+    if "parts" in names and os.path.isfile(os.path.join(folder, "parts", "run.json")):
+        return True
+    if "dataset.json" not in names:
+        return False
+    try:  # another tool's dataset.json is an ordinary file: only ours marks an output
+        with open(os.path.join(folder, "dataset.json"), encoding="utf-8") as f:
+            return json.load(f).get("name") == "lowlight_gpu dataset"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class _Walk:
+    """State of one scan: the policy, the folders and files already read, the counts."""
+
+    def __init__(self, root, skip, follow_symlinks, stats):
+        self.real_root = os.path.realpath(root)
+        self.skip = set()  # (dev, ino) of the folders never to read (the current output); no realpath per folder
+        for p in skip:
+            try:
+                st = os.stat(p)
+                self.skip.add((st.st_dev, st.st_ino))
+            except OSError:  # not created yet
+                pass
+        self.follow = follow_symlinks
+        self.stats = stats
+        st = os.stat(root)
+        self.seen_dirs = {(st.st_dev, st.st_ino)}
+        self.seen_files = set()  # only files that could be reached twice: links, hard links, below linked folders
+
+    def reached_directly(self, real):
+        """Whether the walk reaches real (a resolved path) without links: inside the root, no hidden part."""
+        try:
+            rel = os.path.relpath(real, self.real_root)
+        except ValueError:  # another drive (Windows)
+            return False
+        parts = rel.split(os.sep)
+        return rel != os.curdir and parts[0] != os.pardir and not any(p.startswith(".") for p in parts)
+
+    def first_time(self, keys, st):
+        """Add st's (dev, ino) to keys; False if it was there already."""
+        key = (st.st_dev, st.st_ino)
+        if key in keys:
+            return False
+        keys.add(key)
+        return True
+
+    def classify(self, entry, linked):
+        """('dir' | 'file', below_link, (dev, ino)) for an entry to keep, or None after counting why it is skipped."""
+        try:
+            if entry.is_symlink():
+                return self._classify_link(entry)
+            if entry.is_dir(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                if self.first_time(self.seen_dirs, st):
+                    return "dir", linked, (st.st_dev, st.st_ino)
+                self.stats.add("seen_via_link")  # a folder mounted twice (bind mounts)
+                return None
+            if not entry.is_file(follow_symlinks=False):
+                self.stats.add("not_regular")
+                return None
+            if not linked and entry.stat(follow_symlinks=False).st_nlink < 2:
+                return "file", linked, None  # the common case: one name, reached once; nothing to remember
+            if self.first_time(self.seen_files, entry.stat(follow_symlinks=False)):
+                return "file", linked, None
+            self.stats.add("seen_via_link")
+        except OSError:
+            self.stats.add("not_regular")
+        return None
+
+    def _classify_link(self, entry):
+        """The follow_symlinks policy for one link."""
+        if not self.follow:
+            self.stats.add("link_not_followed")
+            return None
+        try:
+            st = os.stat(entry.path)
+        except OSError:  # a broken link, or a loop of links
+            self.stats.add("not_regular")
+            return None
+        kind = "dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else None
+        if kind is None:
+            self.stats.add("not_regular")
+            return None
+        if self.reached_directly(os.path.realpath(entry.path)):
+            self.stats.add("seen_via_link")  # the walk reads the target under its own name
+            return None
+        if self.first_time(self.seen_dirs if kind == "dir" else self.seen_files, st):
+            return kind, True, (st.st_dev, st.st_ino)
+        self.stats.add("seen_via_link")
+        return None
+
+
+def _listing(walk, folder, rel_prefix, linked, key=None, is_root=False):
+    """Yield, in id order, the Sources of one folder and (path, rel_prefix, linked, key) for each sub-folder."""
+    if key in walk.skip:
+        walk.stats.add("output_folder")  # the current output
+        return
     try:
         with os.scandir(folder) as it:
-            entries = sorted((e for e in it if not e.name.startswith(".")), key=_sort_key)
+            entries = list(it)
     except OSError as exc:
         yield Source(folder, rel_prefix, "", f"cannot list folder: {exc.strerror or exc}")
         return
-    images = [e.name for e in entries if not e.is_dir() and is_image_name(e.name)]
-    names = output_names([n for n in images if _is_utf8(rel_prefix + n)])
-    for e in entries:
-        if e.is_dir():
-            real = os.path.realpath(e.path)
-            try:
-                st = os.stat(real)
-            except OSError:
-                continue
-            key = (st.st_dev, st.st_ino)
-            if real in skip or key in seen:  # the output folder, or a symlink loop
-                continue
-            yield from _walk(e.path, rel_prefix + e.name + "/", skip, seen | {key})
+    if not is_root and holds_dataset(folder, {e.name for e in entries}):
+        walk.stats.add("output_folder")
+        return
+    kept = []
+    for e in sorted(entries, key=lambda e: e.name):  # in name order, so the first of two links to a file wins
+
+        if e.name.startswith("."):
+            walk.stats.add("hidden")
+            continue
+        if not e.is_dir() and not is_image_name(e.name):  # cheap name test before any stat
+            walk.stats.add("needs_heif" if needs_extra(e.name) else "not_image", rel_prefix + e.name)
+            continue
+        kind = walk.classify(e, linked)
+        if kind is not None:
+            kept.append((e.name + "/" if kind[0] == "dir" else e.name, e, kind))
+    kept.sort(key=lambda k: k[0])
+    files = [e.name for _, e, (kind, _, _) in kept if kind == "file"]
+    names = output_names([n for n in files if _is_utf8(rel_prefix + n)])
+    for _, e, (kind, below_link, key) in kept:
+        if kind == "dir":
+            yield e.path, rel_prefix + e.name + "/", below_link, key
         elif e.name in names:
             yield Source(e.path, rel_prefix + e.name, rel_prefix + names[e.name])
-        elif is_image_name(e.name):  # not UTF-8: cannot be an id in JSON, so report it with its bytes escaped
+        else:  # not UTF-8: cannot be an id in JSON, so report it with its bytes escaped
             shown = os.fsencode(rel_prefix + e.name).decode("utf-8", "backslashreplace")
             yield Source(e.path, shown, "", "file name is not valid UTF-8; rename it")
 
 
-def scan(root, shard=(0, 1), skip=()):
-    """Yield the image Sources under root, sorted by id, that fall in shard (index, count)."""
+def _walk(root, skip, follow_symlinks, stats):
+    """Yield every Source below root in sorted id order, depth-first without recursion."""
+    walk = _Walk(root, skip, follow_symlinks, stats)
+    stack = [_listing(walk, root, "", False, is_root=True)]  # the root: never skipped, even if it holds a dataset
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+        elif isinstance(item, Source):
+            yield item
+        else:
+            stack.append(_listing(walk, *item))
+
+
+def scan(root, shard=(0, 1), skip=(), follow_symlinks=True, stats=None):
+    """Yield the image Sources under root, sorted by id, that fall in shard (index, count).
+
+    stats, a ScanStats, receives the counts of skipped entries over the whole tree.
+    """
     index, count = shard
-    skip = {os.path.realpath(p) for p in skip}
-    st = os.stat(root)
-    for src in _walk(root, "", skip, frozenset({(st.st_dev, st.st_ino)})):
+    stats = stats if stats is not None else ScanStats()
+    for src in _walk(root, skip, follow_symlinks, stats):
+        stats.found += 1
         if count == 1 or shard_of(src.rel, count) == index:
             yield src

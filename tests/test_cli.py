@@ -284,8 +284,8 @@ def test_limit_processes_the_first_n_sorted_inputs(run_cli, tmp_path, out_dir):
 
 def test_limit_zero_processes_nothing(run_cli, input_dir, out_dir):
     res = run_cli(*_io(input_dir, out_dir), "--limit", "0")
-    assert res.code == 0
-    assert read_jsonl(out_dir / "manifest.jsonl") == []
+    assert res.code == 0 and "nothing written" in res.out
+    assert not out_dir.exists()  # --limit 0 writes nothing, not even an empty manifest
 
 
 def test_dry_run_writes_nothing(run_cli, tmp_path, input_dir, out_dir):

@@ -42,7 +42,7 @@ import threading
 
 import numpy as np
 
-from .. import rng
+from .. import numba_cache, rng
 from . import detmath, poisson
 
 DISABLED = os.environ.get("LOWLIGHT_NO_NUMBA", "").strip() not in ("", "0")
@@ -60,7 +60,8 @@ def _jit(**options):
     """numba.njit with the kernel's options, or the identity when numba is unavailable (plain Python)."""
     if not AVAILABLE:
         return lambda f: f
-    return numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", **options)
+    # numba_cache: a read-only install or home caches in a temp folder (or not at all) instead of failing
+    return numba_cache.njit(nogil=True, fastmath=False, error_model="numpy", **options)
 
 
 # Model codes passed to the kernel.
