@@ -15,6 +15,9 @@ class BackendUnavailable(Exception):
 
 def cupy_status():
     """(usable, reason) for the CuPy backend, probed by running a tiny kernel."""
+    # The CPU modules the CuPy backend imports are loaded first and outside the try: a failure there (numba,
+    # say) is not CuPy's, and the note must not blame it.
+    from . import numpy_backend  # noqa: F401
     try:
         from . import cupy_backend
     except Exception as exc:  # noqa: BLE001 - any import failure means "no GPU backend here"
