@@ -20,6 +20,7 @@ from . import __version__, containers, encode, imageio, layout, manifest, synth
 from .config import ConfigError
 from .params import pair_seed, sample_params
 from .sources import ScanStats, scan, shard_of
+from .synth.spec import FORMAT_VERSION
 
 # Failures of the output's storage: every later pair would fail the same way, so they stop the run (exit 4).
 STORAGE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EIO", "EROFS") if hasattr(errno, n))
@@ -113,6 +114,7 @@ def synthesize_and_write(src, decoded, ctx):
     plan = layout.plan_outputs(src.out_rel, config, split_name)
     params = sample_params(pair_seed(config.seed, src.rel), config)
     lows = backend.render_many(decoded.rgb, params, [(t, noisy) for role, t, noisy, _ in plan[1:]])
+    ran = backend.effective_name(params["noise"]["model"])  # the row records what rendered: numpy, numba or cupy
     encoder = ctx.encoder or encode.resolve(config.save.encoder, config.save.compress_level)
     keep = containers.needs_writer(config)  # tar, LMDB: the bytes go back to the run's one ordered writer
     files, payload = {}, []
@@ -125,11 +127,11 @@ def synthesize_and_write(src, decoded, ctx):
         files[rel] = [len(data), manifest.data_digest(data)]
     raws = render_raw(backend, decoded.rgb, params, layout.plan_raw(src.out_rel, config, split_name))
     if keep:
-        row = with_raw(build_row(src, decoded, params, plan, split_name, ctx.backend, {}), raws)
+        row = with_raw(build_row(src, decoded, params, plan, split_name, ran, {}), raws)
         payload += [(containers.image_tag(role, t, config), rel, data) for role, t, rel, data in raws]
         return containers.attach(row, payload, src.out_rel, config.save.container)
     files.update(write_bytes([(os.path.join(config.output, rel), data) for _, _, rel, data in raws], raws))
-    return with_raw(build_row(src, decoded, params, plan, split_name, ctx.backend, files), raws)
+    return with_raw(build_row(src, decoded, params, plan, split_name, ran, files), raws)
 
 
 def render_raw(backend, rgb, params, raw_plan):
@@ -202,6 +204,7 @@ def dataset_info(config):
         "name": "lowlight_gpu dataset",
         "version": __version__,
         "fingerprint": config.fingerprint(),
+        "format_version": FORMAT_VERSION,  # which revision of the model made the bytes (synth/spec.py)
         "config": settings,
         "layout": describe_layout(config),
     }

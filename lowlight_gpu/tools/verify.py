@@ -11,10 +11,9 @@ from the row's params, and the decoded pixels of each file on disk (alpha
 included) are compared with the replayed ones.  Pixels, not bytes: a PNG
 re-encoded by another zlib is still the same dataset.
 
-Tolerance: exact, except for rows whose ``backend`` is not the replaying one
-(numpy), where the documented cross-backend tolerance applies to rendered
-images: at most 1 LSB on at most 0.01 % of the values.  The high image is
-never rendered, so it must always match exactly.
+Tolerance: none.  Every backend renders the same pixels (the reproducibility
+contract, ARCHITECTURE.md), so the numpy replay must equal every file exactly,
+whichever backend (numpy, numba or cupy) made it.
 
 Exit codes: 0 every file matches; 1 some file differs or is missing (each is
 named on its own line); 3 nothing differs but some rows could not be
@@ -34,9 +33,6 @@ from . import recorded_config, sample
 
 EXIT_OK, EXIT_DIFFERS, EXIT_UNREPLAYABLE = 0, 1, 3
 REPLAY_BACKEND = "numpy"
-# Cross-backend tolerance (ARCHITECTURE.md): <= 1 LSB on <= 0.01 % of the values.
-TOLERANCE_LSB = 1
-TOLERANCE_FRACTION = 1e-4
 
 DIFFERS, MISSING, UNREPLAYABLE = "DIFFERS", "MISSING", "CANNOT REPLAY"
 
@@ -100,11 +96,9 @@ def check_row(row, cfg):
     problems = check_params(row, cfg)
     params = row["params"]
     lows = synth.get(REPLAY_BACKEND).render_many(decoded.rgb, params, [(t, noisy) for _, t, noisy, _ in plan[1:]])
-    lenient = row.get("backend", REPLAY_BACKEND) != REPLAY_BACKEND
     for entry, rgb in zip(plan, [decoded.rgb] + lows):
-        role = entry[0]
         where, rel = _where(row, cfg, entry)
-        problem = compare_file(where, rgb, decoded.alpha, cfg.max_pixels, lenient and role != "high")
+        problem = compare_file(where, rgb, decoded.alpha, cfg.max_pixels)
         if problem:
             problems.append((problem[0], rel, problem[1]))
     n_raw, raw_problems = check_raw(row, cfg, decoded.rgb, params)
@@ -182,7 +176,7 @@ def check_params(row, cfg):
     return []
 
 
-def compare_file(path, rgb, alpha, max_pixels, lenient):
+def compare_file(path, rgb, alpha, max_pixels):
     """None when the image at path (a file, or a callable returning its bytes) has these pixels (and alpha), else (kind, detail)."""
     if not callable(path) and not os.path.isfile(path):
         return MISSING, "in the manifest but not on disk"
@@ -196,22 +190,19 @@ def compare_file(path, rgb, alpha, max_pixels, lenient):
         return DIFFERS, f"is {disk.rgb.shape[1]}x{disk.rgb.shape[0]}, replay is {rgb.shape[1]}x{rgb.shape[0]}"
     if (disk.alpha is None) != (alpha is None):
         return DIFFERS, "has an alpha channel" if alpha is None else "lost its alpha channel"
-    problem = pixel_difference(disk.rgb, rgb, lenient)
+    problem = pixel_difference(disk.rgb, rgb)
     if problem is None and alpha is not None:
-        problem = pixel_difference(disk.alpha, alpha, False)
+        problem = pixel_difference(disk.alpha, alpha)
         problem = problem and "alpha: " + problem
     return problem and (DIFFERS, problem)
 
 
-def pixel_difference(got, want, lenient):
-    """None when got equals want (within the cross-backend tolerance if lenient), else a one-line description."""
+def pixel_difference(got, want):
+    """None when got equals want exactly, else a one-line description."""
     diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
     n = int(np.count_nonzero(diff))
     if n == 0:
         return None
     worst = int(diff.max())
-    if lenient and worst <= TOLERANCE_LSB and n <= TOLERANCE_FRACTION * diff.size:
-        return None
     where = np.unravel_index(int(np.argmax(diff)), diff.shape)
-    return (f"{n} of {diff.size} values differ (max |diff| {worst} at row {where[0]}, column {where[1]})"
-            + (" beyond the cross-backend tolerance" if lenient else ""))
+    return f"{n} of {diff.size} values differ (max |diff| {worst} at row {where[0]}, column {where[1]})"
