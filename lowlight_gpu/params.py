@@ -58,7 +58,8 @@ def log_uniform(seed, name, bounds):
     lo, hi = bounds
     if lo == hi:
         return float(lo)
-    return math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * rng.scalar_uniform(seed, SLOTS[name]))
+    log_lo, log_hi = detmath.scalar(detmath.log, lo), detmath.scalar(detmath.log, hi)
+    return detmath.scalar(detmath.exp, log_lo + (log_hi - log_lo) * rng.scalar_uniform(seed, SLOTS[name]))
 
 
 def sample_darken(seed, darken):
@@ -81,9 +82,9 @@ def sample_noise(seed, noise):
         out["sigma"] = uniform(seed, "sigma", noise.sigma)
     if noise.model == "brooks":
         shot = log_uniform(seed, "brooks_shot", BROOKS_SHOT)
-        log_read = BROOKS_SLOPE * math.log(shot) + BROOKS_INTERCEPT + \
+        log_read = BROOKS_SLOPE * detmath.scalar(detmath.log, shot) + BROOKS_INTERCEPT + \
             BROOKS_JITTER * rng.scalar_normal(seed, SLOTS["brooks_read"])
-        read = math.exp(log_read)
+        read = detmath.scalar(detmath.exp, log_read)
         # Brooks' shot is the variance per unit signal, i.e. 1 / peak; read is a variance.
         out.update(peak=1.0 / shot, read_sigma=math.sqrt(read), shot=shot, read=read)
     if noise.model == "physics":

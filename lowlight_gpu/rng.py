@@ -13,7 +13,11 @@ separates the images of one pair (the final low image uses step 0, a
 progressive step t < T uses t).
 """
 
+import math
+
 import numpy as np
+
+from .synth import detmath
 
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
@@ -107,8 +111,9 @@ def scalar_uniform(seed, slot):
 
 
 def scalar_normal(seed, slot):
-    """A reproducible N(0, 1) double for parameter ``slot`` (Box-Muller on the slot's words)."""
+    """A reproducible N(0, 1) double for parameter ``slot`` (Box-Muller on the slot's words, detmath's log and cos)."""
     w = scalar_block(seed, slot)
     u1 = 1.0 - uniform53(w[0], w[1])  # in (0, 1], so log() is finite
     u2 = uniform53(w[2], w[3])
-    return float(np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2))
+    _, cos = detmath.scalar(detmath.sincos, 2.0 * np.pi * u2)
+    return math.sqrt(-2.0 * detmath.scalar(detmath.log, u1)) * cos

@@ -43,7 +43,7 @@ import threading
 import numpy as np
 
 from .. import numba_cache, rng
-from . import detmath, poisson
+from . import detmath, signal
 
 DISABLED = os.environ.get("LOWLIGHT_NO_NUMBA", "").strip() not in ("", "0")
 AVAILABLE = False
@@ -68,7 +68,7 @@ def _jit(**options):
 MODEL_GAUSSIAN = 0
 MODEL_POISSON = 1
 MODEL_POISSON_GAUSSIAN = 2  # also brooks: shot noise plus Gaussian read noise
-_MODELS = {"gaussian": MODEL_GAUSSIAN, "poisson": MODEL_POISSON,
+MODELS = {"gaussian": MODEL_GAUSSIAN, "poisson": MODEL_POISSON,
            "poisson-gaussian": MODEL_POISSON_GAUSSIAN, "brooks": MODEL_POISSON_GAUSSIAN}
 
 # Philox blocks per chunk: the chunk's words, normals and counts (40 bytes a block, 20 KiB) stay in L1.
@@ -83,6 +83,7 @@ _U32 = np.uint64(32)
 _U24 = np.uint64(24)
 _U8 = np.uint32(8)
 _U9 = np.uint32(9)
+_U24_32 = np.uint32(24)
 _INV_2_23 = np.float32(1.0 / (1 << 23))
 _INV_2_24 = np.float32(1.0 / (1 << 24))
 _TWO_PI = np.float32(2.0 * np.pi)
@@ -91,6 +92,11 @@ _MINUS_TWO32 = np.float32(-2.0)
 _ZERO32 = np.float32(0.0)
 _ONE32 = np.float32(1.0)
 _C255 = np.float32(255.0)
+_SRGB_KNEE32 = np.float32(signal.SRGB_ENCODE_KNEE)
+_SRGB_SLOPE32 = np.float32(signal.SRGB_SLOPE)
+_SRGB_SCALE32 = np.float32(signal.SRGB_SCALE)
+_SRGB_A32 = np.float32(signal.SRGB_A)
+_SRGB_INV_GAMMA = np.float32(1.0 / signal.SRGB_GAMMA)
 _TWO32 = 4294967296.0
 
 # The numba twins of synth/detmath.py: scalar, the same operations in the same order (tests/test_detmath.py).
@@ -425,9 +431,43 @@ def compose_chunk(codes, first_value, count, k, g, signal32, model, inv_peak, si
         out[first_value + i] = np.uint8(np.floor(np.float32(np.float32(z * _C255) + _HALF32)))  # quantize
 
 
+@_jit(inline="always")
+def powf_f32(x, y):
+    """signal.pow32 on one float32 x >= 0 and float32 y > 0."""
+    return np.float32(exp_f64(np.float64(y) * log_f64(np.float64(x))))
+
+
+@_jit(inline="always")
+def linear_to_srgb_f32(z):
+    """signal.linear_to_srgb32 on one float32 value."""
+    if z <= _SRGB_KNEE32:
+        return np.float32(z * _SRGB_SLOPE32)
+    return np.float32(np.float32(_SRGB_SCALE32 * powf_f32(max(z, _SRGB_KNEE32), _SRGB_INV_GAMMA)) - _SRGB_A32)
+
+
+@_jit()
+def curve_chunk(first_value, count, k, g, codes, signal32, model, inv_peak, sigma, darken, alpha, beta, gamma,
+                linear, out):
+    """compose_chunk for order: before and space: linear: the per-value float32 darkening and sRGB curve
+    (signal.darken32, signal.linear_to_srgb32) between the clip and the quantisation."""
+    for i in range(count):
+        if model == MODEL_GAUSSIAN:
+            z = np.float32(signal32[np.int64(codes[first_value + i])] + np.float32(sigma * g[i]))
+        elif model == MODEL_POISSON:
+            z = np.float32(np.float32(k[i]) * inv_peak)
+        else:
+            z = np.float32(np.float32(np.float32(k[i]) * inv_peak) + np.float32(sigma * g[i]))
+        z = min(max(z, _ZERO32), _ONE32)
+        if darken:
+            z = np.float32(beta * powf_f32(np.float32(alpha * z), gamma))
+        if linear:
+            z = linear_to_srgb_f32(z)
+        out[first_value + i] = np.uint8(np.floor(np.float32(np.float32(z * _C255) + _HALF32)))
+
+
 @_jit()
 def render_noisy_kernel(codes, out, signal32, guide, thresholds, kshift, normal, lam, any_normal,
-                        model, inv_peak, sigma, key0, key1, step, stream):
+                        model, inv_peak, sigma, key0, key1, step, stream, darken, alpha, beta, gamma, linear):
     """Noisy uint8 codes of the flat uint8 ``codes`` into ``out`` (see the module docstring)."""
     n = codes.size
     nblocks = (n + 1) // 2
@@ -448,8 +488,56 @@ def render_noisy_kernel(codes, out, signal32, guide, thresholds, kshift, normal,
             box_muller_chunk(count, w2, w3, g)
         if model != MODEL_GAUSSIAN:
             poisson_chunk(codes, 2 * first, values, wp, guide, thresholds, kshift, normal, lam, any_normal, k)
-        compose_chunk(codes, 2 * first, values, k, g, signal32, model, inv_peak, sigma, out)
+        if darken or linear:
+            curve_chunk(2 * first, values, k, g, codes, signal32, model, inv_peak, sigma, darken, alpha, beta, gamma,
+                        linear, out)
+        else:
+            compose_chunk(codes, 2 * first, values, k, g, signal32, model, inv_peak, sigma, out)
     return out
+
+
+@_jit()
+def tables_kernel(lam, log_lam, lo, hi, logfact, thresholds, guide, kshift):
+    """poisson.build_tables_reference's thresholds, guide and kshift, value for value; returns the threshold count.
+
+    One running sum over every code's pmf in order (as numpy's cumsum), each code's CDF taken since its start.
+    """
+    m = 0
+    csum = 0.0
+    for c in range(256):
+        base = csum
+        first = m
+        zeros = 0
+        lam_c = lam[c]
+        log_lam_c = log_lam[c]
+        for k in range(lo[c], hi[c]):
+            csum += exp_f64(np.float64(k) * log_lam_c - lam_c - logfact[k])
+            t = min(np.floor((csum - base) * _TWO32 + 0.5), _TWO32)
+            if t == 0.0:
+                zeros += 1
+            elif t < _TWO32:
+                thresholds[m] = np.uint32(t)
+                m += 1
+        kshift[c] = np.int32(lo[c] + zeros - first)
+        j = first  # guide[c, b] = first + how many of the code's thresholds lie in buckets below b
+        for b in range(257):
+            while j < m and np.int64(thresholds[j] >> _U24_32) < b:
+                j += 1
+            guide[c * 257 + b] = np.int32(j)
+    return m
+
+
+def build_tables(lam, normal, lo, hi, log_lam):
+    """poisson.build_tables_reference compiled: the same PoissonTables from table_bounds' arrays."""
+    from .poisson import PoissonTables, log_factorials
+
+    logfact = _readonly(log_factorials(int(hi.max(initial=0)) + 1), np.float64)
+    thresholds = np.empty(max(int((hi - lo).sum()), 1), np.uint32)
+    guide = np.empty(256 * 257, np.int32)
+    kshift = np.empty(256, np.int32)
+    m = tables_kernel(_readonly(lam, np.float64), _readonly(log_lam, np.float64), _readonly(lo, np.int64),
+                      _readonly(hi, np.int64), logfact, thresholds, guide, kshift)
+    return PoissonTables(lam, thresholds[:m].copy(), guide, kshift, normal)
 
 
 _compile_lock = threading.Lock()
@@ -474,14 +562,16 @@ _NO_NORMAL = _readonly(np.zeros(256), np.bool_)
 _NO_LAM = _readonly(np.zeros(256), np.float64)
 
 
-def _call(codes, signal, guide, thresholds, kshift, normal, lam, model, inv_peak, sigma, k0, k1, step):
+def _call(codes, signal, guide, thresholds, kshift, normal, lam, model, inv_peak, sigma, k0, k1, step,
+          darken=None, linear=False):
     """Run the kernel with every argument at its one compiled type; returns the new uint8 output."""
     codes = _readonly(codes, np.uint8).reshape(-1)
     out = np.empty(codes.size, np.uint8)
+    alpha, beta, gamma = (np.float32(c) for c in (darken or (1.0, 1.0, 1.0)))
     render_noisy_kernel(codes, out, _readonly(np.asarray(signal, np.float64), np.float32), guide, thresholds,
                         kshift, normal, lam, bool(normal.any()), np.int64(model), np.float32(inv_peak),
                         np.float32(sigma), np.uint64(k0), np.uint64(k1), np.uint64(step),
-                        np.uint64(rng.STREAM_NOISE))
+                        np.uint64(rng.STREAM_NOISE), darken is not None, alpha, beta, gamma, bool(linear))
     return out
 
 
@@ -499,6 +589,9 @@ def warmup():
             try:
                 _call(np.zeros(3, np.uint8), np.zeros(256), _NO_GUIDE, _NO_THRESHOLDS, _NO_KSHIFT, _NO_NORMAL,
                       _NO_LAM, MODEL_GAUSSIAN, 1.0, 0.0, 0, 0, 0)
+                zero = _readonly(np.zeros(256), np.int64)
+                tables_kernel(_NO_LAM, _NO_LAM, zero, zero, _NO_LAM, np.zeros(1, np.uint32),
+                              np.empty(256 * 257, np.int32), np.empty(256, np.int32))
                 _compiled = True
             except Exception as exc:  # noqa: BLE001 - a numba that cannot compile here must not fail pairs
                 AVAILABLE = False
@@ -507,17 +600,18 @@ def warmup():
     return AVAILABLE
 
 
-def render_noisy(flat_codes, signal, tables, noise, seed, step):
-    """Noisy flat uint8 codes: numpy_backend's noisy path for ``order: after`` in sRGB, in one compiled pass.
+def render_noisy(flat_codes, signal, tables, noise, seed, step, darken=None, linear=False):
+    """Noisy flat uint8 codes: numpy_backend.render_noisy_reference in one compiled pass.
 
     ``flat_codes`` are the input codes (uint8, any shape, read as flat), ``signal`` the
     256-entry clean signal (float64), ``tables`` the PoissonTables (None for the gaussian
     model), ``noise`` the params' noise dict, ``seed`` the pair seed and ``step`` the
-    counter's step word.  Releases the GIL while it runs.
+    counter's step word; ``darken`` is None or the float32 (alpha, beta, gamma) of
+    ``order: before``, ``linear`` True for ``space: linear``.  Releases the GIL while it runs.
     """
     if not AVAILABLE:
         raise RuntimeError("lowlight_gpu.synth.cpu_kernel: numba is not available (or LOWLIGHT_NO_NUMBA is set)")
-    model = _MODELS.get(noise["model"])
+    model = MODELS.get(noise["model"])
     if model is None:
         raise ValueError(f"cpu_kernel: unsupported noise model {noise['model']!r}")
     warmup()
@@ -534,4 +628,4 @@ def render_noisy(flat_codes, signal, tables, noise, seed, step):
         lam = _readonly(tables.lam, np.float64)
     k0, k1 = rng.split_key(seed)
     return _call(flat_codes, signal, guide, thresholds, kshift, normal, lam, model, inv_peak, sigma,
-                 k0, k1, int(step) & rng.MASK32)
+                 k0, k1, int(step) & rng.MASK32, darken, linear)

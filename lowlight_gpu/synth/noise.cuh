@@ -3,22 +3,20 @@
 // Everything here is __host__ __device__ so a host program can run the exact
 // kernel body on a CPU (tests/host_philox.cu).  Float arithmetic mirrors numpy
 // operation by operation in float32 (numpy 2 casts Python-float constants to
-// float32 when they meet a float32 array).  It must be compiled WITHOUT
-// multiply-add contraction (nvcc/NVRTC --fmad=false, g++ -ffp-contract=off):
-// a fused a*b+c rounds once where numpy rounds twice.  (CuPy also passes
-// -ftz=true; float32 subnormals here only ever quantize to code 0, so flushing
-// them changes no output.)
-//
-// numpy's float32 log/cos/sin/pow are SIMD routines a few ulp from exact, and
-// CUDA's are too, in other places.  We evaluate them in double and round once,
-// which is the correctly rounded float32 answer in all but astronomically rare
-// double-rounding cases; the two backends then differ only where numpy is off
-// by an ulp AND that ulp crosses an 8-bit rounding boundary (about 1e-6 of values).
-// The double math is cheap on data-centre GPUs (full-rate FP64); on consumer
-// cards (FP64 at 1/64 rate) a 12 MP image still costs less than its PCIe copies.
+// float32 when they meet a float32 array), and every log, sincos and pow is
+// detmath.cuh's, the twin of synth/detmath.py, evaluated in double and rounded
+// once to float32.  The output bytes are therefore those of the numpy reference
+// (the contract: ARCHITECTURE.md, "Reproducibility").  It must be compiled
+// WITHOUT multiply-add contraction (nvcc/NVRTC --fmad=false, g++
+// -ffp-contract=off): a fused a*b+c rounds once where numpy rounds twice.  (CuPy
+// also passes -ftz=true; float32 subnormals here only ever quantize to code 0,
+// so flushing them changes no output.)  The double math is cheap on data-centre
+// GPUs (full-rate FP64); on consumer cards (FP64 at 1/64 rate) a 12 MP image
+// still costs less than its PCIe copies.
 #pragma once
 
 #include "philox.cuh"
+#include "detmath.cuh"
 
 #if !defined(__CUDACC_RTC__)
 #  include <math.h>
@@ -56,16 +54,17 @@ struct ll_tables {
     const float* signal;             // float32 (256,): the gaussian model's clean value per code
 };
 
-// float32 transcendentals, rounded once from double (see the header comment).
+// float32 transcendentals: detmath in double, rounded once.
 // With LL_FAST_MATH (LOWLIGHT_GPU_FAST_MATH=1) the Box-Muller log and sincos use the float32
-// hardware approximations instead: several times faster, no longer bit-identical to the CPU
-// (a few values per million move by 1 LSB), which stays inside the documented 1 LSB contract.
+// hardware approximations instead: faster, and OUTSIDE the reproducibility contract (a few values
+// per million move by 1 LSB, so such a dataset does not verify; its rows say backend "cupy-fast-math").
 #if defined(__CUDA_ARCH__) && defined(LL_FAST_MATH)
 LL_HD float ll_logf(float x) { return __logf(x); }
 #else
-LL_HD float ll_logf(float x) { return (float)log((double)x); }
+LL_HD float ll_logf(float x) { return (float)ll_dm_log_core((double)x); }  // x = u1 is positive and normal
 #endif
-LL_HD float ll_powf(float x, float y) { return (float)pow((double)x, (double)y); }
+// signal.pow32: float32 x ** y (x >= 0, y > 0) as exp(y * log x) in double, rounded once.
+LL_HD float ll_powf(float x, float y) { return (float)ll_dm_exp((double)y * ll_dm_log((double)x)); }
 
 // numpy_backend.box_muller on one pair of words: two float32 N(0, 1) values.
 LL_HD void ll_box_muller(unsigned int w_radius, unsigned int w_angle, float* n0, float* n1)
@@ -79,37 +78,12 @@ LL_HD void ll_box_muller(unsigned int w_radius, unsigned int w_angle, float* n0,
 #if defined(__CUDA_ARCH__) && defined(LL_FAST_MATH)
     float s, c;
     __sincosf(theta, &s, &c);
-#elif defined(__CUDA_ARCH__)
-    double s, c;
-    sincos((double)theta, &s, &c);  // one shared range reduction
 #else
-    const double s = sin((double)theta), c = cos((double)theta);
+    double s, c;
+    ll_dm_sincos_core((double)theta, &s, &c);  // theta in [0, 2 pi)
 #endif
     *n0 = radius * (float)c;
     *n1 = radius * (float)s;
-}
-
-// poisson.ndtri: Acklam's inverse normal CDF, in the same operation order as numpy.
-LL_HD double ll_ndtri(double p)
-{
-    const double a0 = -3.969683028665376e01, a1 = 2.209460984245205e02, a2 = -2.759285104469687e02,
-                 a3 = 1.383577518672690e02, a4 = -3.066479806614716e01, a5 = 2.506628277459239e00;
-    const double b0 = -5.447609879822406e01, b1 = 1.615858368580409e02, b2 = -1.556989798598866e02,
-                 b3 = 6.680131188771972e01, b4 = -1.328068155288572e01;
-    const double c0 = -7.784894002430293e-03, c1 = -3.223964580411365e-01, c2 = -2.400758277161838e00,
-                 c3 = -2.549732539343734e00, c4 = 4.374664141464968e00, c5 = 2.938163982698783e00;
-    const double d0 = 7.784695709041462e-03, d1 = 3.224671290700398e-01, d2 = 2.445134137142996e00,
-                 d3 = 3.754408661907416e00;
-    const double q = fmin(p, 1.0 - p);
-    const double t = sqrt(-2.0 * log(q));
-    double tail = (((((c0 * t + c1) * t + c2) * t + c3) * t + c4) * t + c5) /
-                  ((((d0 * t + d1) * t + d2) * t + d3) * t + 1.0);
-    const double h = p - 0.5;
-    const double r = h * h;  // numpy evaluates (p - 0.5) ** 2 as a square
-    const double central = (((((a0 * r + a1) * r + a2) * r + a3) * r + a4) * r + a5) * h /
-                           (((((b0 * r + b1) * r + b2) * r + b3) * r + b4) * r + 1.0);
-    if (p >= 0.5) tail = -tail;  // the tail formula is the lower tail; mirror it above 0.5
-    return q < 0.02425 ? tail : central;
 }
 
 // poisson.sample for one value: table inversion, or the normal approximation for huge rates.
@@ -117,7 +91,7 @@ LL_HD long long ll_poisson(const ll_tables& tb, int code, unsigned int u)
 {
     if (tb.normal[code]) {
         const double lam = tb.lam[code];
-        const double z = ll_ndtri(((double)u + 0.5) / 4294967296.0);
+        const double z = ll_dm_ndtri(((double)u + 0.5) / 4294967296.0);
         return (long long)fmax(floor(lam + sqrt(lam) * z + 0.5), 0.0);
     }
     const int g = code * (LL_GUIDE_BUCKETS + 1) + (int)(u >> LL_GUIDE_SHIFT);
@@ -133,13 +107,13 @@ LL_HD long long ll_poisson(const ll_tables& tb, int code, unsigned int u)
     return (long long)pos + tb.kshift[code];
 }
 
-// Lv et al.'s darkening of one float32 value (signal.step_signal on a float32 array).
+// Lv et al.'s darkening of one float32 value (signal.darken32).
 LL_HD float ll_darken(const ll_noise_params& p, float z)
 {
     return p.beta * ll_powf(p.alpha * z, p.gamma);
 }
 
-// signal.linear_to_srgb on one float32 value, constants rounded to float32 as numpy does.
+// signal.linear_to_srgb32 on one float32 value, constants rounded to float32 as numpy does.
 LL_HD float ll_linear_to_srgb(float v)
 {
     const float knee = (float)0.0031308;

@@ -3,14 +3,17 @@
 The pure-numpy code here is the reference every other backend is checked
 against.  When numba is installed, the per-pixel noise loop runs through the
 compiled twin in ``synth/cpu_kernel.py`` instead, which draws the same words and
-does the same float32 arithmetic.
+does the same arithmetic, so the images are the same to the bit (the contract
+is in ARCHITECTURE.md, "Reproducibility").  Nothing here calls numpy's SIMD
+transcendentals: log, sin, cos and pow are ``synth/detmath.py``'s.
 """
 
 import numpy as np
 
 from .. import rng
-from . import cpu_kernel, physics, poisson
-from .signal import clean_lut, step_signal, to_output, working_codes
+from . import cpu_kernel, detmath, physics, poisson
+from .signal import (clean_lut, darken32, is_final_step, linear_to_srgb32, step_constants32, step_signal,
+                     working_codes)
 
 NAME = "numpy"
 
@@ -21,10 +24,14 @@ _INV_2_24 = np.float32(1.0 / (1 << 24))
 _TWO_PI = np.float32(2.0 * np.pi)
 
 
+def effective_name(model):
+    """What renders noise of this model here: 'numba' (the compiled twin) or 'numpy'."""
+    return "numba" if model in cpu_kernel.MODELS and cpu_kernel.warmup() else NAME
+
+
 def noise_step(params, t):
     """Counter ``step`` word of the noise stream: 0 for the final low image, t for an earlier step."""
-    prog = params.get("progressive")
-    return 0 if prog is None or t is None or t == prog["steps"] else int(t)
+    return 0 if is_final_step(params, t) else int(t)
 
 
 def box_muller(w_radius, w_angle):
@@ -32,8 +39,10 @@ def box_muller(w_radius, w_angle):
     # 23 bits + 0.5 is exact in float32, so u1 lies in (0, 1) and log(u1) stays finite and non-zero.
     u1 = ((w_radius >> 9).astype(np.float32) + np.float32(0.5)) * _INV_2_23
     theta = (w_angle >> 8).astype(np.float32) * _INV_2_24 * _TWO_PI
-    radius = np.sqrt(np.float32(-2.0) * np.log(u1))
-    return radius * np.cos(theta), radius * np.sin(theta)
+    # log and sincos in float64 (detmath), each rounded once to float32.
+    radius = np.sqrt(np.float32(-2.0) * detmath.log(u1.astype(np.float64)).astype(np.float32))
+    sin, cos = detmath.sincos(theta.astype(np.float64))
+    return radius * cos.astype(np.float32), radius * sin.astype(np.float32)
 
 
 def noise_words(seed, step, first_value, count):
@@ -82,27 +91,29 @@ def render(rgb, params, t=None, noisy=True):
     signal = working_codes(space) if before else step_signal(working_codes(space), params, t)
     tables = noise_tables(noise, signal)
     step = noise_step(params, t)
+    darken = step_constants32(params, t) if before else None
     flat = np.ascontiguousarray(rgb).reshape(-1)
-    # Fused numba twin of render_noisy_reference for order: after in sRGB (synth/cpu_kernel.py).
-    if not before and space == "srgb" and cpu_kernel.warmup():
-        return cpu_kernel.render_noisy(flat, signal, tables, noise, params["seed"], step).reshape(rgb.shape)
-    return render_noisy_reference(flat, signal, tables, params, t, step).reshape(rgb.shape)
+    if cpu_kernel.warmup():  # the fused numba twin of render_noisy_reference (synth/cpu_kernel.py)
+        out = cpu_kernel.render_noisy(flat, signal, tables, noise, params["seed"], step, darken, space == "linear")
+    else:
+        out = render_noisy_reference(flat, signal, tables, noise, params["seed"], step, darken)
+    return out.reshape(rgb.shape)
 
 
-def render_noisy_reference(flat, signal, tables, params, t, step):
-    """The pure-numpy noisy path of render() on flat uint8 codes; returns flat uint8 codes."""
-    noise = params["noise"]
-    space = noise["space"]
-    before = noise["order"] == "before"
+def render_noisy_reference(flat, signal, tables, noise, seed, step, darken):
+    """The pure-numpy noisy path of render() on flat uint8 codes; returns flat uint8 codes.
+
+    ``darken`` is None (order: after) or the float32 (alpha, beta, gamma) applied to each noisy value.
+    """
     out = np.empty_like(flat)
     for lo in range(0, flat.size, CHUNK_VALUES):
         codes = flat[lo:lo + CHUNK_VALUES]
-        words, normals = noise_words(params["seed"], step, lo, codes.size)
+        words, normals = noise_words(seed, step, lo, codes.size)
         z = add_noise(codes, signal, tables, noise, words, normals)
-        if before:
-            z = step_signal(z, params, t).astype(np.float32)
-        if space == "linear":
-            z = to_output(z, space).astype(np.float32)
+        if darken is not None:
+            z = darken32(z, darken)
+        if noise["space"] == "linear":
+            z = linear_to_srgb32(z)
         out[lo:lo + codes.size] = quantize(z)
     return out
 

@@ -17,33 +17,31 @@ is 8 counts = 8e-4 in [0, 1] units, 0.21 of one 8-bit step, and at most 2
 counts for |z| < 3.  tests/test_noise.py measures this at the threshold.
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-LAMBDA_EXACT_MAX = 1e4
+from . import cpu_kernel, detmath
 
-# Acklam's inverse normal CDF coefficients (ndtri here, and its twins in cpu_kernel.py and noise.cuh).
-ACKLAM_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
-            1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
-ACKLAM_B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
-            6.680131188771972e01, -1.328068155288572e01)
-ACKLAM_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00,
-            -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)
-ACKLAM_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+LAMBDA_EXACT_MAX = 1e4
 GUIDE_BITS = 8
 GUIDE_BUCKETS = 1 << GUIDE_BITS
 TWO32 = 4294967296.0
+_GRID = 16777216.0  # 2**24: log(k) split into a multiple of 2**-24 (summed exactly) and a small remainder
 
 _logfact = np.zeros(1)
 
 
 def log_factorials(n):
-    """log(k!) for k = 0..n-1 (cached, grown on demand)."""
+    """log(k!) for k = 0..n-1, deterministic to the bit (cached, grown on demand)."""
     global _logfact
     if _logfact.size < n:
-        _logfact = np.array([math.lgamma(k + 1.0) for k in range(max(n, 2 * _logfact.size))])
+        size = max(n, 2 * _logfact.size)
+        logs = detmath.log(np.arange(1, size, dtype=np.float64))
+        # Sum in two parts: the multiples of 2**-24 add exactly in any order; only the remainders
+        # (< 2**-25 each) round, and numpy's cumsum adds them strictly in sequence.
+        coarse = np.floor(logs * _GRID + 0.5) / _GRID
+        _logfact = np.concatenate(([0.0], np.cumsum(coarse) + np.cumsum(logs - coarse)))
     return _logfact[:n]
 
 
@@ -58,8 +56,8 @@ class PoissonTables:
     normal: np.ndarray      # bool (256,): codes sampled by the normal approximation
 
 
-def build_tables(lam):
-    """Inversion tables for the Poisson rates lam (256 float64 values >= 0)."""
+def table_bounds(lam):
+    """(normal, lo, hi, log_lam) per code: each exact code tabulates counts [lo, hi); others have lo == hi == 0."""
     lam = np.asarray(lam, dtype=np.float64)
     normal = lam > LAMBDA_EXACT_MAX
     exact = (lam > 0) & ~normal
@@ -67,14 +65,32 @@ def build_tables(lam):
     # Mass outside [lo, hi) is far below 2**-32, the resolution of one uniform word.
     lo = np.where(exact, np.floor(np.maximum(lam - 7.5 * sd - 5.0, 0.0)), 0).astype(np.int64)
     hi = np.where(exact, np.ceil(lam + 8.5 * sd + 20.0), 0).astype(np.int64)
+    return normal, lo, hi, detmath.log(np.where(exact, lam, 1.0))  # log once per code, not per table entry
+
+
+def build_tables(lam):
+    """Inversion tables for the Poisson rates lam (256 float64 values >= 0).
+
+    The compiled twin (cpu_kernel.build_tables) builds the same arrays about ten times faster where
+    numba runs; build_tables_reference is the specification.
+    """
+    if cpu_kernel.warmup():
+        return cpu_kernel.build_tables(np.asarray(lam, dtype=np.float64), *table_bounds(lam))
+    return build_tables_reference(lam)
+
+
+def build_tables_reference(lam):
+    """build_tables in numpy: the specification of the tables."""
+    lam = np.asarray(lam, dtype=np.float64)
+    normal, lo, hi, log_lam = table_bounds(lam)
     length = hi - lo
     code = np.repeat(np.arange(256), length)
     start = np.concatenate(([0], np.cumsum(length)))
     k = lo[code] + (np.arange(start[-1]) - start[code])
     logfact = log_factorials(int(hi.max(initial=0)) + 1)
-    with np.errstate(divide="ignore"):
-        log_lam = np.log(lam)  # once per code, not per table entry
-    pmf = np.exp(k * log_lam[code] - lam[code] - logfact[k])
+    pmf = detmath.exp(k * log_lam[code] - lam[code] - logfact[k])
+    # One running sum over every code's entries, in order (cumsum adds strictly in sequence); each code's CDF
+    # is the sum since its start.
     csum = np.cumsum(pmf)
     base = np.concatenate(([0.0], csum))[start[:-1]]
     cdf = csum - base[code]
@@ -114,21 +130,11 @@ def sample(tables, codes, words):
         big = np.flatnonzero(tables.normal[codes])
         if big.size:
             lam = tables.lam[codes[big]]
-            z = ndtri((words[big] + 0.5) / TWO32)
+            z = detmath.ndtri((words[big] + 0.5) / TWO32)
             k[big] = np.maximum(np.floor(lam + np.sqrt(lam) * z + 0.5), 0)
     return k
 
 
 def ndtri(p):
-    """Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9)."""
-    a, b, c, d = ACKLAM_A, ACKLAM_B, ACKLAM_C, ACKLAM_D
-    p = np.asarray(p, dtype=np.float64)
-    q = np.minimum(p, 1.0 - p)
-    t = np.sqrt(-2.0 * np.log(q))
-    tail = (((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / \
-        ((((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1.0)
-    r = (p - 0.5) ** 2
-    central = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * (p - 0.5) / \
-        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0)
-    tail = np.where(p < 0.5, tail, -tail)  # Acklam's tail formula is the lower tail (negative); mirror it above
-    return np.where(q < 0.02425, tail, central)
+    """Inverse standard normal CDF (detmath.ndtri: Acklam's approximation, relative error < 1.2e-9)."""
+    return detmath.ndtri(p)

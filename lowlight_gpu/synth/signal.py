@@ -1,63 +1,95 @@
 """Clean signal per 8-bit code: transfer curves, Lv darkening, the progressive closed form.
 
-For 8-bit input every clean value is a function of the input code alone, so
-each formula here is evaluated once per image on the 256 codes, in float64,
-and the backends apply the result as a lookup table.  The same functions also
-take per-pixel arrays (the ``noise.order: before`` path darkens noisy values).
+This is the model's float64 specification (with the per-value float32 steps of
+the noisy path beside it).  For 8-bit input every clean value is a function of
+the input code alone, so each formula here is evaluated once per image on the
+256 codes, in float64, and the backends apply the result as a lookup table.
+Every power, log and exp is ``synth/detmath.py``'s, so the tables have the same
+bits on every machine (ARCHITECTURE.md, "Reproducibility").
 """
 
 import numpy as np
 
+from . import detmath
+
 CODES = np.arange(256, dtype=np.float64) / 255.0
+
+# sRGB (IEC 61966-2-1) constants; the float32 path uses them rounded to float32, as the CUDA kernel does.
+SRGB_DECODE_KNEE = 0.04045
+SRGB_ENCODE_KNEE = 0.0031308
+SRGB_SLOPE = 12.92
+SRGB_A = 0.055
+SRGB_SCALE = 1.055  # 1 + SRGB_A
+SRGB_GAMMA = 2.4
 
 
 def srgb_to_linear(v):
-    """Inverse sRGB transfer curve (IEC 61966-2-1) on values in [0, 1]."""
-    v = np.asarray(v)
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+    """Inverse sRGB transfer curve on float64 values in [0, 1]."""
+    v = np.asarray(v, dtype=np.float64)
+    curve = detmath.pow((v + SRGB_A) / SRGB_SCALE, SRGB_GAMMA)
+    return np.where(v <= SRGB_DECODE_KNEE, v / SRGB_SLOPE, curve)
 
 
 def linear_to_srgb(v):
-    """sRGB transfer curve on linear values in [0, 1]."""
-    v = np.asarray(v)
-    return np.where(v <= 0.0031308, v * 12.92, 1.055 * np.maximum(v, 0.0031308) ** (1.0 / 2.4) - 0.055)
+    """sRGB transfer curve on float64 linear values in [0, 1]."""
+    v = np.asarray(v, dtype=np.float64)
+    curve = SRGB_SCALE * detmath.pow(np.maximum(v, SRGB_ENCODE_KNEE), 1.0 / SRGB_GAMMA) - SRGB_A
+    return np.where(v <= SRGB_ENCODE_KNEE, v * SRGB_SLOPE, curve)
 
 
 def darken(x, alpha, beta, gamma):
-    """Lv et al.'s synthesis: beta * (alpha * x) ** gamma."""
-    return beta * (alpha * x) ** gamma
+    """Lv et al.'s synthesis on float64 values: beta * (alpha * x) ** gamma."""
+    return beta * detmath.pow(alpha * np.asarray(x, dtype=np.float64), gamma)
+
+
+def b_prime(alpha, beta, gamma):
+    """The scale b' = beta * alpha ** gamma of x_T = b' * x ** gamma."""
+    return beta * detmath.scalar(detmath.pow, alpha, gamma)
 
 
 def progressive_schedule(alpha, beta, gamma, steps):
     """The step constants of x_t = (a * x_{t-1}) ** eta whose T-th step is beta * (alpha * x) ** gamma."""
-    eta = gamma ** (1.0 / steps)
-    b_prime = beta * alpha ** gamma
+    eta = detmath.scalar(detmath.pow, gamma, 1.0 / steps)
     # a = b' ** ((1 - eta) / (eta * (1 - eta ** T))); at eta == 1 the exponent's limit is 1 / T.
-    log_eta = np.log(eta)
-    exponent = 1.0 / steps if log_eta == 0 else -np.expm1(log_eta) / (eta * -np.expm1(steps * log_eta))
-    return {"steps": int(steps), "eta": float(eta), "a": float(b_prime ** exponent)}
+    log_eta = detmath.scalar(detmath.log, eta)
+    if log_eta == 0:
+        exponent = 1.0 / steps
+    else:
+        exponent = -detmath.scalar(detmath.expm1, log_eta) / (eta * -detmath.scalar(detmath.expm1, steps * log_eta))
+    return {"steps": int(steps), "eta": eta, "a": detmath.scalar(detmath.pow, b_prime(alpha, beta, gamma), exponent)}
 
 
 def step_exponents(gamma, steps, t):
     """(scale exponent e_t, power p_t) such that x_t = b' ** e_t * x_0 ** p_t."""
     # From x_t = a ** (eta (1 - eta^t) / (1 - eta)) * x_0 ** (eta^t) with a as above:
     # the exponent of b' is (1 - eta^t) / (1 - eta^T), written with expm1 so eta -> 1 stays exact.
-    log_eta = np.log(gamma) / steps
+    log_eta = detmath.scalar(detmath.log, gamma) / steps
     if log_eta == 0:
         return t / steps, 1.0
-    return float(np.expm1(t * log_eta) / np.expm1(steps * log_eta)), float(np.exp(t * log_eta))
+    return (detmath.scalar(detmath.expm1, t * log_eta) / detmath.scalar(detmath.expm1, steps * log_eta),
+            detmath.scalar(detmath.exp, t * log_eta))
+
+
+def is_final_step(params, t):
+    """True when step t (None: the one-shot image) is the one-shot formula itself."""
+    prog = params.get("progressive")
+    return prog is None or t is None or t == prog["steps"]
+
+
+def step_constants(params, t):
+    """float64 (alpha, beta, gamma) with step t's clean signal = beta * (alpha * x) ** gamma."""
+    alpha, beta, gamma = params["alpha"], params["beta"], params["gamma"]
+    if is_final_step(params, t):
+        # The last step is the one-shot formula itself, so step T and the one-shot image agree exactly.
+        return float(alpha), float(beta), float(gamma)
+    # An earlier step is b' ** e_t * x ** p_t: alpha = 1 keeps x exact.
+    scale_exp, power = step_exponents(gamma, params["progressive"]["steps"], t)
+    return 1.0, detmath.scalar(detmath.pow, b_prime(alpha, beta, gamma), scale_exp), power
 
 
 def step_signal(x, params, t):
-    """Clean darkened signal of step t (t = None or T gives the one-shot low image)."""
-    alpha, beta, gamma = params["alpha"], params["beta"], params["gamma"]
-    prog = params.get("progressive")
-    if prog is None or t is None or t == prog["steps"]:
-        # The last step is the one-shot formula itself, so step T and the one-shot image agree exactly.
-        return darken(x, alpha, beta, gamma)
-    scale_exp, power = step_exponents(gamma, prog["steps"], t)
-    b_prime = beta * alpha ** gamma
-    return b_prime ** scale_exp * x ** power
+    """Clean darkened float64 signal of step t (t = None or T gives the one-shot low image)."""
+    return darken(x, *step_constants(params, t))
 
 
 def working_codes(space):
@@ -78,3 +110,33 @@ def quantize_lut(v):
 def clean_lut(params, t, space):
     """The noiseless low image of step t as a 256-entry uint8 table."""
     return quantize_lut(to_output(step_signal(working_codes(space), params, t), space))
+
+
+# ---------------------------------------------------------------- per-value float32 steps of the noisy path
+# Noisy values are float32; these are the steps applied to each after the noise (order: before, space: linear).
+# Every operation rounds to float32 as numpy does on float32 arrays; the power is pow32 below.
+# Twins: cpu_kernel.curve_chunk (powf_f32, linear_to_srgb_f32) and noise.cuh (ll_powf, ll_darken, ll_linear_to_srgb).
+
+def step_constants32(params, t):
+    """step_constants rounded to float32 (the per-value darkening's constants)."""
+    return tuple(np.float32(c) for c in step_constants(params, t))
+
+
+def pow32(x, y):
+    """float32 x ** y for float32 x >= 0 and y > 0: exp(y * log x) in float64, rounded once to float32."""
+    # The float64 error, about |y log x| * 2**-53, is far below half a float32 ulp (2**-25), so this is the
+    # correctly rounded float32 power in all but the rarest double-rounding cases, at half detmath.pow's cost.
+    return detmath.exp(np.float64(y) * detmath.log(np.asarray(x, np.float64))).astype(np.float32)
+
+
+def darken32(z, constants):
+    """float32 values z darkened by float32 (alpha, beta, gamma): beta * (alpha * z) ** gamma."""
+    alpha, beta, gamma = constants
+    return beta * pow32(alpha * z, gamma)
+
+
+def linear_to_srgb32(z):
+    """linear_to_srgb on float32 values, in float32 with float32 constants."""
+    knee = np.float32(SRGB_ENCODE_KNEE)
+    curve = np.float32(SRGB_SCALE) * pow32(np.maximum(z, knee), np.float32(1.0 / SRGB_GAMMA)) - np.float32(SRGB_A)
+    return np.where(z <= knee, z * np.float32(SRGB_SLOPE), curve)
