@@ -173,6 +173,14 @@ def _decode_top(data, rows, path):
     return imageio.decode_bytes(with_height(data, rows), MAX_PIXELS, os.fspath(path)).rgb
 
 
+def decode_top(data, max_pixels, name):
+    """(uint8 RGB, cut) of in-memory image bytes by the rules of read_top (a container's member, say)."""
+    kept = png_rows_kept(data[:33], max_pixels)
+    if kept is None or kept[1] == struct.unpack(">I", data[20:24])[0]:
+        return imageio.decode_bytes(data, MAX_PIXELS, name).rgb, False
+    return _decode_top(data, kept[1], name), True
+
+
 # ---------------------------------------------------------------- image statistics
 
 
@@ -186,11 +194,10 @@ def image_stats(output_dir, row, max_pixels=PIXEL_BUDGET // SAMPLE_ROWS, transfe
         if container_of(row) == "files":
             high, cut = read_top(os.path.join(output_dir, row["high"]), max_pixels)
             low, _ = read_top(os.path.join(output_dir, row["low"]), max_pixels)
-        else:  # a tar member or an LMDB value: read whole
+        else:  # a tar member or an LMDB value: its bytes are read whole, but only the top rows decoded
             reader = shared_reader(output_dir)
-            high, low = (imageio.decode_bytes(reader.for_row(row, row[k]), MAX_PIXELS, row[k]).rgb
-                         for k in ("high", "low"))
-            cut = False
+            (high, cut), (low, _) = (decode_top(reader.for_row(row, row[k]), max_pixels, row[k])
+                                     for k in ("high", "low"))
     except (imageio.DecodeError, KeyError, OSError):
         return None
     if high.shape != low.shape:
@@ -509,13 +516,14 @@ def noise_summary(stats):
     """One paragraph: how the estimated noise compares with the declared one."""
     ratios = sorted((s["estimated"] / s["declared"], s["source"]) for s in stats if s["estimated"])
     if not ratios:
-        return "Noise: no pair with an estimate (no noise, noise before darkening, or too few unclipped pixels)."
+        return ("Noise: no pair with an estimate (no noise, noise before darkening, physics noise: see the photon "
+                "transfer, or too few unclipped pixels).")
     r = [x for x, _ in ratios]
     worst = max(ratios, key=lambda item: abs(math.log(item[0])))
     skipped = len(stats) - len(ratios)
     return (f"Noise std, estimated / declared over {len(ratios)} pairs: median {float(np.median(r)):.3f}, "
             f"range {r[0]:.3f} .. {r[-1]:.3f} (furthest from 1: `{worst[1]}`, {worst[0]:.3f})"
-            + (f"; {skipped} pairs without an estimate (no noise, noise before darkening, or fewer than "
+            + (f"; {skipped} pairs without an estimate (no noise, noise before darkening, physics noise, or fewer than "
                f"{MIN_NOISE_VALUES} values 3 sigmas clear of 0 and 1)." if skipped else "."))
 
 
