@@ -1,157 +1,207 @@
-"""Pipeline throughput against its decode+encode floor and against the seed document's loop.
+"""The CLI, timed as a user runs it, against two codec floors, side by side in one run.
 
-Every variant runs on the same inputs, in the same process, interleaved, and
-reports the median of --repeat runs; the README quotes the ratios.
+Inputs: --count photo-like JPEGs of 768x512 (random crops of the bundled
+samples, written to a temporary folder).  For each variant, interleaved,
+median of --repeat runs, every run starting with earlier writes synced
+(untimed):
 
-* floor:      decode each input and encode+write the very arrays the pipeline
-              writes for it (computed beforehand, untimed), same threads, same
-              PNG level -- everything except the synthesis itself.
-* pipeline:   python generate.py's code path (pipeline.run) with that config.
-* seed loop:  the seed document's loop -- per image PIL open, float64 numpy
-              beta * (alpha * x) ** gamma, default PNG save of high and low,
-              one image at a time.
+* cli:          ``python generate.py`` in a subprocess, wall clock: start-up,
+                the run and the end-of-run report included.
+* pipeline:     pipeline.run() in this process (start-up and report excluded).
+* pillow floor: decode each input, then write the very arrays the pipeline
+                writes (precomputed, untimed) with Pillow PNG level 1, with
+                the pipeline's workers and executor: the codec cost of the old
+                pipeline, synthesis excluded.
+* fast floor:   the same with the fast encoder (fpng).
 
-Usage: python benchmarks/bench_pipeline.py [--count 24] [--megapixels 1] [--repeat 3] [--workers 2]
+Variants: noise off, the default config (noise on; its floors write the same
+noisy images), and worker scaling (default config, the CLI with 1 and 2
+workers in threads and in processes).  It also reports the dataset's size
+against the Pillow level 1 floor's.
+
+Usage: python benchmarks/bench_pipeline.py [--count 480] [--repeat 3] [--workers 2]
 """
 
 import argparse
 import os
-import random
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 from joblib import Parallel, delayed
-from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import machine, make_inputs, settled_time  # noqa: E402
-from lowlight_gpu import imageio, layout, pipeline  # noqa: E402
+from benchmarks.common import REPO, machine, make_photo_crops, settle, settled_time  # noqa: E402
+from lowlight_gpu import encode, imageio, layout, pipeline  # noqa: E402
 from lowlight_gpu.config import config_from_dict  # noqa: E402
 from lowlight_gpu.params import pair_seed, sample_params  # noqa: E402
 from lowlight_gpu.sources import scan  # noqa: E402
 from lowlight_gpu.synth import numpy_backend  # noqa: E402
 
 
-def planned_arrays(config):
-    """For every input: (path, [(relative output path, rgb array)]) exactly as the pipeline writes them."""
+def planned_arrays(config, store):
+    """For every input: (source path, [(rel, .npy of a low array)], high rel); the low arrays go to store as .npy."""
+    os.makedirs(store, exist_ok=True)
     jobs = []
-    for src in scan(config.input):
+    for i, src in enumerate(scan(config.input)):
         dec = imageio.decode(src.path, config.max_pixels)
         plan = layout.plan_outputs(src.out_rel, config, None)
         params = sample_params(pair_seed(config.seed, src.rel), config)
         lows = numpy_backend.render_many(dec.rgb, params, [(t, noisy) for _, t, noisy, _ in plan[1:]])
-        jobs.append((src.path, [(rel, a) for (_, _, _, rel), a in zip(plan, [dec.rgb] + lows)]))
+        saved = []
+        for k, ((_, _, _, rel), arr) in enumerate(zip(plan[1:], lows)):
+            npy = os.path.join(store, f"{i:05d}-{k}.npy")
+            np.save(npy, arr)
+            saved.append((rel, npy))
+        jobs.append((src.path, plan[0][3], saved))
     return jobs
 
 
-def floor_run(jobs, out, workers, level, max_pixels):
-    """Decode every input and encode+write its precomputed outputs: the I/O floor."""
-    def one(path, outputs):
-        imageio.decode(path, max_pixels)
-        for rel, arr in outputs:
-            imageio.write_atomic(os.path.join(out, rel), imageio.encode_png(arr, None, level))
-    Parallel(n_jobs=workers, backend="threading", pre_dispatch="2*n_jobs", batch_size=1)(
-        delayed(one)(p, o) for p, o in jobs)
+def floor_pair(path, high_rel, lows, out, encoder, max_pixels):
+    """Decode one input and write it and its precomputed low arrays with encoder; returns the bytes written."""
+    written = 0
+    for rel, arr in [(high_rel, imageio.decode(path, max_pixels).rgb)] + [(r, np.load(n)) for r, n in lows]:
+        data = encoder.encode(arr, None)
+        imageio.write_atomic(os.path.join(out, rel), data)
+        written += len(data)
+    return written
 
 
-def seed_loop(inputs, out):
-    """The seed document's loop, writing high and low with Pillow's default PNG settings."""
-    for name in sorted(os.listdir(inputs)):
-        init_img = Image.open(os.path.join(inputs, name)).convert("RGB")
-        low_img = np.asarray(init_img) / 255.0
-        beta = 0.5 * random.random() + 0.5
-        alpha = 0.1 * random.random() + 0.9
-        gamma = 3.5 * random.random() + 1.5
-        low_img = beta * np.power(alpha * low_img, gamma)
-        low_img = low_img * 255.0
-        low_img = (low_img.clip(0, 255)).astype("uint8")
-        stem = os.path.splitext(name)[0]
-        init_img.save(os.path.join(out, f"{stem}_high.png"))
-        Image.fromarray(low_img).save(os.path.join(out, f"{stem}_low.png"))
+def floor_run(jobs, out, workers, encoder, max_pixels, executor):
+    """The codec floor: every job's decode and encodes, in the pipeline's executor; returns total bytes."""
+    backend = "loky" if executor == "processes" and workers > 1 else "threading"
+    return sum(Parallel(n_jobs=workers, backend=backend, pre_dispatch="2*n_jobs", batch_size=1)(
+        delayed(floor_pair)(p, h, lows, out, encoder, max_pixels) for p, h, lows in jobs))
 
 
-def run_variant(name, overrides, inputs, tmp, args, results):
-    """Time pipeline vs floor for one config; store medians in results."""
+def cli_args(inputs, out, overrides):
+    """The generate.py command line for a variant."""
+    args = [sys.executable, os.path.join(REPO, "generate.py"), "--quiet",
+            "--set", f"input={inputs}", "--set", f"output={out}", "--set", "backend=numpy"]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+def cli_time(inputs, out, overrides, executor=None):
+    """Wall clock of the CLI (a fresh output, earlier writes synced first); raises if it fails."""
+    settle(out)
+    env = dict(os.environ)
+    env.pop(pipeline.EXECUTOR_ENV, None)
+    if executor:
+        env[pipeline.EXECUTOR_ENV] = executor
+    t0 = time.perf_counter()
+    proc = subprocess.run(cli_args(inputs, out, overrides), env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"generate.py failed ({proc.returncode}): {proc.stderr.strip()}")
+    return seconds
+
+
+def output_bytes(folder):
+    """Total size of the PNGs under folder."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs if f.endswith(".png"))
+
+
+def median(xs):
+    """The median of a list of numbers."""
+    return statistics.median(xs)
+
+
+def run_variant(name, overrides, inputs, tmp, args):
+    """CLI, pipeline alone and both floors for one config, interleaved; returns {what: pairs/s} plus sizes."""
+    flat = {k: v for k, v in overrides.items()}
+    nested = {}
+    for key, value in flat.items():
+        section, _, leaf = key.partition(".")
+        nested.setdefault(section, {})[leaf] = value
     cfg = config_from_dict({"input": inputs, "output": os.path.join(tmp, "pipe"), "workers": args.workers,
-                            "backend": "numpy", **overrides})
-    jobs = planned_arrays(cfg)
-    pixels = sum(a.shape[0] * a.shape[1] for _, outs in jobs for _, a in outs[:1])
+                            "backend": "numpy", **nested})
+    executor = pipeline.choose_executor("numpy", args.workers)
+    store = os.path.join(tmp, "arrays")
+    settle(store)
+    jobs = planned_arrays(cfg, store)
     n = len(jobs)
-
+    pillow = encode.resolve("pillow", 1)
+    fast = encode.resolve("auto", 1, quiet=True)
     floor_out = os.path.join(tmp, "floor")
+    cli_out = os.path.join(tmp, "cli")
+    times = {"cli": [], "pipeline": [], "pillow floor": [], "fast floor": []}
+    sizes = {}
 
     def pipe():
         pipeline.run(cfg)
 
-    def floor():
-        floor_run(jobs, floor_out, args.workers, cfg.save.compress_level, cfg.max_pixels)
+    def floor(enc, key):
+        sizes[key] = floor_run(jobs, floor_out, args.workers, enc, cfg.max_pixels, executor)
 
-    settled_time(pipe, cfg.output)  # warm-up: compiles kernels, fills caches
-    t_pipe, t_floor = [], []
-    for _ in range(args.repeat):  # interleaved, so drifting load hits both alike; each starts with a clean disk cache
-        t_pipe.append(settled_time(pipe, cfg.output))
-        t_floor.append(settled_time(floor, floor_out))
-    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    results[name] = {"pairs/s": n / med(t_pipe), "floor pairs/s": n / med(t_floor),
-                     "ratio": med(t_floor) / med(t_pipe), "images": n, "MP/image": pixels / n / 1e6}
-    print(f"{name:<28} pipeline {n / med(t_pipe):6.2f} pairs/s  floor {n / med(t_floor):6.2f} pairs/s  "
-          f"ratio {med(t_floor) / med(t_pipe):.2f}", flush=True)
+    settled_time(pipe, cfg.output)  # warm-up: kernels compiled, worker processes started, caches filled
+    floor(fast, "fast")
+    for _ in range(args.repeat):  # interleaved, so drifting load hits every column alike
+        times["cli"].append(cli_time(inputs, cli_out, {"workers": args.workers, **flat}))
+        times["pipeline"].append(settled_time(pipe, cfg.output))
+        times["pillow floor"].append(settled_time(lambda: floor(pillow, "pillow"), floor_out))
+        times["fast floor"].append(settled_time(lambda: floor(fast, "fast"), floor_out))
+    sizes["dataset"] = output_bytes(cli_out)
+    rates = {k: n / median(v) for k, v in times.items()}
+    row = dict(rates, n=n, size_vs_pillow=sizes["dataset"] / sizes["pillow"], encoder=fast.label, executor=executor)
+    print(f"{name:<22} cli {rates['cli']:7.1f}  pipeline {rates['pipeline']:7.1f}  pillow floor "
+          f"{rates['pillow floor']:7.1f}  fast floor {rates['fast floor']:7.1f} pairs/s  cli/pillow floor "
+          f"{rates['cli'] / rates['pillow floor']:.2f}x  size/pillow {row['size_vs_pillow']:.3f}", flush=True)
+    return row
+
+
+def scaling(inputs, tmp, args):
+    """The CLI with 1 and 2 workers, in threads and in processes (default config), interleaved; {label: s}."""
+    out = os.path.join(tmp, "scale")
+    combos = [(ex, w) for ex in ("threads", "processes") for w in (1, args.workers)]
+    times = {c: [] for c in combos}
+    for _ in range(args.repeat):
+        for ex, w in combos:
+            times[(ex, w)].append(cli_time(inputs, out, {"workers": w}, executor=ex))
+    result = {c: median(t) for c, t in times.items()}
+    for ex in ("threads", "processes"):
+        one, many = result[(ex, 1)], result[(ex, args.workers)]
+        print(f"scaling {ex:<10} 1 worker {args.count / one:6.1f} pairs/s, {args.workers} workers "
+              f"{args.count / many:6.1f} pairs/s: {one / many:.2f}x", flush=True)
+    return result
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--count", type=int, default=24)
-    ap.add_argument("--megapixels", type=float, default=1.0)
+    ap.add_argument("--count", type=int, default=480)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--only", default="", help="comma-separated variant names")
+    ap.add_argument("--size", default="768x512", help="WxH of the generated JPEGs")
+    ap.add_argument("--only", default="", help="comma-separated: noise-off, default, scaling")
     args = ap.parse_args()
-    print(f"machine: {machine()}; {args.count} JPEG inputs of ~{args.megapixels} MP; "
-          f"{args.workers} workers; median of {args.repeat}")
-    results = {}
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    only = set(filter(None, args.only.split(",")))
+    print(f"machine: {machine()}; {args.count} JPEGs of {size[0]}x{size[1]}; {args.workers} workers; "
+          f"median of {args.repeat} interleaved; encoder {encode.resolve('auto', 1, quiet=True).label}", flush=True)
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = make_inputs(os.path.join(tmp, "in"), args.count, args.megapixels)
-        variants = {
-            "noise off": {"noise": {"model": "none"}},
-            "default (noise on)": {},
-            "progressive T=10 save all": {"progressive": {"enabled": True, "steps": 10, "save": "all"}},
-        }
-        try:
-            from lowlight_gpu.synth import cpu_kernel
-        except ImportError:
-            cpu_kernel = None
+        inputs = make_photo_crops(os.path.join(tmp, "in"), args.count, size)
+        variants = {"noise-off": {"noise.model": "none"}, "default": {}}
         for name, over in variants.items():
-            if args.only and name not in args.only.split(","):
-                continue
-            run_variant(name, over, inputs, tmp, args, results)
-            if cpu_kernel is not None and cpu_kernel.AVAILABLE and over.get("noise", {}).get("model") != "none":
-                cpu_kernel.AVAILABLE = False  # the same variant on the pure-numpy noise path
-                try:
-                    run_variant(name + " [pure numpy]", over, inputs, tmp, args, results)
-                finally:
-                    cpu_kernel.AVAILABLE = True
-        if not args.only or "seed" in args.only:
-            cfg = config_from_dict({"input": inputs, "output": os.path.join(tmp, "pipe"), "workers": args.workers,
-                                    "backend": "numpy"})
-            seed_out = os.path.join(tmp, "seed")
-            t_seed = statistics.median(settled_time(lambda: seed_loop(inputs, seed_out), seed_out)
-                                       for _ in range(args.repeat))
-            t_default = statistics.median(settled_time(lambda: pipeline.run(cfg), cfg.output)
-                                          for _ in range(args.repeat))
-            n = args.count
-            print(f"{'seed document loop':<28} {n / t_seed:6.2f} pairs/s; default config {n / t_default:6.2f} "
-                  f"pairs/s; speed-up {t_seed / t_default:.2f}x")
-            results["seed loop"] = {"pairs/s": n / t_seed, "speedup of default config": t_seed / t_default}
-    print("\n| variant | pairs/s | floor pairs/s | ratio |\n|---|---|---|---|")
-    for name, r in results.items():
-        if "ratio" in r:
-            print(f"| {name} | {r['pairs/s']:.2f} | {r['floor pairs/s']:.2f} | {r['ratio']:.2f} |")
-    if "seed loop" in results:
-        r = results["seed loop"]
-        print(f"| seed document loop | {r['pairs/s']:.2f} | | default config is {r['speedup of default config']:.2f}x faster |")
+            if not only or name in only:
+                rows[name] = run_variant(name, over, inputs, tmp, args)
+        scale = scaling(inputs, tmp, args) if not only or "scaling" in only else None
+    print("\n| variant | CLI pairs/s | pipeline alone | Pillow floor | fast floor | CLI / Pillow floor "
+          "| CLI / fast floor | size / Pillow L1 |\n|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['cli']:.1f} | {r['pipeline']:.1f} | {r['pillow floor']:.1f} | {r['fast floor']:.1f} "
+              f"| **{r['cli'] / r['pillow floor']:.2f}x** | {r['cli'] / r['fast floor']:.2f}x "
+              f"| {r['size_vs_pillow']:.3f} |")
+    if scale:
+        print("\n| executor | 1 worker pairs/s | 2 workers pairs/s | speed-up |\n|---|---|---|---|")
+        for ex in ("threads", "processes"):
+            one, many = scale[(ex, 1)], scale[(ex, args.workers)]
+            print(f"| {ex} | {args.count / one:.1f} | {args.count / many:.1f} | **{one / many:.2f}x** |")
 
 
 if __name__ == "__main__":

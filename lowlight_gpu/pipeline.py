@@ -5,6 +5,7 @@ function runs in local threads or on Dask workers.  Each item returns either
 a manifest row or an error row; nothing raises for a bad input.
 """
 
+import collections
 import dataclasses
 import errno
 import functools
@@ -37,6 +38,7 @@ class RunContext:
     config: object
     backend: str
     encoder: encode.Encoder = None  # resolved once per run (see resolve_codecs); None: from config.save.encoder
+    encode_processes: int = 0  # > 0: encode and write in a pool of this many processes (choose_executor)
 
 
 @dataclass
@@ -77,6 +79,7 @@ def resolve_workers(workers):
 def make_pair(src, prior, ctx):
     """Produce one pair (or reuse a verified earlier one); returns ('row', row) or ('error', row)."""
     config = ctx.config
+    prepare_process(ctx)
     if src.error:
         return "error", {"source": src.rel, "error": src.error}
     out_root = config.output
@@ -86,7 +89,7 @@ def make_pair(src, prior, ctx):
             remove_temps(out_root, row[manifest.STATE]["files"])
             return "skip", row
     try:
-        decoded = imageio.decode(src.path, config.max_pixels, config.decode.color)
+        decoded = decode_source(src.path, config)
     except imageio.DecodeError as exc:
         return "error", {"source": src.rel, "error": str(exc)}
     try:
@@ -95,6 +98,25 @@ def make_pair(src, prior, ctx):
         if exc.errno in STORAGE_ERRNOS:  # the disk, not this pair: stop the run
             raise StorageError(exc.errno, exc.strerror, exc.filename) from None
         return "error", {"source": src.rel, "error": f"cannot write output: {exc.strerror or exc}"}
+
+
+def decode_source(path, config):
+    """The source decoded on decode.device: gpu sends JPEGs to nvImageCodec (decode_gpu), cpu everything to Pillow."""
+    if config.decode.device == "gpu":
+        from . import decode_gpu  # imported only here, so a CPU run never loads nvImageCodec
+
+        return decode_gpu.decode(path, config.max_pixels, config.decode.color)
+    return imageio.decode(path, config.max_pixels, config.decode.color)
+
+
+_PREPARED = []  # the backend settings this process has applied (a worker process starts with none)
+
+
+def prepare_process(ctx):
+    """Apply the GPU backend's settings once per process: run() does it for its own, workers on their first pair."""
+    if ctx.backend == "cupy" and not _PREPARED:
+        _PREPARED.append(True)
+        synth.get("cupy").configure(ctx.config.gpu.batch_megapixels, ctx.config.gpu.memory_limit_gb)
 
 
 def remove_temps(out_root, rels):
@@ -116,20 +138,19 @@ def synthesize_and_write(src, decoded, ctx):
     lows = backend.render_many(decoded.rgb, params, [(t, noisy) for role, t, noisy, _ in plan[1:]])
     ran = backend.effective_name(params["noise"]["model"])  # the row records what rendered: numpy, numba or cupy
     encoder = ctx.encoder or encode.resolve(config.save.encoder, config.save.compress_level)
+    outputs = [(os.path.join(config.output, rel), rgb) for (_, _, _, rel), rgb in zip(plan, [decoded.rgb] + lows)]
     keep = containers.needs_writer(config)  # tar, LMDB: the bytes go back to the run's one ordered writer
-    files, payload = {}, []
-    for (role, t, noisy, rel), rgb in zip(plan, [decoded.rgb] + lows):
-        data = encoder.encode(rgb, decoded.alpha)
-        if keep:
-            payload.append((containers.image_tag(role, t, config), rel, data))
-            continue
-        imageio.write_atomic(os.path.join(config.output, rel), data)
-        files[rel] = [len(data), manifest.data_digest(data)]
+    if ctx.encode_processes:
+        sizes = encode_pool(ctx.encode_processes).submit(write_pngs, outputs, decoded.alpha, encoder, keep).result()
+    else:
+        sizes = write_pngs(outputs, decoded.alpha, encoder, keep)
     raws = render_raw(backend, decoded.rgb, params, layout.plan_raw(src.out_rel, config, split_name))
     if keep:
         row = with_raw(build_row(src, decoded, params, plan, split_name, ran, {}), raws)
+        payload = [(containers.image_tag(role, t, config), rel, data) for (role, t, _, rel), data in zip(plan, sizes)]
         payload += [(containers.image_tag(role, t, config), rel, data) for role, t, rel, data in raws]
         return containers.attach(row, payload, src.out_rel, config.save.container)
+    files = {rel: size for (_, _, _, rel), size in zip(plan, sizes)}
     files.update(write_bytes([(os.path.join(config.output, rel), data) for _, _, rel, data in raws], raws))
     return with_raw(build_row(src, decoded, params, plan, split_name, ran, files), raws)
 
@@ -166,6 +187,48 @@ def with_raw(row, raws):
     return row
 
 
+def write_pngs(outputs, alpha, encoder, keep=False):
+    """Encode each (path, rgb) with alpha and write it atomically; returns [[size, digest], ...] in order.
+
+    With keep, nothing is written and the encoded bytes are returned instead (for a container's writer).
+    """
+    sizes = []
+    for path, rgb in outputs:
+        data = encoder.encode(rgb, alpha)
+        if keep:
+            sizes.append(data)
+            continue
+        imageio.write_atomic(path, data)
+        sizes.append([len(data), manifest.data_digest(data)])
+    return sizes
+
+
+_POOL = {}  # processes -> the worker ProcessPoolExecutor, kept for later runs of this process
+
+
+def encode_pool(processes):
+    """The worker processes (whole pairs, or encoding for a CUDA-owning process); started once, then reused."""
+    pool = _POOL.get(processes)
+    if pool is None:
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        # loky starts workers by fork+exec (a forked child of a CUDA process cannot use CUDA and may hang) and,
+        # unlike multiprocessing's spawn, does not re-run the caller's __main__ module in them.
+        for old in _POOL.values():
+            old.shutdown(wait=False)
+        _POOL.clear()
+        pool = _POOL[processes] = ProcessPoolExecutor(max_workers=processes)
+        for _ in range(processes):  # import the pipeline in every worker now, while this process prepares the run
+            pool.submit(worker_ready)
+    return pool
+
+
+def worker_ready():
+    """A worker's first task: unpickling it imported this module (numpy, Pillow, the backends); fpng too."""
+    encode.fpng_version()
+    return os.getpid()
+
+
 def build_row(src, decoded, params, plan, split_name, backend, files):
     """The manifest row of one pair (plus private resume state)."""
     lows = [(t, rel) for role, t, noisy, rel in plan if role == "low"]
@@ -179,6 +242,7 @@ def build_row(src, decoded, params, plan, split_name, backend, files):
         "width": int(decoded.rgb.shape[1]),
         "height": int(decoded.rgb.shape[0]),
         "backend": backend,
+        "decoder": getattr(decoded, "decoder", "pillow"),  # decode_gpu.GpuDecoded says 'nvimgcodec'
     }
     if "progressive" in params:
         row["steps"] = [{"t": t, "path": rel} for t, rel in lows]
@@ -228,6 +292,13 @@ def resolve_codecs(config):
 
 def describe_decoder(config):
     """The decoder record of dataset.json, run.json and done-markers: name and version (GPU: its CPU fallback too)."""
+    if config.decode.device == "gpu":
+        from . import decode_gpu
+
+        try:
+            return decode_gpu.describe()
+        except decode_gpu.GpuDecoderUnavailable as exc:
+            raise ConfigError(str(exc)) from None
     from PIL import Image
 
     return {"name": "pillow", "version": Image.__version__}
@@ -304,14 +375,63 @@ def plan_sources(config, shard, limit, stats=None):
     return itertools.islice(sources, limit) if limit is not None else sources
 
 
-def execute(items, ctx, workers, engine):
-    """Run make_pair over items in order, in threads or on a Dask cluster; yields outcomes in item order."""
+EXECUTORS = ("threads", "processes", "encode-pool")
+EXECUTOR_ENV = "LOWLIGHT_GPU_EXECUTOR"
+
+
+def choose_executor(backend, workers, engine=None, gpu_decode=False):
+    """How local work runs: threads, processes or encode-pool; $LOWLIGHT_GPU_EXECUTOR overrides the choice.
+
+    fpng holds the GIL while it encodes, and so does the per-pair Python around it, so threads of one process
+    stop scaling once encoding is cheap.  The CPU backend runs whole pairs in worker processes.  The GPU
+    backend (or GPU decoding) keeps one process that owns the CUDA context -- decode, render and batching stay
+    in its threads, so one context and one batcher serve them all -- and sends only encoding and writing to
+    worker processes; a context per worker process would split the batcher and time-slice the GPU.
+    """
+    if engine is not None:
+        return "threads"  # a Dask cluster runs the pairs; no local pool
+    chosen = os.environ.get(EXECUTOR_ENV, "").strip()
+    if chosen:
+        if chosen not in EXECUTORS:
+            raise ConfigError(f"{EXECUTOR_ENV}={chosen!r}: expected one of {', '.join(EXECUTORS)} (or leave it unset)")
+        return chosen
+    if workers < 2:
+        return "threads"
+    return "encode-pool" if backend == "cupy" or gpu_decode else "processes"
+
+
+def execute(items, ctx, workers, engine, executor="threads"):
+    """Run make_pair over items in order, in threads, processes or on a Dask cluster; yields outcomes in item order."""
     calls = (delayed(make_pair)(src, prior, ctx) for src, prior in items)
     if engine is not None:
         return engine.run(calls, workers)
-    # Threads: Pillow, zlib, numpy and the compiled kernels release the GIL, and CUDA stays in one process.
+    if executor == "processes":
+        return in_order(encode_pool(workers), calls, 2 * workers)
     return Parallel(n_jobs=workers, backend="threading", return_as="generator",
                     pre_dispatch="2*n_jobs", batch_size=1)(calls)
+
+
+def in_order(pool, calls, window):
+    """Submit (fn, args, kwargs) calls to pool with at most window in flight; yield their results in call order."""
+    pending = collections.deque()
+    try:
+        for fn, args, kwargs in calls:
+            pending.append(pool.submit(fn, *args, **kwargs))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        # Stopped early (an error, Ctrl-C): drop what has not started and wait for what has, so no worker is
+        # still writing an output when the caller returns (a rerun would write the same temporary file).
+        for future in pending:
+            future.cancel()
+        for future in pending:
+            if not future.cancelled():
+                try:
+                    future.result()
+                except Exception:  # noqa: BLE001 - its pair is simply not recorded; the next run redoes it
+                    pass
 
 
 def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
@@ -322,6 +442,7 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     backend = backend or synth.select(config.backend).NAME
     if backend == "cupy":
         synth.get("cupy").configure(config.gpu.batch_megapixels, config.gpu.memory_limit_gb)
+        _PREPARED.append(True)
     if limit == 0:  # nothing to make, and an existing dataset stays exactly as it is
         return RunResult()
     containers.check_available(config.save.container)
@@ -337,6 +458,10 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     """run() once it holds the output's lock."""
     record_run(config, codecs)
     result = RunResult()
+    workers = resolve_workers(config.workers)
+    executor = choose_executor(backend, workers, engine, config.decode.device == "gpu")
+    if executor != "threads":
+        encode_pool(workers)  # the workers start and import while this process warms up and reads earlier parts
     result.compile_seconds = warm_up(backend, config)
     start = time.perf_counter()
     prior = manifest.PriorRows(config.output, shard)
@@ -346,10 +471,9 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     store = containers.open_store(config, shard)
     items = ((src, _intact_in(store, prior.pop(src.rel))) for src in head)
     writer = manifest.ShardWriter(config.output, *shard)
-    workers = resolve_workers(config.workers)
-    ctx = RunContext(config, backend, encoder)
+    ctx = RunContext(config, backend, encoder, workers if executor == "encode-pool" else 0)
     try:
-        for kind, row in execute(items, ctx, workers, engine):
+        for kind, row in execute(items, ctx, workers, engine, executor):
             if kind == "error":
                 writer.add_error(row)
                 result.errors += 1

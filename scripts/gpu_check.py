@@ -26,6 +26,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from lowlight_gpu import encode  # noqa: E402
 from lowlight_gpu.config import config_from_dict  # noqa: E402
 from lowlight_gpu.params import sample_params  # noqa: E402
 from lowlight_gpu.synth import cupy_backend, numpy_backend  # noqa: E402
@@ -278,7 +279,8 @@ def end_to_end(paths, workers=16, min_pairs=64, compress_level=1, repeats=3):
                        for name in ("numpy", "cupy")}
             for cfg in configs.values():
                 pipeline.run(cfg, limit=8)  # warm-up: kernels, streams, pinned buffers
-            jobs = planned_arrays(configs["numpy"])
+            jobs = planned_arrays(configs["numpy"], os.path.join(tmp, "arrays"))
+            pillow = encode.resolve("pillow", compress_level)  # the floor this section has always measured
 
             times = {"numpy": [], "cupy": [], "floor": []}
             flush_s = {"numpy": [], "cupy": []}
@@ -288,8 +290,8 @@ def end_to_end(paths, workers=16, min_pairs=64, compress_level=1, repeats=3):
                     times[name].append(settled_time(lambda: pipeline.run(cfg), cfg.output))
                     flush_s[name].append(sum(flushed))
                 out = os.path.join(tmp, "floor")
-                times["floor"].append(settled_time(lambda: floor_run(jobs, out, workers, compress_level,
-                                                              configs["numpy"].max_pixels), out))
+                times["floor"].append(settled_time(lambda: floor_run(jobs, out, workers, pillow,
+                                                              configs["numpy"].max_pixels, "threads"), out))
             result = {"pairs": min_pairs, "workers": workers, "megapixels": 2.0, "repeats": repeats,
                       "seconds": times, "flush_seconds": flush_s}
             for name, ts in times.items():
@@ -350,14 +352,16 @@ def small_images(workers=16, count=4096, shape=(96, 128, 3), pairs=768, repeats=
         cfg = {name: config_from_dict({"input": inputs, "output": os.path.join(tmp, name), "workers": workers,
                                        "backend": backend, "save": {"compress_level": 1}})
                for name, backend in (("cupy_batched", "cupy"), ("cupy_alone", "cupy"), ("numpy", "numpy"))}
-        jobs = planned_arrays(cfg["numpy"])
+        jobs = planned_arrays(cfg["numpy"], os.path.join(tmp, "arrays"))
+        pillow = encode.resolve("pillow", 1)
         runs = {name: [] for name in (*cfg, "floor")}
         for _ in range(repeats):
             for name, c in cfg.items():
                 cupy_backend.configure(batch_small_images=name != "cupy_alone")
                 runs[name].append(settled_time(lambda: pipeline.run(c), c.output))
             out = os.path.join(tmp, "floor")
-            runs["floor"].append(settled_time(lambda: floor_run(jobs, out, workers, 1, cfg["numpy"].max_pixels), out))
+            runs["floor"].append(settled_time(lambda: floor_run(jobs, out, workers, pillow, cfg["numpy"].max_pixels,
+                                                                "threads"), out))
         result["pipeline_pairs_per_s"] = {k: pairs / statistics.median(v) for k, v in runs.items()}
         pps = result["pipeline_pairs_per_s"]
         result["pipeline_vs_floor"] = {k: pps[k] / pps["floor"] for k in cfg}

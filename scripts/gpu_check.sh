@@ -1,23 +1,59 @@
 #!/usr/bin/env bash
 # GPU acceptance check of the CuPy backend, from a source checkout on a GPU machine.
 #
-#   bash scripts/gpu_check.sh OUTDIR
+#   bash scripts/gpu_check.sh OUTDIR [SECTION ...]
 #
-# Needs no network and installs nothing: the checkout goes on PYTHONPATH and the
-# machine's own python3 (with numpy, Pillow, PyYAML, pytest and CuPy) runs it.
+# SECTION: kernels (pytest of the CUDA tests + scripts/gpu_check.py), and the codec
+# sections of scripts/gpu_codec_check.py: small (960 x 768x512: numpy vs cupy, CPU and
+# GPU decoding, vs the Pillow and fast floors), large (24 x 12 MP), progressive (T=10,
+# all steps saved), workers (1 vs 16 workers, threads / processes / encode-pool).
+# Default: all of them (about 9-12 minutes); split them over several calls when a
+# call is limited to 10 minutes, e.g. "kernels small" and "large progressive workers".
+#
+# Needs no network: the checkout goes on PYTHONPATH and the machine's own python3
+# (with numpy, Pillow, PyYAML, pytest and CuPy) runs it.  fpng and nvImageCodec are
+# installed from wheels in .whl/ at the repository root when it is there (carry it
+# along); fill it on a machine with network, for the GPU machine's Python, with e.g.
+#   pip download fpng 'nvidia-nvimgcodec-cu13[all]' -d .whl --only-binary=:all: \
+#       --python-version 3.12 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64
+# (cu12 instead of cu13 for a CUDA 12 driver).
 # Writes OUTDIR/pytest.log (nvidia-smi, versions, the CUDA test files),
 # OUTDIR/gpu_check.json and OUTDIR/gpu_check.log (summary).  Typically 1-2 minutes;
 # each stage has a hard timeout, so the whole script stays under 8 minutes.
 set -uo pipefail
 
-OUTDIR=${1:?usage: scripts/gpu_check.sh OUTDIR}
+OUTDIR=${1:?usage: scripts/gpu_check.sh OUTDIR [kernels small large progressive workers]}
+shift
+SECTIONS=${*:-kernels small large progressive workers}
 PY=${PYTHON:-python3}
 mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd)  # absolute, before moving to the repository root
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 LOG="$OUTDIR/pytest.log"
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
+# Wheels carried in .whl/ (no network here): fpng, then nvImageCodec for the driver's CUDA major version.
+if [ -d .whl ]; then
+    {
+        echo "== install from .whl/"
+        timeout 120 "$PY" -m pip install --no-index --find-links .whl --quiet fpng || echo "fpng: not installed"
+        CUDA_MAJOR=$(timeout 30 nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -1)
+        for cu in "cu${CUDA_MAJOR:-13}" cu13 cu12; do
+            timeout 180 "$PY" -m pip install --no-index --find-links .whl --quiet "nvidia-nvimgcodec-$cu[all]" \
+                && break
+            timeout 120 "$PY" -m pip install --no-index --find-links .whl --quiet "nvidia-nvimgcodec-$cu" && break
+        done
+        timeout 60 "$PY" -c 'import fpng; print("fpng", fpng.__version__)' || echo "fpng import failed"
+        timeout 60 "$PY" -c 'from nvidia import nvimgcodec; print("nvimgcodec", nvimgcodec.__version__)' \
+            || echo "nvimgcodec import failed"
+    } >"$OUTDIR/install.log" 2>&1
+    tail -2 "$OUTDIR/install.log"
+fi
+
+PYTEST_RC=0
+CHECK_RC=0
+if want kernels; then
 {
     echo "== $(date -u '+%Y-%m-%d %H:%M:%S') UTC  $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo "== nvidia-smi"
@@ -36,6 +72,19 @@ tail -3 "$LOG"
 
 timeout 240 "$PY" scripts/gpu_check.py "$OUTDIR" --pytest-rc "$PYTEST_RC" 2>&1 | tee "$OUTDIR/gpu_check.log"
 CHECK_RC=${PIPESTATUS[0]}
+fi
 
-echo "results in $OUTDIR: pytest rc $PYTEST_RC, gpu_check rc $CHECK_RC"
-[ "$PYTEST_RC" -eq 0 ] && [ "$CHECK_RC" -eq 0 ]
+# Codec sections: each its own process and timeout, so one that hangs or fails leaves the others' results.
+CODEC_RC=0
+for section in small large progressive workers; do
+    want "$section" || continue
+    case $section in small) limit=240 ;; large) limit=200 ;; progressive) limit=120 ;; *) limit=200 ;; esac
+    timeout "$limit" "$PY" scripts/gpu_codec_check.py "$OUTDIR" "$section" ${CODEC_ARGS:-} 2>&1 \
+        | tee "$OUTDIR/codec_$section.log"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 124 ] && echo "codec $section: timed out after ${limit}s" | tee -a "$OUTDIR/codec_$section.log"
+    [ "$rc" -ne 0 ] && CODEC_RC=$rc
+done
+
+echo "results in $OUTDIR: pytest rc $PYTEST_RC, gpu_check rc $CHECK_RC, codec rc $CODEC_RC"
+[ "$PYTEST_RC" -eq 0 ] && [ "$CHECK_RC" -eq 0 ] && [ "$CODEC_RC" -eq 0 ]

@@ -86,7 +86,7 @@ def check_row(row, cfg):
     if not os.path.isfile(src_path):
         return 0, [(UNREPLAYABLE, source, f"source '{src_path}' is gone (is input set as when it was generated?)")]
     try:
-        decoded = imageio.decode(src_path, cfg.max_pixels, cfg.decode.color)
+        decoded = replay_source(row, cfg, plan, src_path)
     except imageio.DecodeError as exc:
         return 0, [(UNREPLAYABLE, source, f"source '{src_path}' cannot be decoded: {exc}")]
     h, w = decoded.rgb.shape[:2]
@@ -103,6 +103,20 @@ def check_row(row, cfg):
             problems.append((problem[0], rel, problem[1]))
     n_raw, raw_problems = check_raw(row, cfg, decoded.rgb, params)
     return len(plan) + n_raw, problems + raw_problems
+
+
+def replay_source(row, cfg, plan, src_path):
+    """The decoded source a row was made from: the source file, or for a GPU-decoded row its stored high image.
+
+    GPU JPEG decoders round differently from Pillow, and the high image is the decoded source stored losslessly,
+    so replaying from it verifies a GPU-decoded dataset on any machine, with or without nvImageCodec.
+    """
+    if row.get("decoder", "pillow") == "pillow":
+        return imageio.decode(src_path, cfg.max_pixels, cfg.decode.color)
+    where, _ = _where(row, cfg, plan[0])
+    if callable(where):
+        return imageio.decode_bytes(where(), cfg.max_pixels, "high.png", "ignore")
+    return imageio.decode(where, cfg.max_pixels, "ignore")
 
 
 def check_raw(row, cfg, rgb, params):
