@@ -100,8 +100,10 @@ def test_pair_dataset_samples(tmp_path, input_dir):
     assert len(sample) == 3  # t=1, t=3, high
     assert np.array_equal(sample[0], read_png(out / rows[0]["steps"][0]["path"]))
     assert np.array_equal(sample[-1], read_png(out / rows[0]["high"]))
-    by_split = {s: len(ll.PairDataset(out, split=s)) for s in ("train", "val", "test")}
-    assert sum(by_split.values()) == 2 and by_split["test"] == 0
+    by_split = {s: len(ll.PairDataset(out, split=s)) for s in ("train", "val")}
+    assert sum(by_split.values()) == 2
+    with pytest.raises(ValueError, match="'test' is not a split"):  # a typo is an error, not an empty dataset
+        ll.PairDataset(out, split="test")
     flipped = ll.PairDataset(out, transform=lambda s: s[::-1])[0]
     assert np.array_equal(flipped[0], read_png(out / rows[0]["high"]))
     with pytest.raises(FileNotFoundError, match="manifest.jsonl"):
