@@ -18,7 +18,8 @@
 #       --python-version 3.12 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64
 # (cu12 instead of cu13 for a CUDA 12 driver).
 # Writes OUTDIR/pytest.log (nvidia-smi, versions, the CUDA test files),
-# OUTDIR/gpu_check.json and OUTDIR/gpu_check.log (summary).  Typically 1-2 minutes;
+# OUTDIR/golden.log (tests/test_golden.py --check --backend cupy: the kernels reproduce the pinned
+# outputs), OUTDIR/gpu_check.json and OUTDIR/gpu_check.log (summary).  Typically 1-2 minutes;
 # each stage has a hard timeout, so the whole script stays under 8 minutes.
 set -uo pipefail
 
@@ -53,6 +54,7 @@ fi
 
 PYTEST_RC=0
 CHECK_RC=0
+GOLDEN_RC=0
 if want kernels; then
 {
     echo "== $(date -u '+%Y-%m-%d %H:%M:%S') UTC  $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -70,6 +72,10 @@ PYTEST_RC=$?
 echo "== pytest exit code $PYTEST_RC" >>"$LOG"
 tail -3 "$LOG"
 
+# The real kernels against the golden pins (ARCHITECTURE.md, "Reproducibility"): every output identical.
+timeout 120 "$PY" tests/test_golden.py --check --backend cupy 2>&1 | tee "$OUTDIR/golden.log"
+GOLDEN_RC=${PIPESTATUS[0]}
+
 timeout 240 "$PY" scripts/gpu_check.py "$OUTDIR" --pytest-rc "$PYTEST_RC" 2>&1 | tee "$OUTDIR/gpu_check.log"
 CHECK_RC=${PIPESTATUS[0]}
 fi
@@ -86,5 +92,5 @@ for section in small large progressive workers; do
     [ "$rc" -ne 0 ] && CODEC_RC=$rc
 done
 
-echo "results in $OUTDIR: pytest rc $PYTEST_RC, gpu_check rc $CHECK_RC, codec rc $CODEC_RC"
-[ "$PYTEST_RC" -eq 0 ] && [ "$CHECK_RC" -eq 0 ] && [ "$CODEC_RC" -eq 0 ]
+echo "results in $OUTDIR: pytest rc $PYTEST_RC, golden rc $GOLDEN_RC, gpu_check rc $CHECK_RC, codec rc $CODEC_RC"
+[ "$PYTEST_RC" -eq 0 ] && [ "$GOLDEN_RC" -eq 0 ] && [ "$CHECK_RC" -eq 0 ] && [ "$CODEC_RC" -eq 0 ]
