@@ -168,10 +168,11 @@ def render_many(rgb, params, specs):
 
     on_device = isinstance(rgb, cupy.ndarray)
     host = _to_numpy(rgb)
+    d_rgb = cupy.ascontiguousarray(cupy.asarray(rgb)) if any(noisy for _, noisy in specs) else None  # uploaded once
     outs = []
     for t, noisy in specs:
         if noisy:
-            img = render_device(cupy, _kernels(), rgb, params, t)[0]
+            img = render_device(cupy, _kernels(), d_rgb, params, t)[0]
             outs.append(img if on_device else _to_numpy(img))
         else:
             img = np.take(clean_lut(params, t, params["noise"]["space"]), host)
