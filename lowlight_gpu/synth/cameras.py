@@ -15,8 +15,8 @@ Mapping per-ISO lists to K (``iso_index``): a camera's gain grows in proportion 
 its ISO, and the calibrated ISOs are equally spaced in log ISO, so the n entries of
 a list are laid over [log Kmin, log Kmax] in n equal bins; a pair whose K falls in
 bin i uses entry i (a K outside the range, from ``noise.gain``, uses the nearest end).
-ELD's lists hold two entries per ISO (its two captures per ISO), which then cover two
-adjacent bins of that ISO's stretch.
+ELD does not publish which ISO each entry belongs to; equal log-K bins are our
+reading of "one entry per calibrated ISO, lowest first".
 
 Sources:
 
