@@ -168,3 +168,32 @@ def test_executor_choice(monkeypatch):
     monkeypatch.setenv(pipeline.EXECUTOR_ENV, "fork")
     with pytest.raises(ConfigError, match=pipeline.EXECUTOR_ENV):
         pipeline.choose_executor("numpy", 2)
+
+
+def test_in_order_is_ordered_and_bounded():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    running, most, lock = [0], [0], threading.Lock()
+    pulled = []
+
+    def work(i):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.001 * (i % 3))  # finish out of order
+        with lock:
+            running[0] -= 1
+        return i
+
+    def calls():
+        for i in range(60):
+            pulled.append(i)
+            yield work, (i,), {}
+
+    with ThreadPoolExecutor(4) as pool:
+        results = pipeline.in_order(pool, calls(), 4)
+        assert next(results) == 0 and len(pulled) <= 5  # the source is pulled as results are taken
+        assert list(results) == list(range(1, 60))
+    assert most[0] <= 4
