@@ -45,6 +45,11 @@ CASES = {
     "progressive": ({"progressive": {"enabled": True, "steps": 4}}, [1, 2, 3, 4]),
     "progressive-before-linear": ({"progressive": {"enabled": True, "steps": 3},
                                    "noise": {"order": "before", "space": "linear"}}, [1, 2, 3]),
+    "physics": ({"noise": {"model": "physics"}}, [None]),
+    "physics-sony-pgrqc": ({"noise": {"model": "physics", "camera": "SonyA7S2", "components": "pgrqc"}}, [None]),
+    "physics-imx686-normal-approximation": ({"noise": {"model": "physics", "camera": "IMX686", "gain": 0.02}}, [None]),
+    "physics-progressive": ({"noise": {"model": "physics", "camera": "NikonD850"},
+                             "progressive": {"enabled": True, "steps": 3}}, [1, 3]),
 }
 CUDA_MODELS = ("none", "poisson-gaussian", "poisson", "gaussian", "brooks")  # what the CUDA kernels render
 
@@ -93,6 +98,14 @@ GOLDEN = {
     "params/none/ramp": "da5e1183ce799cfd8f1c98dd5b5f6773d44da8b89530d74c9cf2f0d97eba1a06",
     "params/normal-approximation/photo": "913e16815b6c88eb8dc7c454bfb6354921e17f9680904c918543109d16b1390e",
     "params/normal-approximation/ramp": "78469a6700897de82b5a703d6f2262ebedc426fe9eed9baa825e55296cba112c",
+    "params/physics-imx686-normal-approximation/photo": "7c15062de456a91d7038a88955b71f4db6f8f799a8f6c24d12fec21acefe5d8e",
+    "params/physics-imx686-normal-approximation/ramp": "d32682ea3f017050e881e48106b821db286760b2c5076e5457398f697de64311",
+    "params/physics-progressive/photo": "5feebcf90e9cff20e658b8f8ece2e87a7c11999b4d8bf491f6fc9cf799307fc6",
+    "params/physics-progressive/ramp": "31262c19965dfa8b2aea7afe879e6d10097cece0060e271d7009217e46c77160",
+    "params/physics-sony-pgrqc/photo": "71781b8011a14509a3ae2b5b9aaf79b770df7a415b0a86394e7cf2f025ce14f8",
+    "params/physics-sony-pgrqc/ramp": "c3e4ea69e1735d266cc137323ee4ad866bc6dfc75b77c9adcd82ade5cc5e753c",
+    "params/physics/photo": "71cf85109bce750c5e73dec999ef9771519fbd54b108aba36fdbf7e7f7d05abd",
+    "params/physics/ramp": "36a8a6a2dbd2b95a2e62e026ade1ce065234987f9e8f37ca4d8b070c733d4119",
     "params/poisson-gaussian/photo": "6b1b92bfbf6128857962644d19135c665a395e2d7b353b8b74919f24b69761a5",
     "params/poisson-gaussian/ramp": "a9dc191f3c4dd0decd01a99b46d093dd689bf458ad7ac83b8ef624df4b0ecda2",
     "params/poisson/photo": "ca7536b461b47b3be95aae0678b3b2a09817cb2242d89bd19269158da467594d",
@@ -101,6 +114,26 @@ GOLDEN = {
     "params/progressive-before-linear/ramp": "815503ac7aff01fd31d6bd805404eaf38d281954e9a6ea6ccccec6457ce06c1a",
     "params/progressive/photo": "75287124030f0989d1e7cc6302dd331c8b13a7565b4c69a5516cb2d42670313f",
     "params/progressive/ramp": "a77230420019896a433680d8b3dcc3332ddfc16ae7c25535c767b6b3f30f2c53",
+    "physics-imx686-normal-approximation/photo/tNone/clean": "9acc53b74a33e6e45062bf2d6ce31de0075953302d5dd815af8252cf97974968",
+    "physics-imx686-normal-approximation/photo/tNone/noisy": "2821fd5e4c1dcfb4f71a5e1e62cb92f7ea37738a9f7950b7c4afb08080a8b92b",
+    "physics-imx686-normal-approximation/ramp/tNone/clean": "4a78ad987a3f82b5af73493f80bf208561e97bd7b047c227e9cc033c3a8472a2",
+    "physics-imx686-normal-approximation/ramp/tNone/noisy": "7d09962611a7bba87b17e48e08f586e5cf7c42b84492883c8c6044c3e4ad38ae",
+    "physics-progressive/photo/t1/clean": "00690dde8e606c42fc076ff21953fcd5eefeb4fe18189977ef8694d9c12f88ca",
+    "physics-progressive/photo/t1/noisy": "ed78f04c8ab208f70fd54eb825c16d33ee0903fd8daaa43cb8680eca333abe9e",
+    "physics-progressive/photo/t3/clean": "05cd73a59b7f80296bdcd9f74ab7655de7ace18cb7e06165ef94060b670ad6da",
+    "physics-progressive/photo/t3/noisy": "6869c781f3d26592ab3d05604752979645bf7afb77dba2186af692a2c6abf795",
+    "physics-progressive/ramp/t1/clean": "969e61084d365bbf0ece769df76b7430fde87ee9ec340ee0b8e873adad9f4fbb",
+    "physics-progressive/ramp/t1/noisy": "c631b444e54029343cc5ea718217b9e601dba510da743e4326439f052bdc7986",
+    "physics-progressive/ramp/t3/clean": "4e358511f58b9c34038e19b0d967f219bcb4b214841a2b1c20037cfc2ee459a1",
+    "physics-progressive/ramp/t3/noisy": "9865b0a295e6f01780a267999ee87108fc23845a80814307a3810bc46c8e2638",
+    "physics-sony-pgrqc/photo/tNone/clean": "c073c0143e575b10ddd2df4228dc1c6f60046a57a1c0cab36e23b5da34339025",
+    "physics-sony-pgrqc/photo/tNone/noisy": "bd5fc1f51341cab95f913457b26e271ecefd2c5881e2e2885f5303852daaa052",
+    "physics-sony-pgrqc/ramp/tNone/clean": "ca25147a8497bdc1add58cf98f9ddeeeaceb815d8ed1ad9d6f309891b286d468",
+    "physics-sony-pgrqc/ramp/tNone/noisy": "71cc6035dcca0aacd686da24b0ec3519f35a63d6d624def5676fcb02f17afc6d",
+    "physics/photo/tNone/clean": "a486de1729d10b35616418f42ad1d5ef619d90694fef756166fd49648883ab0b",
+    "physics/photo/tNone/noisy": "f0e1124e0cc8c7a1fde81668cd771decdf86d4ad76353e1d651b75b7ce6721ea",
+    "physics/ramp/tNone/clean": "f585be492ebcacb99c24921ba14fb5de3e971f5d2b82c9c85fb9483a935625fc",
+    "physics/ramp/tNone/noisy": "4582cbc63092fef57e45253d2404197a19bfce1d241f2bea8e6d03bc879a680f",
     "pipeline/high/alpha.png": "6e4056c7631fa6ff20e2c7fc2f102dfa402f7285963567cb36371609fea02eed",
     "pipeline/high/grey.png": "0a380a45ede5295facf7339ddebb925008cbd8157d11bf43a47ffe2e61633db7",
     "pipeline/low/t01/alpha.png": "0da542f99bb4d0781a60a961a8f48f3c652fc1d447972c9775032971529bba0c",
@@ -317,12 +350,16 @@ def test_golden_everywhere_else():
         assert not problems, f"LOWLIGHT_NO_NUMBA={int(no_numba)} SIMD={simd}:\n" + "\n".join(problems)
 
 
-def test_golden_on_the_cuda_kernel_body(stand_in):
+def test_golden_on_the_cuda_kernel_body(stand_in, tmp_path_factory):
     """The CUDA kernels' body, compiled for the CPU, through cupy_backend's driver (tests/test_cuda_sources.py)."""
     from lowlight_gpu.synth import cupy_backend
+    from test_physics_cuda import host_physics_backend
 
     cases = [c for c in CASES if case_model(c) in CUDA_MODELS]
     got = {**render_hashes(cupy_backend, cases), **pipeline_hashes("cupy")}
+    # physics.cuh's kernels through physics_gpu's driver (tests/host_physics.cpp)
+    got.update(render_hashes(host_physics_backend(tmp_path_factory.mktemp("phys")),
+                             [c for c in CASES if case_model(c) == "physics"]))
     problems = compare(got, partial=True)
     assert not problems, "\n".join(problems)
     assert len(got) > 0.8 * len(GOLDEN)
@@ -421,7 +458,8 @@ def main():
     args = ap.parse_args()
     if args.regenerate:
         return regenerate()
-    cases = [c for c in CASES if case_model(c) in CUDA_MODELS] if args.backend == "cupy" else None
+    # On a real GPU cupy_backend renders physics too (physics_gpu); the stand-in test covers it separately.
+    cases = [c for c in CASES if case_model(c) in CUDA_MODELS + ("physics",)] if args.backend == "cupy" else None
     got = all_hashes(args.backend, cases)
     if args.print:
         print(json.dumps(got))

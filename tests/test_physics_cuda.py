@@ -32,17 +32,36 @@ CASES = [  # (config noise keys, progressive steps or None, step t, image shape)
 ]
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    """tests/host_physics.cpp as a shared library."""
+def build_host_library(folder):
+    """tests/host_physics.cpp compiled with g++ into folder and loaded (skips the test without g++)."""
     if GXX is None:
         pytest.skip("g++ is not on PATH")
-    out = tmp_path_factory.mktemp("phys") / "libphys.so"
+    out = Path(folder) / "libphys.so"
     cmd = [GXX, "-x", "c++", "-std=c++17", "-O2", "-ffp-contract=off", "-shared", "-fPIC", "-I", str(SYNTH),
            str(REPO / "tests" / "host_physics.cpp"), "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return ctypes.CDLL(str(out))
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """tests/host_physics.cpp as a shared library."""
+    return build_host_library(tmp_path_factory.mktemp("phys"))
+
+
+def host_physics_backend(folder):
+    """A backend-like object: physics images by physics_gpu's driver on the host-compiled kernels (tests/test_golden)."""
+    from lowlight_gpu.synth.signal import clean_lut
+
+    kernels = HostKernels(build_host_library(folder))
+
+    class Backend:
+        @staticmethod
+        def render_many(rgb, params, specs):
+            return [physics_gpu.render_device(np, kernels, rgb, params, t)[0] if noisy
+                    else np.take(clean_lut(params, t, params["noise"]["space"]), rgb) for t, noisy in specs]
+    return Backend
 
 
 def ptr(a):
