@@ -484,6 +484,9 @@ def config_from_dict(raw: Mapping, *, check_paths: bool = False) -> Config:
         flat[leaf] = _VALIDATORS[leaf](leaf, value)
     steps = flat["progressive.steps"]
     flat["progressive.save"] = _save_steps("progressive.save", flat["progressive.save"], steps)
+    if flat["save.raw"] and flat["noise.model"] != "physics":
+        raise ConfigError(f"config key 'save.raw' writes the raw mosaics of noise.model physics, but noise.model is "
+                          f"{flat['noise.model']!r}; set noise.model: physics, or save.raw: false")
     top = {k: v for k, v in flat.items() if "." not in k}
     for section, cls in _SECTION_CLASSES.items():
         top[section] = cls(**{f.name: flat[f"{section}.{f.name}"] for f in fields(cls)})

@@ -270,3 +270,9 @@ def test_raw_outputs_survive_resume_and_shards(run_cli, input_dir, tmp_path):
         assert (sharded / rel).read_bytes() == (whole / rel).read_bytes(), rel
     rows = {r["source"]: r for r in read_jsonl(sharded / "manifest.jsonl")}
     assert rows["b.jpg"]["raw_low"] == "raw_low/b.npy"
+
+
+def test_save_raw_needs_the_physics_model():
+    with pytest.raises(ConfigError, match="save.raw"):
+        config_from_dict({"save": {"raw": True}})
+    assert config_from_dict({"save": {"raw": True}, "noise": {"model": "physics"}}).save.raw
