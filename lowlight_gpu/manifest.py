@@ -133,6 +133,25 @@ class PriorRows:
             self.passed.append((row["source"], files))
 
 
+class PriorErrors:
+    """Error rows of earlier finished runs into this output, looked up in increasing source order."""
+
+    def __init__(self, out_root, shard=None):
+        parts = glob.glob(os.path.join(out_root, PARTS, "shard-*.errors.jsonl"))
+        streams = [read_rows(p) for p in parts if _may_hold(file_shard(p), shard)]
+        self._stream = heapq.merge(*streams, key=lambda row: row["source"])
+        self._head = next(self._stream, None)
+
+    def pop(self, source):
+        """The error row recorded for source, or None; sources must be asked in increasing order."""
+        found = None
+        while self._head is not None and self._head["source"] <= source:
+            if self._head["source"] == source:
+                found = self._head
+            self._head = next(self._stream, None)
+        return found
+
+
 def _may_hold(tag, shard):
     """Whether a part tagged tag can hold rows of shard (None: any shard)."""
     if tag is None:

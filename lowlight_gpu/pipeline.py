@@ -484,7 +484,8 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
                 result.skipped += kind == "skip"
             if progress is not None:
                 progress(kind, row)
-        for src in sources:  # beyond --limit: earlier pairs stay as they are, none is made
+        prior_errors = manifest.PriorErrors(config.output, shard) if limit is not None else None
+        for src in sources:  # beyond --limit: earlier pairs (and failed inputs) stay as they are, none is made
             row = keep_prior(src, _intact_in(store, prior.pop(src.rel)), config.output)
             if row is not None:
                 for stored in store.put("skip", row):
@@ -492,6 +493,8 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
                 result.pairs += 1
                 result.skipped += 1
                 result.kept += 1
+            elif (error := prior_errors.pop(src.rel)) is not None:
+                writer.add_error(error)  # listed again, not retried: this run's own errors decide its exit code
         for stored in store.finish():
             writer.add_row(stored)
     except BaseException:

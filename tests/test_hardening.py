@@ -68,6 +68,15 @@ def test_limit_on_a_finished_dataset_keeps_every_row_and_file(run_cli, five, out
     assert _summary(res.out)[:3] == (5, 5, 0) and "3 beyond --limit kept" in res.out
 
 
+def test_limit_keeps_the_failed_inputs_beyond_it(run_cli, five, out_dir):
+    (five / "z_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert run_cli(*_io(five, out_dir)).code == 3
+    res = run_cli(*_io(five, out_dir), "--limit", "2")
+    assert res.code == 0  # nothing failed in this run
+    assert [e["source"] for e in read_jsonl(out_dir / "errors.jsonl")] == ["z_broken.png"]
+    assert json.loads((out_dir / "dataset.json").read_text())["counts"]["errors"] == 1
+
+
 def test_limit_adds_to_a_smaller_dataset(run_cli, five, out_dir):
     assert run_cli(*_io(five, out_dir), "--limit", "2").code == 0
     assert _rows(out_dir) == ["a.png", "b.png"]
