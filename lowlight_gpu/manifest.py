@@ -520,8 +520,10 @@ class OutputLock:
 
     def _take(self, name, flags, record=False):
         """Lock parts/name with flags; False when another process holds it (True where locks are unsupported)."""
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: run unguarded, as before locks existed
+            return True
         path = os.path.join(self.parts, name)
         f = open(path, "a", encoding="utf-8")  # never written: a no-op rerun changes no file of the output
         try:
@@ -558,15 +560,20 @@ class OutputLock:
 
 
 def fcntl_flags(kind):
-    """flock flags by name: ex, ex_nb, sh_nb."""
-    import fcntl
-
+    """flock flags by name: ex, ex_nb, sh_nb (None where there is no fcntl)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
     return {"ex": fcntl.LOCK_EX, "ex_nb": fcntl.LOCK_EX | fcntl.LOCK_NB, "sh_nb": fcntl.LOCK_SH | fcntl.LOCK_NB}[kind]
 
 
 def _is_locked(path):
     """Whether some process holds a lock on path (probed without waiting)."""
-    import fcntl
+    try:
+        import fcntl
+    except ImportError:
+        return False
 
     try:
         with open(path, "a+", encoding="utf-8") as f:
