@@ -1,37 +1,34 @@
-"""Compiled CPU twin of the numpy noise path (numba), for ``noise.order: after`` in sRGB.
+"""Compiled CPU twin of the numpy noise path (numba), and of the Poisson table builder.
 
 ``numpy_backend.render`` runs Philox, the Poisson table search, Box-Muller, the
-compose, the clip and the quantisation as separate numpy passes (~32 ns per
-value for poisson-gaussian, one core).  ``render_noisy`` here does them in one
-compiled call over the flat image (~8 ns per value; ~3.3 for gaussian, where
-no table search runs), repeating the reference's arithmetic:
+compose, the clip and the quantisation as separate numpy passes.
+``render_noisy`` here does them in one compiled call over the flat image
+(about 8 ns per value for poisson-gaussian on one core; about 3.3 for gaussian,
+where no table search runs), repeating the reference's arithmetic operation for
+operation, so the bytes are the same (ARCHITECTURE.md, "Reproducibility"):
 
 * value i uses Philox4x32-10 block j = i // 2 with counter
   (j & 0xffffffff, j >> 32, step, STREAM_NOISE) under key split_key(seed);
   words 0/1 are the Poisson words of values 2j / 2j+1 and words 2/3 their
-  normals, by ``numpy_backend.box_muller``'s float32 operations in its order;
+  normals, by ``numpy_backend.box_muller``'s float32 operations in its order,
+  with log and sincos in float64 by the twins of ``synth/detmath.py`` below,
+  each rounded once to float32;
 * the Poisson count comes from the same ``poisson.PoissonTables`` by the same
-  guide-table search, and from the same Acklam ``ndtri`` (float64) for the
+  guide-table search, and from ``detmath.ndtri`` (float64) for the
   normal-approximation codes;
-* compose, clip and ``floor(z * 255 + 0.5)`` are float32, as in numpy.
+* compose, clip, the per-value darkening and sRGB curve (``order: before``,
+  ``space: linear``; ``signal.darken32``, ``signal.linear_to_srgb32``) and
+  ``floor(z * 255 + 0.5)`` are float32, as in numpy.
 
-The one deliberate difference is how the three float32 transcendentals of
-Box-Muller are evaluated.  numpy uses its own SIMD ``log``/``sin``/``cos``,
-which are not correctly rounded (12-22 % of the 2**24 possible inputs land one
-ulp off), and libm's scalar calls would cost ~8 ns per value.  The kernel
-instead evaluates them in float64 (fdlibm's polynomials, vectorised by LLVM)
-and rounds once to float32, which is correctly rounded on every one of the
-2**24 inputs each of them can receive (checked exhaustively).  A normal that
-differs from numpy's by one float32 ulp moves the output code only when z*255
-sits within ~1e-7 of a rounding boundary, so outputs agree exactly in practice;
-tests/test_cpu_kernel.py bounds the mismatch.
+``build_tables`` is ``poisson.build_tables_reference`` as one loop (about ten
+times faster than the numpy version).
 
-The loops are in chunks of CHUNK_BLOCKS Philox blocks: a vectorised Philox pass
-(~0.9 ns per value), a vectorised Box-Muller pass (~1.7), the per-value table
-search (~4.5: two random reads into tables that live in L2) and the compose and
-quantisation (~0.8).  No fastmath (it would allow contraction and reassociation);
-error_model="numpy" only drops the zero-division checks that block
-vectorisation.  The kernel holds no Python objects and releases the GIL.
+The loops are in chunks of CHUNK_BLOCKS Philox blocks: a vectorised Philox pass,
+a Box-Muller pass, the per-value table search (two random reads into tables
+that live in L2) and the compose and quantisation.  No fastmath (it would allow
+contraction and reassociation, and so other bits); error_model="numpy" only
+drops the zero-division checks that block vectorisation.  The kernel holds no
+Python objects and releases the GIL.
 
 Set ``LOWLIGHT_NO_NUMBA=1`` (read once, at import) to force the numpy path.
 """

@@ -133,8 +133,3 @@ def sample(tables, codes, words):
             z = detmath.ndtri((words[big] + 0.5) / TWO32)
             k[big] = np.maximum(np.floor(lam + np.sqrt(lam) * z + 0.5), 0)
     return k
-
-
-def ndtri(p):
-    """Inverse standard normal CDF (detmath.ndtri: Acklam's approximation, relative error < 1.2e-9)."""
-    return detmath.ndtri(p)
