@@ -460,9 +460,14 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     result = RunResult()
     workers = resolve_workers(config.workers)
     executor = choose_executor(backend, workers, engine, config.decode.device == "gpu")
-    if executor != "threads":
-        encode_pool(workers)  # the workers start and import while this process warms up and reads earlier parts
-    result.compile_seconds = warm_up(backend, config)
+    if executor == "processes":
+        # This process renders nothing: one worker loads (or compiles and caches) the kernel while the others
+        # start, instead of this process loading it too.
+        result.compile_seconds = encode_pool(workers).submit(warm_up, backend, config).result()
+    else:
+        if executor == "encode-pool":
+            encode_pool(workers)  # the workers start and import while this process warms up
+        result.compile_seconds = warm_up(backend, config)
     start = time.perf_counter()
     prior = manifest.PriorRows(config.output, shard)
     unlistable = []  # ids of folders the scan could not list: pairs below them are not "gone"
@@ -555,11 +560,17 @@ def warm_up(backend, config):
         return 0.0
     from .synth import cpu_kernel
 
+    from . import numba_cache
+
     t0 = time.perf_counter()
     cpu_kernel.warmup()
     seconds = time.perf_counter() - t0
-    misses = getattr(getattr(getattr(cpu_kernel, "render_noisy_kernel", None), "stats", None), "cache_misses", None)
-    return seconds if misses or seconds > 1.0 else 0.0
+    stats = getattr(getattr(cpu_kernel, "render_noisy_kernel", None), "stats", None)
+    if stats is None:  # numba unavailable: nothing was compiled
+        return 0.0
+    # Loading from the cache can take a second on a busy machine too: only a cache miss (or no cache) is a compile.
+    compiled = bool(stats.cache_misses) or not numba_cache.STATE["cache"]
+    return seconds if compiled else 0.0
 
 
 def _config_difference(recorded, config):
