@@ -203,7 +203,8 @@ class _Walk:
         if kind is None:
             self.stats.add("not_regular")
             return None
-        if self.reached_directly(os.path.realpath(entry.path)):
+        real = os.path.realpath(entry.path)
+        if self.reached_directly(real) and (kind == "dir" or is_image_name(os.path.basename(real))):
             self.stats.add("seen_via_link")  # the walk reads the target under its own name
             return None
         if self.first_time(self.seen_dirs if kind == "dir" else self.seen_files, st):
