@@ -74,13 +74,8 @@ def files_images(root):
 @pytest.fixture(scope="module")
 def files_run(tmp_path_factory, inputs):
     """The files output of the default config with clean low images, as {row source: (row, {field: pixels})}."""
-    from lowlight_gpu import cli
-
     out = tmp_path_factory.mktemp("files") / "out"
-    cfg = out.parent / "c.yaml"
-    cfg.write_text("# defaults\n")
-    assert cli.main(["--config", str(cfg), "--quiet", "--set", "backend=numpy", "--set", "workers=1",
-                     "--set", f"input={inputs}", "--set", f"output={out}", "--set", "save.clean_low=true"]) == 0
+    assert run_pipeline(inputs, out, "save.clean_low=true").errors == 0
     rows = read_jsonl(out / "manifest.jsonl")
     return out, {r["source"]: r for r in rows}
 
@@ -106,14 +101,9 @@ def test_distinct_names_give_distinct_keys():
 @pytest.fixture(scope="module")
 def wds_run(tmp_path_factory, inputs):
     """A webdataset run of the same inputs, 3 pairs per shard, clean low images saved."""
-    from lowlight_gpu import cli
-
     out = tmp_path_factory.mktemp("wds") / "out"
-    cfg = out.parent / "c.yaml"
-    cfg.write_text("# defaults\n")
-    assert cli.main(["--config", str(cfg), "--quiet", "--set", "backend=numpy", "--set", "workers=1",
-                     "--set", f"input={inputs}", "--set", f"output={out}", "--set", "save.clean_low=true",
-                     "--set", "save.container=webdataset", "--set", "save.shard_pairs=3"]) == 0
+    assert run_pipeline(inputs, out, "save.clean_low=true", "save.container=webdataset",
+                        "save.shard_pairs=3").errors == 0
     return out
 
 
@@ -201,14 +191,8 @@ def test_a_damaged_member_fails_verify(run_cli, inputs, wds_run, tmp_path):
 @pytest.fixture(scope="module")
 def lmdb_run(tmp_path_factory, inputs):
     """An lmdb run of the same inputs, clean low images saved."""
-    from lowlight_gpu import cli
-
     out = tmp_path_factory.mktemp("lmdb") / "out"
-    cfg = out.parent / "c.yaml"
-    cfg.write_text("# defaults\n")
-    assert cli.main(["--config", str(cfg), "--quiet", "--set", "backend=numpy", "--set", "workers=1",
-                     "--set", f"input={inputs}", "--set", f"output={out}", "--set", "save.clean_low=true",
-                     "--set", "save.container=lmdb"]) == 0
+    assert run_pipeline(inputs, out, "save.clean_low=true", "save.container=lmdb").errors == 0
     return out
 
 
@@ -267,8 +251,8 @@ def test_files_container_writes_basicsr_meta_info(files_run):
 
 def test_lmdb_progressive_all_gives_one_database_per_step(run_cli, inputs, tmp_path):
     out = tmp_path / "out"
-    generate(run_cli, inputs, out, "save.container=lmdb", "progressive.enabled=true", "progressive.steps=3",
-             "progressive.save=all", "noise.model=none")
+    run_pipeline(inputs, out, "save.container=lmdb", "progressive.enabled=true", "progressive.steps=3",
+                 "progressive.save=all", "noise.model=none")
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.lmdb")) == \
         ["high.lmdb", "low/t01.lmdb", "low/t02.lmdb", "low/t03.lmdb"]
     row = read_jsonl(out / "manifest.jsonl")[0]
@@ -390,6 +374,21 @@ def kill_inputs(tmp_path_factory):
     return base / "in", cfg
 
 
+@pytest.fixture(scope="module")
+def clean_runs(kill_inputs, tmp_path_factory):
+    """clean_runs(container): the output folder of an uninterrupted run (made once per container)."""
+    made = {}
+
+    def get(container):
+        if container not in made:
+            made[container] = tmp_path_factory.mktemp(f"clean-{container}") / "out"
+            run_pipeline(kill_inputs[0], made[container], f"save.container={container}", "save.compress_level=9",
+                         "save.shard_pairs=4")
+        return made[container]
+
+    return get
+
+
 def _journal_rows(out):
     """Complete rows in the journals of the whole-run shard."""
     return sum(p.read_bytes().count(b"\n") for p in Path(out, "parts").glob("shard-00000-of-00001.journal-*.jsonl"))
@@ -403,7 +402,7 @@ KILL_MOMENTS = {
 
 
 @pytest.mark.parametrize("container,moment", sorted(KILL_MOMENTS))
-def test_sigkill_then_rerun_equals_a_clean_run(kill_inputs, tmp_path, container, moment):
+def test_sigkill_then_rerun_equals_a_clean_run(kill_inputs, clean_runs, tmp_path, container, moment):
     import signal
     import subprocess
     import sys
@@ -413,8 +412,7 @@ def test_sigkill_then_rerun_equals_a_clean_run(kill_inputs, tmp_path, container,
 
     inp, cfg = kill_inputs
     sets = [f"save.container={container}", "save.compress_level=9", "save.shard_pairs=4"]
-    clean, out = tmp_path / "clean", tmp_path / "out"
-    run_pipeline(inp, clean, *sets)
+    clean, out = clean_runs(container), tmp_path / "out"
     proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "generate.py"), "--config", str(cfg), "--quiet",
                              "--set", f"input={inp}", "--set", f"output={out}", "--set", sets[0]],
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
