@@ -389,6 +389,9 @@ _ICC_MODES = frozenset({"RGB", "RGBA", "L", "LA", "CMYK"})
 def _to_srgb(im: Image.Image) -> Image.Image:
     """im with an embedded ICC profile converted to sRGB (alpha kept); im itself when there is nothing to do."""
     icc = im.info.get("icc_profile")
+    if icc and im.mode == "P":  # a palette with a profile: its colours are in the profile's space too
+        im = im.convert("RGBA" if _palette_has_alpha(im) else "RGB")
+        icc = im.info.get("icc_profile", icc)
     if not icc or im.mode not in _ICC_MODES or "transparency" in im.info:
         return im  # no profile, a mode LittleCMS is not given here, or a colour key that must match exactly
     base_mode = im.mode.rstrip("A") if im.mode in ("RGBA", "LA") else im.mode

@@ -151,6 +151,17 @@ def test_alpha_passes_through_conversion(muted_pixels):
     assert np.array_equal(dec.rgb, imageio.decode_bytes(_png_bytes(muted_pixels, icc), 1 << 30, "x.png").rgb)
 
 
+def test_palette_image_with_a_profile_is_converted(muted_pixels):
+    icc = PROFILES["adobe"][0]
+    pal = Image.fromarray(muted_pixels).quantize(64)
+    buf = io.BytesIO()
+    pal.save(buf, format="PNG", icc_profile=icc)
+    plain = np.asarray(pal.convert("RGB"))
+    converted = imageio.decode_bytes(buf.getvalue(), 1 << 30, "p.png").rgb
+    assert saturation(converted) > saturation(plain) * 1.05
+    assert np.array_equal(imageio.decode_bytes(buf.getvalue(), 1 << 30, "p.png", color="ignore").rgb, plain)
+
+
 def test_damaged_profile_is_ignored(muted_pixels):
     dec = imageio.decode_bytes(_png_bytes(muted_pixels, b"not an icc profile" * 8), 1 << 30, "x.png")
     assert np.array_equal(dec.rgb, muted_pixels)
