@@ -8,6 +8,8 @@ Every power, log and exp is ``synth/detmath.py``'s, so the tables have the same
 bits on every machine (ARCHITECTURE.md, "Reproducibility").
 """
 
+import functools
+
 import numpy as np
 
 from . import detmath
@@ -78,12 +80,17 @@ def is_final_step(params, t):
 
 def step_constants(params, t):
     """float64 (alpha, beta, gamma) with step t's clean signal = beta * (alpha * x) ** gamma."""
-    alpha, beta, gamma = params["alpha"], params["beta"], params["gamma"]
+    alpha, beta, gamma = float(params["alpha"]), float(params["beta"]), float(params["gamma"])
     if is_final_step(params, t):
         # The last step is the one-shot formula itself, so step T and the one-shot image agree exactly.
-        return float(alpha), float(beta), float(gamma)
-    # An earlier step is b' ** e_t * x ** p_t: alpha = 1 keeps x exact.
-    scale_exp, power = step_exponents(gamma, params["progressive"]["steps"], t)
+        return alpha, beta, gamma
+    return _earlier_step_constants(alpha, beta, gamma, int(params["progressive"]["steps"]), int(t))
+
+
+@functools.lru_cache(maxsize=1024)  # a pair asks for each step's constants for its noisy, clean and GPU images
+def _earlier_step_constants(alpha, beta, gamma, steps, t):
+    """step_constants of a step t < T: b' ** e_t * x ** p_t, i.e. alpha = 1 (which keeps x exact)."""
+    scale_exp, power = step_exponents(gamma, steps, t)
     return 1.0, detmath.scalar(detmath.pow, b_prime(alpha, beta, gamma), scale_exp), power
 
 
