@@ -65,15 +65,9 @@ def decode(data):
         return np.asarray(im).copy()
 
 
-def files_images(root):
-    """{relative path: pixels} of the PNGs of a files run."""
-    return {p.relative_to(root).as_posix(): decode(p.read_bytes())
-            for p in sorted(Path(root).rglob("*.png")) if p.parent != Path(root)}
-
-
 @pytest.fixture(scope="module")
 def files_run(tmp_path_factory, inputs):
-    """The files output of the default config with clean low images, as {row source: (row, {field: pixels})}."""
+    """(output folder, {source: manifest row}) of a files run of the inputs, clean low images saved."""
     out = tmp_path_factory.mktemp("files") / "out"
     assert run_pipeline(inputs, out, "save.clean_low=true").errors == 0
     rows = read_jsonl(out / "manifest.jsonl")

@@ -12,7 +12,7 @@ Names.  A pair's **key** is its output name without ``.png`` with every characte
 dot, BasicSR a meta_info line at its first dot), ASCII only (BasicSR encodes LMDB keys as ASCII), stable and
 collision-free (the escaping is reversible and output names are already distinct).  Each image has a
 **tag**: ``high``, ``low``, ``low_clean``, ``tNN`` (progressive step NN), ``low_clean_tNN``; an extra payload
-(issue 13's raw mosaics) brings its own tag, e.g. ``raw_low``.
+(save.raw's mosaics) brings its own tag, e.g. ``raw_low``.
 
 * webdataset: member ``KEY.TAG.EXT`` of ``shards/{split}-NNNNNN.tar`` (split ``data`` without a split);
   the row names ``shard`` and ``key``, and its image fields (``high``, ``low``, ``steps[].path``, ...) hold

@@ -283,7 +283,10 @@ def _numbered(rows, i):
 
 
 def assemble(root, part_paths, shard_pairs):
-    """Build shards/ from the staged or earlier samples the parts point at; rewrite the parts; returns dataset.json info."""
+    """Build shards/ from the samples the parts point at (staged or in earlier shards), then rewrite the parts.
+
+    Returns dataset.json's view of the shards.
+    """
     os.makedirs(os.path.join(root, SHARDS), exist_ok=True)
     temps = [os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".tmp") for p in part_paths]
     outs = [open(t, "w", encoding="utf-8") for t in temps]
