@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lowlight_gpu.synth.spec import FORMAT_VERSION
 from lowlight_gpu.tools import preview, report, spread, verify
 
 from conftest import read_jsonl, read_png, write_image
@@ -42,6 +43,16 @@ def test_verify_passes_on_an_untouched_dataset(run_cli, dataset):
     res = run_cli(*_io(*dataset), "--verify")
     assert res.code == 0, res
     assert "2 of 2 rows replayed, 4 files compared: all match" in res.out
+
+
+def test_verify_notes_a_dataset_of_another_format_version(run_cli, dataset):
+    inp, out = dataset
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["format_version"] == FORMAT_VERSION
+    info["format_version"] = FORMAT_VERSION - 1
+    (out / "dataset.json").write_text(json.dumps(info))
+    res = run_cli(*_io(inp, out), "--verify")
+    assert f"made by format version {FORMAT_VERSION - 1} of the model and this is version {FORMAT_VERSION}" in res.out
 
 
 def test_verify_n_replays_a_spread_of_rows(run_cli, dataset):

@@ -21,6 +21,7 @@ replayed (source gone, unreadable or changed size).
 """
 
 import io
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,6 +30,7 @@ import numpy as np
 from .. import containers, imageio, layout, synth
 from ..containers.readers import shared_reader
 from ..params import pair_seed, sample_params
+from ..synth.spec import FORMAT_VERSION
 from . import recorded_config, sample
 
 EXIT_OK, EXIT_DIFFERS, EXIT_UNREPLAYABLE = 0, 1, 3
@@ -49,6 +51,11 @@ def main(config, n=None, out=None):
     if cfg.fingerprint() != config.fingerprint():
         print(f"lowlight-gpu: verify: note: replaying with the config recorded in "
               f"{os.path.join(config.output, 'dataset.json')} (it differs from the one given)", file=out)
+    made_by = recorded_format_version(config.output)
+    if made_by is not None and made_by != FORMAT_VERSION:
+        print(f"lowlight-gpu: verify: note: this dataset was made by format version {made_by} of the model and this "
+              f"is version {FORMAT_VERSION}: rendered images are expected to differ (regenerate it, or verify "
+              f"with the release that made it)", file=out)
     counts = {DIFFERS: 0, MISSING: 0, UNREPLAYABLE: 0}
     checked = files = 0
     with ThreadPoolExecutor(max_workers=resolve_workers(config.workers)) as pool:
@@ -63,6 +70,15 @@ def main(config, n=None, out=None):
     if counts[DIFFERS] or counts[MISSING]:
         return EXIT_DIFFERS
     return EXIT_UNREPLAYABLE if counts[UNREPLAYABLE] else EXIT_OK
+
+
+def recorded_format_version(output_dir):
+    """dataset.json's format_version (1 for a dataset from before it was recorded), or None when unreadable."""
+    try:
+        with open(os.path.join(os.fspath(output_dir), "dataset.json"), encoding="utf-8") as f:
+            return int(json.load(f).get("format_version", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def summary(checked, total, files, counts):
