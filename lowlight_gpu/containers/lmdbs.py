@@ -13,6 +13,8 @@ A key/value set does not depend on insertion order, so the databases of a whole 
 merge hold the same keys and values.
 """
 
+import contextlib
+import errno
 import os
 
 from .. import manifest
@@ -40,6 +42,18 @@ def open_writer(path):
 def open_reader(path):
     """An LMDB environment for reading, opened the way BasicSR's FileClient opens one."""
     return _lmdb().open(path, readonly=True, lock=False, readahead=False, meminit=False)
+
+
+@contextlib.contextmanager
+def storage_errors(path):
+    """Raise an LMDB failure as the OSError a full or failing disk gives (the CLI stops with one line, exit 4)."""
+    lmdb = _lmdb()
+    try:
+        yield
+    except (lmdb.MapFullError, lmdb.DiskError) as exc:
+        raise OSError(errno.ENOSPC, f"LMDB: {exc}", path) from None
+    except lmdb.Error as exc:
+        raise OSError(errno.EIO, f"LMDB: {exc}", path) from None
 
 
 class LmdbStore:
@@ -80,10 +94,11 @@ class LmdbStore:
         if payload is not None:
             key = row["key"].encode("ascii")
             for name, data, db in payload:
-                txn = self.txns.get(db)
-                if txn is None:
-                    txn = self.txns[db] = self._env(db).begin(write=True)
-                txn.put(key, data)
+                with storage_errors(os.path.join(self.root, db)):
+                    txn = self.txns.get(db)
+                    if txn is None:
+                        txn = self.txns[db] = self._env(db).begin(write=True)
+                    txn.put(key, data)
                 self.dirty_bytes += len(data)
             state["members"] = [[name, len(data), manifest.data_digest(data), db] for name, data, db in payload]
             state["at"] = None
@@ -95,8 +110,9 @@ class LmdbStore:
 
     def _commit(self):
         """Commit every open write transaction; returns the rows now safe to journal."""
-        for txn in self.txns.values():
-            txn.commit()
+        for db, txn in self.txns.items():
+            with storage_errors(os.path.join(self.root, db)):
+                txn.commit()
         self.txns.clear()
         self.dirty_bytes = self.dirty_pairs = 0
         rows, self.pending = self.pending, []
