@@ -250,24 +250,79 @@ def read_members(root, row):
 # ---------------------------------------------------------------- assembly
 
 
-class _ShardPlan:
-    """The byte ranges one final shard is made of, in order."""
+class _ShardBuild:
+    """One final shard being assembled from its samples' byte ranges, in order, in constant memory.
 
-    def __init__(self, rel):
-        self.rel = rel
-        self.ranges = []  # [file rel, start, length], contiguous ranges of one file merged
+    While the samples so far are one contiguous run of one file from its start (a whole run's staging
+    segment, or the shard itself on a rerun) nothing is copied: the file may turn out to be the whole shard.
+    From the first other sample on, the bytes are copied into a temporary file as they come.
+    """
+
+    def __init__(self, root, rel):
+        self.root, self.rel = root, rel
+        self.tmp = os.path.join(root, SHARDS, "." + os.path.basename(rel) + ".tmp")
+        self.pending = None  # [file rel, start, length] not copied yet
+        self.fd = None
         self.length = 0
 
     def add(self, rel, start, length):
         """Append a sample's bytes; returns its offset in the final shard."""
-        offset = self.length
-        last = self.ranges[-1] if self.ranges else None
-        if last is not None and last[0] == rel and last[1] + last[2] == start:
-            last[2] += length
+        offset, p = self.length, self.pending
+        if self.fd is None and (start == 0 if p is None else (p[0] == rel and p[1] + p[2] == start)):
+            if p is None:
+                self.pending = [rel, start, length]
+            else:
+                p[2] += length
         else:
-            self.ranges.append([rel, start, length])
+            self._spill()
+            self._copy(rel, start, length)
         self.length += length
         return offset
+
+    def _spill(self):
+        """Open the temporary file and copy what is pending into it."""
+        if self.fd is None:
+            self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            if self.pending is not None:
+                self._copy(*self.pending)
+                self.pending = None
+
+    def _copy(self, rel, start, length):
+        """Append length bytes of file rel at start to the temporary file."""
+        try:
+            with open(os.path.join(self.root, rel), "rb") as src:
+                _copy_range(src.fileno(), self.fd, start, length)
+        except FileNotFoundError:
+            raise manifest.MergeError(f"cannot merge: '{rel}', which holds samples of {self.rel}, is gone; "
+                                      "run the shard that wrote it again") from None
+
+    def finish(self):
+        """End the shard; returns the rename that puts it in place, or None when it is in place already."""
+        final = os.path.join(self.root, self.rel)
+        if self.fd is None:
+            source = os.path.join(self.root, self.pending[0])
+            try:
+                whole = os.path.getsize(source) == self.length + len(trailer(self.length))
+            except OSError:
+                whole = False
+            if whole and os.path.abspath(source) == os.path.abspath(final):
+                return None  # a rerun changes nothing
+            if whole:  # a whole run's segment that is exactly this shard: link it, no copy
+                return lambda: _link_into_place(source, final)
+            self._spill()
+        end = trailer(self.length)
+        while end:
+            end = end[os.write(self.fd, end):]
+        os.close(self.fd)
+        self.fd = None
+        return lambda: manifest.replace_if_changed(self.tmp, final)
+
+    def abandon(self):
+        """Drop the temporary file after a failure."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        _remove(self.tmp)
 
 
 def merged_rows(part_paths):
@@ -290,34 +345,36 @@ def assemble(root, part_paths, shard_pairs):
     os.makedirs(os.path.join(root, SHARDS), exist_ok=True)
     temps = [os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".tmp") for p in part_paths]
     outs = [open(t, "w", encoding="utf-8") for t in temps]
-    built, moves, current, positions = [], [], {}, {}
+    builds, moves, current, positions = [], [], {}, {}
     try:
         for row, i in merged_rows(part_paths):
             split = split_prefix(row.get("split"))
             position = positions.get(split, 0)
             positions[split] = position + 1
             rel = f"{SHARDS}/{split}-{position // shard_pairs:06d}.tar"
-            plan = current.get(split)
-            if plan is None or plan.rel != rel:
-                if plan is not None:  # complete: copy it now, so memory holds one shard's ranges per split
-                    moves.append(_build(root, plan))
-                plan = current[split] = _ShardPlan(rel)
-                built.append(rel)
+            build = current.get(split)
+            if build is None or build.rel != rel:
+                if build is not None:
+                    moves.append(build.finish())
+                build = current[split] = _ShardBuild(root, rel)
+                builds.append(build)
             state = row.get(manifest.STATE) or {}
             if not state.get("at") or not state.get("members"):
                 raise manifest.MergeError(f"cannot merge: '{part_paths[i]}' has a row without its sample's place "
                                           f"({row.get('source')}); run that shard again")
-            offset = plan.add(state["at"][0], state["at"][1], sample_length(state["members"]))
+            offset = build.add(state["at"][0], state["at"][1], sample_length(state["members"]))
             state["at"] = [rel, offset]
             row = {"source": row["source"], "shard": rel, **{k: v for k, v in row.items() if k != "shard"}}
             outs[i].write(manifest.dumps(row) + "\n")
         for f in outs:
             f.close()
-        moves += [_build(root, plan) for plan in current.values()]
+        moves += [build.finish() for build in current.values()]
     except BaseException:
         for f, t in zip(outs, temps):
             f.close()
             _remove(t)
+        for build in builds:
+            build.abandon()
         raise
     # Only now is anything replaced: every copy above read its sources (staged or earlier shards) first.
     for move in moves:
@@ -325,35 +382,9 @@ def assemble(root, part_paths, shard_pairs):
             move()
     for tmp, path in zip(temps, part_paths):
         manifest.replace_if_changed(tmp, path)
+    built = [build.rel for build in builds]
     _sweep(root, part_paths, set(built))
     return describe(built, shard_pairs)
-
-
-def _build(root, plan):
-    """Write plan's shard under a temporary name (or find it already whole); returns the rename to do, or None."""
-    final = os.path.join(root, plan.rel)
-    if len(plan.ranges) == 1 and plan.ranges[0][1] == 0:
-        source = os.path.join(root, plan.ranges[0][0])
-        try:
-            whole = os.path.getsize(source) == plan.length + len(trailer(plan.length))
-        except OSError:
-            whole = False
-        if whole and os.path.abspath(source) == os.path.abspath(final):
-            return None  # already in place: a rerun changes nothing
-        if whole:  # a whole-run segment that is exactly this shard: link it, no copy
-            return lambda: _link_into_place(source, final)
-    tmp = os.path.join(root, SHARDS, "." + os.path.basename(plan.rel) + ".tmp")
-    with open(tmp, "wb") as out:
-        for rel, start, length in plan.ranges:
-            try:
-                with open(os.path.join(root, rel), "rb") as src:
-                    _copy_range(src.fileno(), out.fileno(), start, length)
-            except FileNotFoundError:
-                _remove(tmp)
-                raise manifest.MergeError(f"cannot merge: '{rel}', which holds samples of {plan.rel}, is gone; "
-                                          "run the shard that wrote it again") from None
-        out.write(trailer(plan.length))
-    return lambda: manifest.replace_if_changed(tmp, final)
 
 
 def _copy_range(src, dst, start, length):
