@@ -133,7 +133,7 @@ def test_webdataset_reads_the_shards(wds_run, files_run):
     wds = pytest.importorskip("webdataset")
     files_out, files_rows = files_run
     urls = [str(p) for p in sorted((wds_run / "shards").glob("*.tar"))]
-    samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
     rows = read_jsonl(wds_run / "manifest.jsonl")
     assert [s["__key__"] for s in samples] == [r["key"] for r in rows]
     for s, row in zip(samples, rows):
