@@ -33,7 +33,7 @@ from conftest import read_jsonl, read_png, write_images
 from lowlight_gpu import pipeline, rng
 from lowlight_gpu.config import config_from_dict
 from lowlight_gpu.params import sample_params
-from lowlight_gpu.synth import cupy_backend, numpy_backend, poisson
+from lowlight_gpu.synth import cupy_backend, cupy_batch, cupy_compile, cupy_transfer, numpy_backend, poisson
 
 NVCC = shutil.which("nvcc")
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
@@ -423,10 +423,11 @@ def stand_in(host, monkeypatch):
     """cupy_backend wired to a StandInCupy, with its caches cleared before and after."""
     fake = StandInCupy(host)
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    for name, value in [("_modules", {}), ("_available", None), ("_state", cupy_backend._ThreadState()),
-                        ("_batcher", cupy_backend._Batcher()), ("_batch_small_images", True),
-                        ("_slice_values", cupy_backend._slice_values)]:
-        monkeypatch.setattr(cupy_backend, name, value)
+    monkeypatch.setattr(cupy_compile, "_modules", {})
+    monkeypatch.setattr(cupy_transfer, "_state", cupy_transfer.ThreadState())
+    monkeypatch.setattr(cupy_backend, "_available", None)
+    monkeypatch.setattr(cupy_backend, "_batcher", cupy_batch.Batcher(cupy_backend._render_batch_or_alone))
+    monkeypatch.setattr(cupy_backend, "SETTINGS", cupy_backend.Settings())
     return fake
 
 
@@ -555,7 +556,7 @@ def test_concurrent_small_images_share_passes(stand_in):
 def test_batches_respect_the_size_cap(stand_in):
     requests = batch_requests(12)
     cupy_backend.configure(batch_megapixels=0.01)  # at most 2 * 30000 values on the device per pass
-    cap = 2 * cupy_backend._slice_values
+    cap = 2 * cupy_backend.SETTINGS.slice_values
     sizes = [r[0].size * (1 + len(r[2])) for r in requests]
     assert max(sizes) < cap < sum(sizes)
     stand_in.batch_delay = 0.02

@@ -197,7 +197,7 @@ def test_out_of_memory_falls_back_to_slices(slice_spy):
 
 
 def test_configure_batch_megapixels_slices(monkeypatch, slice_spy):
-    monkeypatch.setattr(cupy_backend, "_slice_values", cupy_backend._slice_values)  # restored afterwards
+    monkeypatch.setattr(cupy_backend, "SETTINGS", cupy_backend.SETTINGS)  # restored afterwards
     rgb = image((1000, 800, 3), 10)  # above SMALL_IMAGE_VALUES: rendered on its own, in slices
     assert rgb.size > cupy_backend.SMALL_IMAGE_VALUES
     params = params_for({}, 11)
@@ -220,7 +220,7 @@ def batch_spy(monkeypatch):
         return real(batch)
 
     monkeypatch.setattr(cupy_backend, "_render_batch", spy)
-    monkeypatch.setattr(cupy_backend, "_batch_small_images", True)
+    monkeypatch.setattr(cupy_backend, "SETTINGS", cupy_backend.Settings(cupy_backend.SETTINGS.slice_values, True))
     return sizes
 
 

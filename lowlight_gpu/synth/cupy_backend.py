@@ -8,54 +8,42 @@ same Philox4x32-10 counters as ``rng.py`` (never CuPy's own generators) and the
 kernels do the reference's arithmetic with ``detmath.cuh``, so the images are
 ``numpy_backend.render``'s to the bit (ARCHITECTURE.md, "Reproducibility").
 
-Threads: the pipeline calls ``render_many`` from many worker threads at once.
-Each thread gets its own non-blocking CUDA stream and its own page-locked
-staging buffers, so one thread's copies and kernels overlap with the decoding
-and encoding done by the others.  Small images (at most SMALL_IMAGE_VALUES
-values) are batched instead: while one thread's device pass runs, the small
-images other threads submit queue up, and the next pass renders all of them
-with one upload, one launch and one download (group commit: a lone image waits
-for nothing).  Never fork a process after CUDA has been
-initialised (a forked child cannot use the parent's CUDA context): use threads,
-or start worker processes with the "spawn"/"forkserver" method.
-
-Compilation: the kernels are compiled once per process (under a lock) by NVRTC
-the first time they are needed, which takes about a second; CuPy also caches
-the binary on disk (``~/.cupy/kernel_cache``, or ``$CUPY_CACHE_DIR``), so later
-processes load it in milliseconds.
+This module dispatches: it packs each output's arguments and tables (``_Job``),
+launches the kernels, slices an image after an out-of-memory error, and sends
+small images to the batcher.  Its helpers each do one job: ``cupy_compile``
+(source, options, one build per device), ``cupy_transfer`` (blob layout, each
+thread's stream and pinned buffers) and ``cupy_batch`` (group commit of small
+images across threads).  The pipeline calls ``render_many`` from many worker
+threads at once.  Never fork a process after CUDA has been initialised (a forked
+child cannot use the parent's CUDA context): use threads, or start worker
+processes with the "spawn"/"forkserver" method.
 """
 
-import os
-import re
+import dataclasses
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 
 from .. import rng
+from . import cupy_batch, cupy_compile, cupy_transfer
+from .cupy_batch import MAX_BATCH_JOBS, Request as _Request  # noqa: F401 - names tests and gpu_check use
+from .cupy_compile import (COMPILE_OPTIONS, CUPY_ADDED_OPTIONS, FAST_MATH, KERNEL_FILE,  # noqa: F401
+                           SOURCE_DIR, kernel_source, source_files)
+from .cupy_transfer import device_views as _device_views
+from .cupy_transfer import fill as _fill
+from .cupy_transfer import layout as _layout
+from .cupy_transfer import padded as _padded
 from .numpy_backend import noise_step, noise_tables
 from .numpy_backend import render as numpy_render
 from .signal import clean_lut, step_constants32, step_signal, working_codes
 
 NAME = "cupy"
 
-SOURCE_DIR = Path(__file__).resolve().parent
-KERNEL_FILE = "kernels.cu"
-# --fmad=false: numpy rounds a*b and then +c; a fused multiply-add would round once.
-# CuPy appends -ftz=true itself; flushing float32 subnormals to zero cannot move an
-# output code (they quantize to 0 either way), so it is left as CuPy sets it.
-COMPILE_OPTIONS = ("--std=c++17", "--fmad=false")
-# LOWLIGHT_GPU_FAST_MATH=1: float32 hardware log/sincos in Box-Muller (see noise.cuh); off by default:
-# it leaves the reproducibility contract, and rows made with it say so (effective_name).
-FAST_MATH = os.environ.get("LOWLIGHT_GPU_FAST_MATH", "") == "1"
 LUT_MAX_GRID = 4096          # the LUT kernel loops; more blocks would only reload the table
-CUPY_ADDED_OPTIONS = ("-ftz=true",)
-
 THREADS_PER_BLOCK = 256
 MAX_GRID = 1 << 20           # grid-stride loops cover anything larger
 MIN_SLICE_VALUES = 1 << 16   # smallest slice the out-of-memory fallback tries
-ALIGN = 256                  # byte alignment of each table inside the uploaded blob
 
 _MODELS = {"poisson-gaussian": 0, "brooks": 0, "poisson": 1, "gaussian": 2}  # LL_MODEL_* in noise.cuh
 
@@ -63,7 +51,6 @@ _MODELS = {"poisson-gaussian": 0, "brooks": 0, "poisson": 1, "gaussian": 2}  # L
 # them the per-image CUDA calls and synchronisation cost as much as the work; larger images gain
 # nothing, and each thread rendering its own keeps their copies running in parallel.
 SMALL_IMAGE_VALUES = 1 << 18
-MAX_BATCH_JOBS = 4096        # output images per batched launch (the grid's y extent allows 65535)
 
 _NOISE_PARAM_FIELDS = [("key0", "<u4"), ("key1", "<u4"), ("step", "<u4"), ("model", "<i4"), ("darken", "<i4"),
                        ("linear", "<i4"), ("inv_peak", "<f4"), ("sigma", "<f4"), ("alpha", "<f4"),
@@ -72,75 +59,23 @@ _NOISE_PARAM_FIELDS = [("key0", "<u4"), ("key1", "<u4"), ("step", "<u4"), ("mode
 JOB_DTYPE = np.dtype([("codes", "<i8"), ("out", "<i8"), ("n", "<i8"), ("tables", "<i8", (6,)),
                       *_NOISE_PARAM_FIELDS, ("clean", "<i4")], align=True)
 
-_compile_lock = threading.Lock()
-_modules = {}                # (device id, fast math) -> _Kernels
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How much one device pass holds, and whether small images are batched (configure() sets SETTINGS)."""
+
+    slice_values: int = 48_000_000 * 3  # values per slice (and twice this per batch)
+    batch_small_images: bool = True
+
+
+SETTINGS = Settings()
 _probe_lock = threading.Lock()
 _available = None
-_slice_values = 48_000_000 * 3  # values per slice; configure(batch_megapixels=...) changes it
-_batch_small_images = True      # configure(batch_small_images=False) renders every image on its own
 
 
 def effective_name(model):
     """What the manifest records as this backend: 'cupy', or 'cupy-fast-math' outside the contract."""
     return "cupy-fast-math" if FAST_MATH and model != "none" else NAME
-
-
-# ---------------------------------------------------------------- source and compilation
-
-def kernel_source():
-    """The CUDA source of every kernel, with the local headers inlined."""
-    # Inlining (instead of -I) makes CuPy's disk-cache key, a hash of the source
-    # text and options, change whenever a header changes.
-    return _inline(SOURCE_DIR / KERNEL_FILE, set())
-
-
-def _inline(path, seen):
-    """The text of path with each #include "local.cuh" replaced by that file, once."""
-    out = []
-    for line in path.read_text().splitlines():
-        match = re.match(r'\s*#\s*include\s+"([^"]+)"', line)
-        if match:
-            name = match.group(1)
-            if name not in seen:
-                seen.add(name)
-                out.append(_inline(path.parent / name, seen))
-            continue
-        if re.match(r"\s*#\s*pragma\s+once", line):
-            continue  # meaningless once inlined, and NVRTC warns about it in a main file
-        out.append(line)
-    return "\n".join(out) + "\n"
-
-
-def source_files():
-    """Paths of the CUDA files the backend compiles (for tests and packaging checks)."""
-    return [SOURCE_DIR / KERNEL_FILE, SOURCE_DIR / "batch.cuh", SOURCE_DIR / "noise.cuh", SOURCE_DIR / "philox.cuh",
-            SOURCE_DIR / "detmath.cuh", SOURCE_DIR / "physics.cuh"]  # physics.cuh: its own module (physics_gpu)
-
-
-class _Kernels:
-    """The compiled kernels of one device and variant."""
-
-    def __init__(self, module):
-        self.noise = module.get_function("ll_noise_kernel")
-        self.lut = module.get_function("ll_lut_kernel")
-        self.batch = module.get_function("ll_batch_kernel")
-
-
-def _kernels(fast_math=None):
-    """The _Kernels of the current device, compiled once per process and variant."""
-    import cupy
-
-    fast = FAST_MATH if fast_math is None else fast_math
-    key = (cupy.cuda.runtime.getDevice(), fast)
-    kernels = _modules.get(key)
-    if kernels is None:
-        with _compile_lock:
-            kernels = _modules.get(key)
-            if kernels is None:
-                options = COMPILE_OPTIONS + (("-DLL_FAST_MATH",) if fast else ())
-                kernels = _Kernels(cupy.RawModule(code=kernel_source(), options=options))
-                _modules[key] = kernels
-    return kernels
 
 
 # ---------------------------------------------------------------- availability and configuration
@@ -181,12 +116,16 @@ def _probe():
 
 
 def configure(batch_megapixels=None, memory_limit_gb=None, batch_small_images=None):
-    """Set the largest slice (or batch) one pass keeps on the GPU, cap CuPy's memory pool, switch batching."""
-    global _slice_values, _batch_small_images
+    """Set the largest slice (or batch) one pass keeps on the GPU, cap CuPy's memory pool, switch batching.
+
+    Replaces SETTINGS, the options render_many uses unless it is given its own; returns them.
+    """
+    global SETTINGS
     if batch_megapixels is not None:
-        _slice_values = _even(max(MIN_SLICE_VALUES, int(batch_megapixels * 1e6) * 3))
+        SETTINGS = dataclasses.replace(
+            SETTINGS, slice_values=_even(max(MIN_SLICE_VALUES, int(batch_megapixels * 1e6) * 3)))
     if batch_small_images is not None:
-        _batch_small_images = bool(batch_small_images)
+        SETTINGS = dataclasses.replace(SETTINGS, batch_small_images=bool(batch_small_images))
     if memory_limit_gb is not None:
         import cupy
 
@@ -246,40 +185,11 @@ class _Job:
         self.offsets = ()
 
 
-def _padded(nbytes):
-    """nbytes rounded up to a whole number of ALIGN-byte units (at least one)."""
-    return -(-max(nbytes, 1) // ALIGN) * ALIGN
-
-
-def _layout(jobs, start=0):
-    """Assign each job's sections a 256-byte-aligned offset in one blob, from `start`; return the end."""
-    size = start
-    for job in jobs:
-        offsets = []
-        for arr in job.sections:
-            offsets.append(size)
-            size += _padded(arr.nbytes)
-        job.offsets = tuple(offsets)
-    return size
-
-
-def _fill(blob, jobs):
-    """Copy every job's sections into the host blob at their offsets."""
-    for job in jobs:
-        for off, arr in zip(job.offsets, job.sections):
-            blob[off:off + arr.nbytes] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-
-
-def _device_views(d_blob, job):
-    """The job's sections as typed device arrays inside the uploaded blob."""
-    return tuple(d_blob[off:off + arr.nbytes].view(arr.dtype) for off, arr in zip(job.offsets, job.sections))
-
-
 # ---------------------------------------------------------------- kernel launches
 
 def _launch(job, views, d_codes, d_out, first, fast_math=None):
     """Run the job's kernel on one slice of codes whose first value has global index `first`."""
-    kernels = _kernels(fast_math)
+    kernels = cupy_compile.kernels(fast_math)
     n = d_codes.size
     if job.clean:
         grid = max(1, min(LUT_MAX_GRID, -(-n // (16 * THREADS_PER_BLOCK))))
@@ -288,41 +198,6 @@ def _launch(job, views, d_codes, d_out, first, fast_math=None):
         grid = max(1, min(MAX_GRID, -(-((n + 1) // 2) // THREADS_PER_BLOCK)))
         kernels.noise((grid,), (THREADS_PER_BLOCK,),
                       (d_codes, d_out, np.int64(n), np.int64(first), *job.args, *views))
-
-
-# ---------------------------------------------------------------- per-thread state
-
-class _ThreadState(threading.local):
-    """Each thread's CUDA stream and page-locked staging buffers."""
-
-    def __init__(self):
-        self.stream = None
-        self.pinned = {}
-
-
-_state = _ThreadState()
-
-
-def _stream():
-    """This thread's non-blocking stream (it never waits on the legacy default stream)."""
-    import cupy
-
-    if _state.stream is None:
-        _state.stream = cupy.cuda.Stream(non_blocking=True)
-    return _state.stream
-
-
-def _pinned(name, nbytes):
-    """This thread's page-locked buffer `name`, at least nbytes long (grown, never shrunk)."""
-    import cupy
-
-    buf = _state.pinned.get(name)
-    if buf is None or buf.size < nbytes:
-        capacity = max(nbytes, 0 if buf is None else buf.size + buf.size // 4, 4096)
-        mem = cupy.cuda.alloc_pinned_memory(capacity)
-        buf = np.ndarray((capacity,), np.uint8, buffer=mem)
-        _state.pinned[name] = buf
-    return buf[:nbytes]
 
 
 # ---------------------------------------------------------------- rendering
@@ -344,8 +219,12 @@ def render(rgb, params, t=None, noisy=True):
     return render_many(rgb, params, [(t, noisy)])[0]
 
 
-def render_many(rgb, params, specs, *, slice_values=None):
-    """One low image per (t, noisy) in specs, uploading rgb once; numpy in -> numpy out, CuPy in -> CuPy out."""
+def render_many(rgb, params, specs, *, slice_values=None, settings=None):
+    """One low image per (t, noisy) in specs, uploading rgb once; numpy in -> numpy out, CuPy in -> CuPy out.
+
+    ``settings`` (default SETTINGS) bound each device pass; ``slice_values`` forces slices of that size, alone.
+    """
+    settings = settings or SETTINGS
     if params["noise"]["model"] == "physics" and any(noisy for _, noisy in specs):
         from . import physics_gpu  # two kernels of physics.cuh per noisy image
 
@@ -359,9 +238,9 @@ def render_many(rgb, params, specs, *, slice_values=None):
     if not jobs:
         return []
     rgb = np.ascontiguousarray(rgb)
-    if _batch_small_images and slice_values is None and 0 < rgb.size <= SMALL_IMAGE_VALUES:
-        return _batcher.render(_Request(rgb, jobs))
-    return _render_from_host(rgb, jobs, slice_values or _slice_values)
+    if settings.batch_small_images and slice_values is None and 0 < rgb.size <= SMALL_IMAGE_VALUES:
+        return _batcher.render(_Request(rgb, jobs), 2 * settings.slice_values)
+    return _render_from_host(rgb, jobs, slice_values or settings.slice_values)
 
 
 def _render_on_device(rgb, jobs):
@@ -402,11 +281,11 @@ def _render_from_host(rgb, jobs, slice_values):
     n = rgb.size
     if n == 0:
         return [np.empty_like(rgb) for _ in jobs]
-    blob = _pinned("tables", _layout(jobs))
+    blob = cupy_transfer.pinned("tables", _layout(jobs))
     _fill(blob, jobs)
-    codes = _pinned("codes", n)
+    codes = cupy_transfer.pinned("codes", n)
     np.copyto(codes, rgb.reshape(-1))
-    outs = _pinned("outs", n * len(jobs))
+    outs = cupy_transfer.pinned("outs", n * len(jobs))
     _run_with_fallback(codes, blob, jobs, outs, _even(max(2, min(slice_values, n + (n & 1)))))
     return [outs[i * n:(i + 1) * n].copy().reshape(rgb.shape) for i in range(len(jobs))]
 
@@ -423,7 +302,7 @@ def _run_with_fallback(codes, blob, jobs, outs, slice_values):
     """Run the device pass on this thread's stream, in smaller slices after an out-of-memory error."""
     import cupy
 
-    stream = _stream()
+    stream = cupy_transfer.stream()
     attempts = _slice_attempts(slice_values)
     try:
         for i, size in enumerate(attempts):
@@ -467,81 +346,8 @@ def _device_pass(codes, blob, jobs, outs, slice_values, stream):
 
 # ---------------------------------------------------------------- batching small images across threads
 
-class _Request:
-    """One thread's small image and its jobs, waiting for (or leading) a batched device pass."""
-
-    def __init__(self, rgb, jobs):
-        self.rgb = rgb
-        self.jobs = jobs
-        self.device_values = rgb.size * (1 + len(jobs))  # input plus outputs on the device
-        self.outputs = None
-        self.error = None
-        self.done = False
-        self.wake = threading.Event()  # set when done, or when this request's thread must lead the next pass
-
-    def result(self):
-        """The rendered images, or the pass's exception raised in this thread."""
-        if self.error is not None:
-            raise self.error
-        return self.outputs
-
-
-class _Batcher:
-    """Group commit for small images: one thread runs a device pass while the others queue.
-
-    The thread that finds no pass running leads: it takes the queue (its own request
-    first), renders it in one batch, hands the lead to the oldest request still queued,
-    and wakes the rest.  No thread ever waits for a batch to fill, so a lone image is
-    rendered at once, and under load each pass carries whatever queued meanwhile.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._queue = []
-        self._running = False
-
-    def render(self, request):
-        """Render request's jobs in some batch; returns its images (in this thread)."""
-        with self._lock:
-            self._queue.append(request)
-            lead = not self._running
-            self._running = True
-        if not lead:
-            request.wake.wait()
-            if request.done:
-                return request.result()
-        # This thread leads; its request is first in the queue (new, or handed the lead).
-        batch = self._take()
-        try:
-            _render_batch_or_alone(batch)
-        finally:
-            with self._lock:
-                if self._queue:
-                    self._queue[0].wake.set()  # not done: that thread leads the next pass
-                else:
-                    self._running = False
-            for req in batch:
-                if req.outputs is None and req.error is None:  # the pass was interrupted (KeyboardInterrupt)
-                    req.error = RuntimeError("the batched GPU pass rendering this image was interrupted")
-                req.done = True
-                req.wake.set()
-        return request.result()
-
-    def _take(self):
-        """Remove and return the queue's head: as many requests as fit in one batch (at least one)."""
-        with self._lock:
-            values = jobs = count = 0
-            for req in self._queue:
-                values += req.device_values
-                jobs += len(req.jobs)
-                if count and (values > 2 * _slice_values or jobs > MAX_BATCH_JOBS):
-                    break
-                count += 1
-            batch, self._queue = self._queue[:count], self._queue[count:]
-        return batch
-
-
-_batcher = _Batcher()
+# Small images: group commit across threads (cupy_batch); each pass renders through _render_batch_or_alone.
+_batcher = cupy_batch.Batcher(lambda batch: _render_batch_or_alone(batch))
 
 
 def _render_batch_or_alone(batch):
@@ -563,7 +369,7 @@ def _render_batch_or_alone(batch):
             start += len(req.jobs)
             continue
         try:
-            req.outputs = _render_from_host(req.rgb, req.jobs, _slice_values)
+            req.outputs = _render_from_host(req.rgb, req.jobs, SETTINGS.slice_values)
         except Exception as exc:  # noqa: BLE001
             req.error = exc
 
@@ -580,7 +386,7 @@ def _render_batch(batch):
     jobs = [job for req in batch for job in req.jobs]
     table_at = _layout(jobs, size)
     size = table_at + JOB_DTYPE.itemsize * len(jobs)
-    blob = _pinned("batch_blob", size)
+    blob = cupy_transfer.pinned("batch_blob", size)
     _fill(blob, jobs)
     table = np.zeros(len(jobs), JOB_DTYPE)
     k = out_at = 0
@@ -595,16 +401,16 @@ def _render_batch(batch):
                 row[name] = value
             k, out_at = k + 1, out_at + n
     blob[table_at:size] = table.view(np.uint8)
-    outs = _pinned("batch_outs", out_at)
+    outs = cupy_transfer.pinned("batch_outs", out_at)
     pairs = (max(req.rgb.size for req in batch) + 1) // 2  # the largest image sets the grid's width
-    stream = _stream()
+    stream = cupy_transfer.stream()
     try:
         with stream:
             d_blob = cupy.empty(size, cupy.uint8)
             d_blob.set(blob, stream=stream)
             d_out = cupy.empty(out_at, cupy.uint8)
             grid = (max(1, min(MAX_GRID, -(-pairs // THREADS_PER_BLOCK))), len(jobs))
-            _kernels().batch(grid, (THREADS_PER_BLOCK,), (d_blob, d_out, d_blob[table_at:]))
+            cupy_compile.kernels().batch(grid, (THREADS_PER_BLOCK,), (d_blob, d_out, d_blob[table_at:]))
             d_out.get(stream=stream, out=outs, blocking=False)
     finally:
         stream.synchronize()  # also after an error: the next pass rewrites these pinned buffers
