@@ -367,3 +367,14 @@ def test_report_photon_transfer_panel_for_physics(run_cli, tmp_path, out_dir):
         again = report.photon_transfer(str(out_dir), bare, high, 10 ** 6)
         for k in ("mean", "measured", "declared"):
             assert np.array_equal(again[k], points[k]), k
+
+
+def test_read_top_reads_the_whole_file_when_its_first_guess_falls_short(tmp_path, monkeypatch):
+    rgb = np.random.default_rng(5).integers(0, 256, (200, 230, 3), dtype=np.uint8)  # incompressible: 138 kB
+    path = tmp_path / "x.png"
+    Image.fromarray(rgb).save(path, compress_level=1)
+    real = report.png_rows_kept
+    # Claim 1 byte per row, so the first read (that much plus 64 KiB of slack) holds too little data.
+    monkeypatch.setattr(report, "png_rows_kept", lambda header, n: (*real(header, n)[:2], 1))
+    top, cut = report.read_top(path, 230 * 150)
+    assert cut and np.array_equal(top, rgb[:150])
