@@ -75,7 +75,7 @@ _available = None
 
 def effective_name(model):
     """What the manifest records as this backend: 'cupy', or 'cupy-fast-math' outside the contract."""
-    return "cupy-fast-math" if FAST_MATH and model != "none" else NAME
+    return "cupy-fast-math" if FAST_MATH and model in _MODELS else NAME  # fast math reaches noise.cuh only
 
 
 # ---------------------------------------------------------------- availability and configuration
