@@ -216,7 +216,12 @@ def exp_f64(x):
         return _INF
     if x < _EXP_MIN:
         return 0.0
-    xc = min(max(x, -746.0), 710.0)
+    return exp_core(min(max(x, -746.0), 710.0))
+
+
+@_jit(inline="always")
+def exp_core(xc):
+    """detmath.exp for xc in [EXP_MIN, EXP_MAX] (no special cases to select)."""
     kd = np.floor(xc * _INVLN2 + 0.5)
     hi = xc - kd * _LN2_HI
     lo = kd * _LN2_LO
@@ -430,8 +435,13 @@ def compose_chunk(codes, first_value, count, k, g, signal32, model, inv_peak, si
 
 @_jit(inline="always")
 def powf_f32(x, y):
-    """signal.pow32 on one float32 x >= 0 and float32 y > 0."""
-    return np.float32(exp_f64(np.float64(y) * log_f64(np.float64(x))))
+    """signal.pow32 on one float32 x >= 0 and float32 y > 0: exp(y log x) in float64, rounded once."""
+    # A positive float32 is a normal float64, so log_core gives log_f64's bits.  Clamping the exponent to
+    # [EXP_MIN, EXP_MAX] changes exp's double but not its float32 rounding (0 below, inf above), so exp_core
+    # serves too.  No special cases to branch on: the loop can vectorise.
+    arg = np.float64(y) * log_core(max(np.float64(x), _MIN_NORMAL))
+    r = np.float32(exp_core(min(max(arg, _EXP_MIN), _EXP_MAX)))
+    return r if x > 0 else np.float32(0.0)
 
 
 @_jit(inline="always")
