@@ -167,7 +167,7 @@ def render_many(rgb, params, specs):
     import cupy
 
     on_device = isinstance(rgb, cupy.ndarray)
-    host = _to_numpy(rgb)
+    host = _to_numpy(rgb) if not all(noisy for _, noisy in specs) else None  # only clean images need it
     d_rgb = cupy.ascontiguousarray(cupy.asarray(rgb)) if any(noisy for _, noisy in specs) else None  # uploaded once
     outs = []
     for t, noisy in specs:
