@@ -11,7 +11,9 @@ ulp of the true value (tests/test_detmath.py measures it).
 
 Twins, operation for operation: ``synth/cpu_kernel.py`` (numba, scalar) and
 ``synth/detmath.cuh`` (CUDA and host C++).  tests/test_detmath.py checks all
-three on one shared table of inputs (``CASES``).
+three on one shared table of inputs (its ``cases()``), edge cases included.  log
+follows e_log.c's main formula only (not its small-|f| branches), so it is within
+an ulp but not always correctly rounded; pow uses an extended-precision log.
 
 Sources: fdlibm 5.3 (e_log.c, e_exp.c, s_expm1.c, k_sin.c, k_cos.c), the
 first step of e_rem_pio2.c (Cody-Waite), Dekker's exact product for ``pow``, and
