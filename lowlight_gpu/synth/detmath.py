@@ -99,6 +99,16 @@ def _blockwise(fn):
     return wrapper
 
 
+def _horner(z, coeffs):
+    """c0 + z * (c1 + z * (... + z * cn)), evaluated in that order, in place (a + b and a * b commute exactly)."""
+    p = z * coeffs[-1]
+    for c in coeffs[-2:0:-1]:
+        p += c
+        p *= z
+    p += coeffs[0]
+    return p
+
+
 def scalar(fn, *args):
     """fn(*args) for scalar arguments, as a Python float (or a tuple of floats)."""
     out = fn(*args)
@@ -144,8 +154,8 @@ def log(x):
         s = f / (2.0 + f)
         z = s * s
         w = z * z
-        t1 = w * (LG2 + w * (LG4 + w * LG6))
-        t2 = z * (LG1 + w * (LG3 + w * (LG5 + w * LG7)))
+        t1 = w * _horner(w, (LG2, LG4, LG6))
+        t2 = z * _horner(w, (LG1, LG3, LG5, LG7))
         hfsq = 0.5 * f * f
         r = kd * LN2_HI - ((hfsq - (s * (hfsq + (t2 + t1)) + kd * LN2_LO)) - f)
         return _log_special(x, r)
@@ -207,7 +217,7 @@ def exp(x):
         lo = kd * LN2_LO
         r = hi - lo
         t = r * r
-        c = r - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))))
+        c = r - t * _horner(t, (P1, P2, P3, P4, P5))
         y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
         k = kd.astype(np.int64)
         k1 = k >> 1  # two exact power-of-two factors: the second rounds once, also into subnormals
@@ -284,8 +294,8 @@ def sincos(x):
         r = (x - n * PIO2_1) - n * PIO2_1T  # x - n pi/2 in [-pi/4, pi/4]; the first difference is exact
         z = r * r
         v = z * r
-        s = r + v * (S1 + z * (S2 + z * (S3 + z * (S4 + z * (S5 + z * S6)))))
-        cr = z * (C1 + z * (C2 + z * (C3 + z * (C4 + z * (C5 + z * C6)))))
+        s = r + v * _horner(z, (S1, S2, S3, S4, S5, S6))
+        cr = z * _horner(z, (C1, C2, C3, C4, C5, C6))
         hz = 0.5 * z
         w = 1.0 - hz
         c = w + (((1.0 - w) - hz) + z * cr)
