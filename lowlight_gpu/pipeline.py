@@ -312,7 +312,7 @@ def check_output(config, codecs=None):
 def record_run(config, codecs=None):
     """Claim parts/run.json for this config (the first of several starting jobs wins); refuse another config's."""
     body = {"fingerprint": config.fingerprint(), "version": __version__, "input": config.input,
-            "config": config.output_settings()}
+            "config": config.output_settings(), "format_version": FORMAT_VERSION}
     if codecs is not None:
         body.update(codecs)
     try:
@@ -342,6 +342,13 @@ def _check_recorded(config, recorded, codecs=None):
             f"input: folder '{config.output}' holds a dataset made from input '{was_input}', not "
             f"'{os.path.abspath(config.input)}'; keep input as it was, or start a new dataset with "
             "--set output=NEW_FOLDER")
+    made_by = recorded.get("format_version", 1 if "fingerprint" in recorded else FORMAT_VERSION)
+    if made_by != FORMAT_VERSION:
+        # Another revision of the model renders other bytes (synth/spec.py): one dataset never mixes two.
+        raise ConfigError(
+            f"output: folder '{config.output}' holds a dataset made by format version {made_by} of the model, "
+            f"this is version {FORMAT_VERSION}, whose images differ; choose a new output folder (or finish it "
+            "with the release that started it)")
     if recorded.get("fingerprint") != config.fingerprint():
         raise ConfigError(
             f"output: folder '{config.output}' holds a dataset made with a different config "

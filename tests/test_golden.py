@@ -405,6 +405,28 @@ def test_datasets_verify_exactly_across_numba_and_cpu_features(tmp_path, capsys)
     assert {r["backend"] for r in rows} == {"numpy"}
 
 
+def test_a_dataset_of_another_format_version_is_not_extended(tmp_path):
+    """Its images were rendered by another revision of the model: a rerun into it exits 2 and writes nothing."""
+    from PIL import Image
+
+    from lowlight_gpu import cli
+    from lowlight_gpu.synth.spec import FORMAT_VERSION
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((5, 7, 3), 90, np.uint8)).save(tmp_path / "in" / "a.png")
+    args = ["--set", f"input={tmp_path / 'in'}", "--set", f"output={tmp_path / 'out'}", "--set", "workers=1",
+            "--set", "backend=numpy", "--quiet"]
+    assert cli.main(args) == 0
+    run_json = tmp_path / "out" / "parts" / "run.json"
+    body = json.loads(run_json.read_text())
+    assert body["format_version"] == FORMAT_VERSION
+    del body["format_version"]  # as a run.json of format version 1, which did not record it
+    run_json.write_text(json.dumps(body))
+    Image.fromarray(np.full((5, 7, 3), 30, np.uint8)).save(tmp_path / "in" / "b.png")
+    assert cli.main(args) == 2
+    assert not (tmp_path / "out" / "low" / "b.png").exists()
+
+
 def _host_library(tmp_path_factory):
     """tests/host_philox.cu built with g++ (C++, no contraction): the CUDA body for the stand-in."""
     import ctypes
