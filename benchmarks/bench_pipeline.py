@@ -72,10 +72,11 @@ def floor_pair(path, high_rel, lows, out, encoder, max_pixels):
 
 
 def floor_run(jobs, out, workers, encoder, max_pixels, executor):
-    """The codec floor: every job's decode and encodes, in the pipeline's executor; returns total bytes."""
-    backend = "loky" if executor == "processes" and workers > 1 else "threading"
-    return sum(Parallel(n_jobs=workers, backend=backend, pre_dispatch="2*n_jobs", batch_size=1)(
-        delayed(floor_pair)(p, h, lows, out, encoder, max_pixels) for p, h, lows in jobs))
+    """The codec floor: every job's decode and encodes, in the pipeline's executor and pool; returns total bytes."""
+    calls = (delayed(floor_pair)(p, h, lows, out, encoder, max_pixels) for p, h, lows in jobs)
+    if executor == "processes" and workers > 1:
+        return sum(pipeline.in_order(pipeline.encode_pool(workers), calls, 2 * workers))
+    return sum(Parallel(n_jobs=workers, backend="threading", pre_dispatch="2*n_jobs", batch_size=1)(calls))
 
 
 def cli_args(inputs, out, overrides):

@@ -468,9 +468,9 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     workers = resolve_workers(config.workers)
     executor = choose_executor(backend, workers, engine, config.decode.device == "gpu")
     if executor == "processes":
-        # This process renders nothing: one worker loads (or compiles and caches) the kernel while the others
-        # start, instead of this process loading it too.
-        result.compile_seconds = encode_pool(workers).submit(warm_up, backend, config).result()
+        # This process renders nothing: the workers load (or compile and cache) the kernel, side by side.
+        warming = [encode_pool(workers).submit(warm_up, backend, config) for _ in range(workers)]
+        result.compile_seconds = max(f.result() for f in warming)
     else:
         if executor == "encode-pool":
             encode_pool(workers)  # the workers start and import while this process warms up
