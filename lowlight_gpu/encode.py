@@ -82,7 +82,7 @@ def encode_png(rgb: np.ndarray, alpha: np.ndarray | None, encoder: Encoder) -> b
     """Encode uint8 rgb (H, W, 3) and optional alpha (H, W) as a metadata-free PNG with encoder."""
     pixels = interleave(rgb, alpha)
     if encoder.name == "fpng" and _fits_fpng(pixels):
-        return _encode_fpng(pixels)
+        return _encode_fpng(pixels, encoder.version)
     return encode_pillow(pixels, encoder.compress_level)
 
 
@@ -104,9 +104,15 @@ def check_level(compress_level: int) -> None:
         raise ValueError(f"compress_level must be in 0..9, got {compress_level}")
 
 
-def _encode_fpng(pixels: np.ndarray) -> bytes:
-    """fpng's PNG of C-contiguous uint8 (H, W, 3|4) pixels."""
-    data = _fpng().fpng_ext.encode_ndarray(np.ascontiguousarray(pixels))
+def _encode_fpng(pixels: np.ndarray, version: str) -> bytes:
+    """fpng's PNG of C-contiguous uint8 (H, W, 3|4) pixels; EncoderUnavailable unless this process has fpng version."""
+    module = _fpng()
+    if module is None or str(getattr(module, "__version__", "unknown")) != version:
+        # A Dask worker or another machine of the same run: its bytes would not be the recorded encoder's.
+        found = "none" if module is None else getattr(module, "__version__", "unknown")
+        raise EncoderUnavailable(f"save.encoder: this run writes with fpng {version}, but this process has "
+                                 f"fpng {found}; pip install fpng=={version} here")
+    data = module.fpng_ext.encode_ndarray(np.ascontiguousarray(pixels))
     if not data:  # fpng signals failure (e.g. a size it refuses) with empty bytes, not an exception
         raise ValueError(f"fpng could not encode an image of shape {pixels.shape}")
     return data

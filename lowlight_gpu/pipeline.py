@@ -94,6 +94,8 @@ def make_pair(src, prior, ctx):
         return "error", {"source": src.rel, "error": str(exc)}
     try:
         return "row", synthesize_and_write(src, decoded, ctx)
+    except encode.EncoderUnavailable as exc:  # a worker without the run's encoder: the pair waits for one with it
+        return "error", {"source": src.rel, "error": f"cannot write output: {exc}"}
     except OSError as exc:  # permissions, a name too long: record it, the next run retries
         if exc.errno in STORAGE_ERRNOS:  # the disk, not this pair: stop the run
             raise StorageError(exc.errno, exc.strerror, exc.filename) from None

@@ -197,3 +197,21 @@ def test_in_order_is_ordered_and_bounded():
         assert next(results) == 0 and len(pulled) <= 5  # the source is pulled as results are taken
         assert list(results) == list(range(1, 60))
     assert most[0] <= 4
+
+
+def test_a_worker_without_the_runs_fpng_records_an_error_not_other_bytes(tmp_path, monkeypatch):
+    rgb = random_pixels(9, 7, 3, seed=1)
+    recorded = encode.resolve("fpng", 1)
+    monkeypatch.setattr(encode, "_FPNG_MODULE", [None])  # as on a Dask worker without fpng
+    with pytest.raises(encode.EncoderUnavailable, match=f"fpng {fpng.__version__}"):
+        recorded.encode(rgb, None)
+    other = encode.Encoder("fpng", "0.0.1", 1)  # or with another version of it
+    monkeypatch.setattr(encode, "_FPNG_MODULE", [fpng])
+    with pytest.raises(encode.EncoderUnavailable, match="0.0.1"):
+        other.encode(rgb, None)
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_images(inp)
+    ctx = pipeline.RunContext(pipeline.absolute_paths(_config(inp, out)), "numpy", other)
+    src = next(iter(pipeline.plan_sources(ctx.config, (0, 1), None)))
+    kind, row = pipeline.make_pair(src, None, ctx)
+    assert kind == "error" and "pip install fpng==0.0.1" in row["error"]
