@@ -119,14 +119,20 @@ def _gpu_decode(data):
     nvimgcodec = load()
     decoder = getattr(_LOCAL, "decoder", None)
     if decoder is None:
-        decoder = _LOCAL.decoder = nvimgcodec.Decoder()
-        spec = getattr(nvimgcodec.ColorSpec, "SRGB", None) or nvimgcodec.ColorSpec.RGB
+        # One CPU thread per decoder: the pipeline already runs one decoder per worker thread.  Fancy (smooth)
+        # chroma upsampling is what libjpeg-turbo, and so Pillow, does by default: the closest pixels to the CPU's.
+        decoder = _LOCAL.decoder = nvimgcodec.Decoder(max_num_cpu_threads=1, options=":fancy_upsampling=1")
+        spec = nvimgcodec.ColorSpec.SRGB if hasattr(nvimgcodec.ColorSpec, "SRGB") else nvimgcodec.ColorSpec.RGB
         _LOCAL.params = nvimgcodec.DecodeParams(apply_exif_orientation=False, color_spec=spec, allow_any_depth=False)
     try:
-        image = decoder.decode(data, params=_LOCAL.params)
-        if not image:
+        try:
+            image = decoder.decode(data, params=_LOCAL.params)
+        except TypeError:  # versions whose decode() takes only a DecodeSource
+            image = decoder.decode(nvimgcodec.DecodeSource(nvimgcodec.CodeStream(data)), params=_LOCAL.params)
+        image = image.cpu() if image is not None else None
+        if image is None:
             return None
-        rgb = np.asarray(image.cpu())
+        rgb = np.asarray(image)
     except Exception:  # noqa: BLE001 - nvImageCodec raises its own types; the CPU decoder is the fallback
         return None
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -38,6 +38,10 @@ def _fake_nvimgcodec(shift=1):
             self.kw = kw
 
     class Decoder:
+        def __init__(self, **kw):
+            assert kw.get("max_num_cpu_threads") == 1
+            mod.options = kw.get("options")
+
         def decode(self, data, params=None):
             mod.calls.append(len(data))
             try:
