@@ -448,7 +448,8 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     config = absolute_paths(config)
     encoder, codecs = resolve_codecs(config)
     check_output(config, codecs)
-    backend = backend or synth.select(config.backend).NAME
+    # An explicit numpy needs no probe, and worker processes import the backend themselves.
+    backend = backend or ("numpy" if config.backend == "numpy" else synth.select(config.backend).NAME)
     if backend == "cupy":
         synth.get("cupy").configure(config.gpu.batch_megapixels, config.gpu.memory_limit_gb)
         _PREPARED.append(True)
