@@ -219,10 +219,27 @@ def encode_pool(processes):
         for old in _POOL.values():
             old.shutdown(wait=False)
         _POOL.clear()
-        pool = _POOL[processes] = ProcessPoolExecutor(max_workers=processes)
+        pool = _POOL[processes] = ProcessPoolExecutor(max_workers=processes, initializer=watch_parent,
+                                                       initargs=(os.getpid(),))
         for _ in range(processes):  # import the pipeline in every worker now, while this process prepares the run
             pool.submit(worker_ready)
     return pool
+
+
+def watch_parent(parent):
+    """In a worker process: exit as soon as its parent (pid) is gone, even after a SIGKILL.
+
+    loky's workers otherwise wait forever for work from a parent that was killed.  The pid comes from the
+    parent itself: one killed while this worker was still starting is already gone when this runs.
+    """
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="lowlight-gpu-parent-watch", daemon=True).start()
 
 
 def worker_ready():
