@@ -134,9 +134,8 @@ def _fail(message):
 def _main(args):
     """Load the config, then run the requested action."""
     from . import pipeline, synth
-    from .config import ConfigError, load_config
-    from .manifest import LockHeld, MergeError
-    from .synth import BackendUnavailable
+    from .config import load_config
+    from .errors import BackendUnavailable, ConfigError, LockHeld, MergeError
 
     try:
         config = load_config(config_path(args.config), args.overrides, check_paths=not (args.merge or args.verify is not None

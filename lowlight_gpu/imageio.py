@@ -1,4 +1,4 @@
-"""Image decoding, PNG encoding and atomic file writes.
+"""Image decoding (file helpers such as write_atomic live in fsutil.py).
 
 This module turns a source image file into the upright 8-bit RGB "high" image
 (plus its alpha channel, when it has one) and writes PNG outputs. It knows
@@ -54,13 +54,16 @@ from __future__ import annotations
 import functools
 import io
 import os
-import pathlib
 import stat
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile
+
+from .errors import DecodeError
+from .errors import first_line as _first_line
+# The file helpers' old home: callers and tests still reach them as imageio.write_atomic etc.
+from .fsutil import SYNC_FILE_RANGE_WRITE, start_writeback, temp_name, write_atomic  # noqa: F401
 
 # Pillow's PNG writer hands zlib 64 KiB at a time from a Python loop, taking the GIL back
 # between blocks; with 16 encoder threads that loop, not zlib, limits throughput.  Larger
@@ -134,14 +137,6 @@ _ORIENT = {
 _EXIF_ORIENTATION = 0x0112
 _GRAY16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _CONVERT_TO_RGB_MODES = frozenset({"CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
-
-
-class DecodeError(Exception):
-    """An image could not be decoded; str() is a one-line human reason."""
-
-    def __init__(self, message: object) -> None:
-        # Keep the one-line promise whatever a plugin put in its message.
-        super().__init__(_first_line(message))
 
 
 @dataclass(frozen=True)
@@ -221,100 +216,8 @@ def encode_png(rgb: np.ndarray, alpha: np.ndarray | None, compress_level: int) -
     return encode.encode_pillow(encode.interleave(rgb, alpha), compress_level)
 
 
-def temp_name(path: str | os.PathLike[str]) -> pathlib.Path:
-    """The temporary file write_atomic() uses for path: '.{basename}.tmp' beside it."""
-    p = pathlib.Path(path)
-    if not p.name:
-        raise ValueError(f"path has no file name: {path!r}")
-    return p.with_name(f".{p.name}.tmp")
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write data to path via a temporary file and os.replace, creating parents."""
-    final = pathlib.Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if _holds(final, data):
-        # A rerun that produces the same bytes leaves the file (and its mtime) untouched.
-        _unlink_quietly(temp_name(final))
-        return
-    # The temporary name is deterministic on purpose: a run killed mid-write
-    # leaves at most one '.name.tmp', and the next run that regenerates the
-    # same output overwrites it instead of accumulating random leftovers. The
-    # cost is that two writers of the same output path must not run at once,
-    # which the pipeline never does (each output has exactly one producer).
-    tmp = temp_name(final)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            # No fsync per file: the pipeline makes a shard durable with one
-            # syncfs before it finalises the shard's manifest part.  Starting
-            # the write-back now (without waiting) lets the disk work while we
-            # compute, so that final sync finds almost nothing left to write.
-            start_writeback(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start write-back of the range's dirty pages, do not wait
-_sync_file_range = None      # libc's sync_file_range, looked up on first use; False where there is none
-
-
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing fd's dirty pages to disk, without waiting (Linux; a no-op elsewhere)."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        _sync_file_range = _find_sync_file_range()
-    if _sync_file_range:
-        _sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # only a hint: a failure (e.g. EINVAL) changes nothing
-
-
-def _find_sync_file_range():
-    """sync_file_range(2) from the C library with its argument types, or False."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError, ImportError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def _holds(path: pathlib.Path, data: bytes) -> bool:
-    """Whether path already holds exactly data (a size check first, so a new file costs one stat)."""
-    try:
-        if path.stat().st_size != len(data):
-            return False
-        return path.read_bytes() == data
-    except OSError:
-        return False
-
-
-def _unlink_quietly(path: pathlib.Path) -> None:
-    """Remove path if it exists."""
-    try:
-        path.unlink()
-    except OSError:
-        pass
-
-
 # --------------------------------------------------------------------------
 # internals
-
-
-def _first_line(message: object) -> str:
-    """The first non-empty line of str(message), stripped."""
-    for line in str(message).splitlines():
-        line = line.strip()
-        if line:
-            return line
-    return type(message).__name__ if isinstance(message, BaseException) else "unknown error"
 
 
 def _decode_stream(fp: io.IOBase, max_pixels: int, name: str, color: str = "convert") -> Decoded:

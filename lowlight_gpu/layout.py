@@ -1,6 +1,6 @@
 """Where each image of a pair goes: LOL or MBLLEN folders, progressive steps, hash splits."""
 
-from .sources import stable_hash
+from .hashing import split_fraction
 
 # role -> folder, per layout.  "{split}" is the split name when a split is configured.
 LAYOUTS = {
@@ -15,7 +15,7 @@ def split_of(rel, split):
     """The split (train/val/test) of a source id, by a stable hash compared with the cumulative ratios."""
     if not split:
         return None
-    u = stable_hash(rel, "split") / 2.0 ** 64
+    u = split_fraction(rel)
     total = 0.0
     for name, ratio in split:
         total += ratio

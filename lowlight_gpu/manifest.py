@@ -25,17 +25,15 @@ import socket
 import uuid
 import zlib
 
-from .imageio import write_atomic
+from .errors import LockHeld, MergeError
+from .fsutil import flush_to_disk, replace_if_changed, same_bytes, write_atomic  # noqa: F401 - old home
+from .fsutil import remove_if_present as _remove
 
 PARTS = "parts"
 STATE = "_state"
 RUN_FILE = "run.json"
 _TAG_RE = re.compile(r"shard-(\d+)-of-(\d+)\.done$")
 _FILE_TAG_RE = re.compile(r"shard-(\d+)-of-(\d+)\.")
-
-
-class MergeError(Exception):
-    """Parts cannot be merged (a shard is missing or from another config)."""
 
 
 def shard_tag(index, count):
@@ -236,30 +234,6 @@ class ShardWriter:
         self.errors.close()
 
 
-def replace_if_changed(tmp, dest):
-    """os.replace(tmp, dest), unless dest already holds the same bytes: then drop tmp and keep dest as it is."""
-    if same_bytes(tmp, dest):
-        os.remove(tmp)
-    else:
-        os.replace(tmp, dest)
-
-
-def same_bytes(a, b):
-    """Whether files a and b exist and hold the same bytes (no caching, unlike filecmp)."""
-    try:
-        if os.path.getsize(a) != os.path.getsize(b):
-            return False
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            while True:
-                ca, cb = fa.read(1 << 20), fb.read(1 << 20)
-                if ca != cb:
-                    return False
-                if not ca:
-                    return True
-    except OSError:
-        return False
-
-
 def claim_run(out_root, body):
     """Write body to parts/run.json unless a job already did; returns what run.json holds.
 
@@ -300,41 +274,6 @@ def read_run(out_root):
     if not isinstance(body, dict):
         raise ValueError("not a JSON object")
     return body
-
-
-def flush_to_disk(path=None):
-    """Push this machine's writes (to path's filesystem, or all) to stable storage: one call, not one fsync per file."""
-    try:
-        fd = os.open(path, os.O_RDONLY) if path is not None else None
-    except OSError:
-        fd = None
-    if fd is not None:
-        try:
-            syncfs = _syncfs()
-            if syncfs is not None and syncfs(fd) == 0:  # that filesystem only, not every disk of the node
-                return
-        finally:
-            os.close(fd)
-    if hasattr(os, "sync"):
-        os.sync()
-
-
-def _syncfs():
-    """Linux's syncfs(2) from the C library, or None."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError, ImportError):
-        return None
-
-
-def _remove(path):
-    """Delete path if it is still there."""
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def done_markers(out_root):
@@ -475,10 +414,6 @@ def _remove_empty_parents(out_root, folder):
         except OSError:  # not empty (the common case), or gone
             return
         folder = os.path.dirname(folder)
-
-
-class LockHeld(Exception):
-    """Another run is using this output (or this shard of it); str() names the holder."""
 
 
 class OutputLock:

@@ -6,10 +6,10 @@ replayed from its row.  Each scalar has a fixed Philox slot (SLOTS), so adding
 a parameter never shifts the values of the others.
 """
 
-import hashlib
 import math
 
 from . import rng
+from .hashing import SEED_BITS, pair_seed  # noqa: F401 - pair_seed's old home
 from .synth import cameras, detmath
 from .synth.signal import progressive_schedule
 
@@ -37,14 +37,6 @@ SLOTS = {
 # shot ~ logU(1e-4, 0.012); log(read variance) = 2.18 * log(shot) + 1.20 + N(0, 0.26).
 BROOKS_SHOT = (1e-4, 0.012)
 BROOKS_SLOPE, BROOKS_INTERCEPT, BROOKS_JITTER = 2.18, 1.20, 0.26
-
-SEED_BITS = 53  # pair seeds stay exact in any JSON reader (IEEE doubles hold 53-bit integers)
-
-
-def pair_seed(seed, source):
-    """The seed of one pair: a hash of the run seed and the source's relative path."""
-    digest = hashlib.blake2b(f"{int(seed)}\x00{source}".encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << SEED_BITS) - 1)
 
 
 def uniform(seed, name, bounds):

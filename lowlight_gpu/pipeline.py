@@ -19,16 +19,13 @@ from joblib import Parallel, delayed
 
 from . import __version__, containers, encode, imageio, layout, manifest, synth
 from .config import ConfigError
+from .errors import StorageError
 from .params import pair_seed, sample_params
 from .sources import ScanStats, scan, shard_of
 from .synth.spec import FORMAT_VERSION
 
 # Failures of the output's storage: every later pair would fail the same way, so they stop the run (exit 4).
 STORAGE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EIO", "EROFS") if hasattr(errno, n))
-
-
-class StorageError(OSError):
-    """The output's storage failed (full, over quota, I/O error, read-only): the run stops, finished pairs stay."""
 
 
 @dataclass(frozen=True)

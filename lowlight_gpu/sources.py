@@ -20,12 +20,12 @@ What the scan skips, and counts by reason (``ScanStats``):
 * HEIC/HEIF (and AVIF) files when no installed decoder reads them (``pip install 'lowlight-gpu[heif]'``).
 """
 
-import hashlib
 import json
 import os
 import stat
 from dataclasses import dataclass, field
 
+from .hashing import name_tag, shard_of, stable_hash  # noqa: F401 - shard_of and stable_hash's old home
 from .imageio import is_image_name, needs_extra
 
 # Skip reasons: the keys of ScanStats.counts (and of dataset.json's "skipped"), with their summary wording.
@@ -80,24 +80,13 @@ class ScanStats:
                 f"{HEIF_EXTRA} to read them")
 
 
-def stable_hash(text, salt=""):
-    """A 64-bit hash of text that is the same on every machine and Python run."""
-    digest = hashlib.blake2b(f"{salt}\x00{text}".encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
-def shard_of(rel, count):
-    """Which of ``count`` shards the source with this id belongs to."""
-    return stable_hash(rel, "shard") % count
-
-
 def output_names(names):
     """Map image file names of one folder to distinct .png names, preferring the plain stem."""
     chosen = {n: os.path.splitext(n)[0] + ".png" for n in names}
     # Two sources must never write the same file ("x.jpg" and "x.png"); compare case-insensitively so
     # the dataset also survives a copy to a case-insensitive filesystem.
     for fallback in (lambda n: n + ".png",
-                     lambda n: f"{os.path.splitext(n)[0]}.{stable_hash(n, 'name'):016x}.png"):
+                     lambda n: f"{os.path.splitext(n)[0]}.{name_tag(n)}.png"):
         seen = {}
         for n in names:
             seen.setdefault(chosen[n].casefold(), []).append(n)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from lowlight_gpu import imageio
+from lowlight_gpu import fsutil, imageio
 from lowlight_gpu.imageio import (
     IMAGE_EXTENSIONS,
     DecodeError,
@@ -485,7 +485,7 @@ def test_write_atomic_starts_writeback_of_each_new_file(tmp_path, monkeypatch):
         calls.append((os.fstat(fd).st_size, offset, nbytes, flags))
         return -1  # a failing hint must not fail the write
 
-    monkeypatch.setattr(imageio, "_sync_file_range", fake_sync_file_range)
+    monkeypatch.setattr(fsutil, "_sync_file_range", fake_sync_file_range)
     write_atomic(tmp_path / "a.png", b"12345")
     write_atomic(tmp_path / "a.png", b"12345")  # unchanged bytes: nothing written, nothing to flush
     write_atomic(tmp_path / "b.png", b"xy")
@@ -495,12 +495,12 @@ def test_write_atomic_starts_writeback_of_each_new_file(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux-only")
 def test_start_writeback_uses_the_c_library(tmp_path, monkeypatch):
-    monkeypatch.setattr(imageio, "_sync_file_range", None)
+    monkeypatch.setattr(fsutil, "_sync_file_range", None)
     with open(tmp_path / "f", "wb") as f:
         f.write(b"data")
         f.flush()
         imageio.start_writeback(f.fileno())
-    assert imageio._sync_file_range and imageio._sync_file_range.restype is ctypes.c_int
+    assert fsutil._sync_file_range and fsutil._sync_file_range.restype is ctypes.c_int
 
 
 def test_temp_name_is_hidden_sibling(tmp_path):

@@ -18,6 +18,7 @@ import errno
 import os
 
 from .. import manifest
+from ..fsutil import remove_if_present as _remove
 from . import PAYLOAD, readers, tars
 
 MAP_SIZE = 1 << 40        # address space, not disk: data.mdb grows with what is written (sparse on Linux)
@@ -194,11 +195,3 @@ def assemble(root, part_paths):
         for path in tars.glob.glob(os.path.join(root, manifest.PARTS, tars.SEGMENT_GLOB.format(tag=tag))):
             _remove(path)
     return {"databases": sorted(databases)}
-
-
-def _remove(path):
-    """Delete path if it is still there."""
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass

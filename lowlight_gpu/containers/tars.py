@@ -28,6 +28,7 @@ import tarfile
 import zlib
 
 from .. import manifest
+from ..fsutil import remove_if_present as _remove
 from . import PAYLOAD, SHARDS, public, split_prefix
 
 MTIME = 0
@@ -186,14 +187,6 @@ def _segment_number(path):
         return int(path.rsplit(".seg-", 1)[1].split(".")[0])
     except (IndexError, ValueError):
         return 0
-
-
-def _remove(path):
-    """Delete path if it is still there."""
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def sample_intact(root, row, from_journal):

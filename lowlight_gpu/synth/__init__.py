@@ -6,11 +6,9 @@ Each backend module offers ``render(rgb, params, t=None, noisy=True)`` and
 
 import sys
 
+from ..errors import BackendUnavailable  # noqa: F401 - callers import it from here
+
 _NOTE_PRINTED = []
-
-
-class BackendUnavailable(Exception):
-    """The configured backend cannot run on this machine."""
 
 
 def cupy_status():

@@ -25,7 +25,9 @@ _TWO_PI = np.float32(2.0 * np.pi)
 
 
 def effective_name(model):
-    """What renders noise of this model here: 'numba' (the compiled twin) or 'numpy'."""
+    """What renders noise of this model here: 'numba' (a compiled twin) or 'numpy'."""
+    if model == "physics":  # synth/physics_numba.py
+        return "numba" if physics.compiled() is not None else NAME
     return "numba" if model in cpu_kernel.MODELS and cpu_kernel.warmup() else NAME
 
 

@@ -402,8 +402,24 @@ def to_codes(red, green, blue, cam2rgb):
     return out
 
 
+def compiled():
+    """The numba twin (synth/physics_numba.py) when it can run here, else None (LOWLIGHT_NO_NUMBA, no numba)."""
+    from . import physics_numba  # imported here: it imports this module
+
+    return physics_numba if physics_numba.warmup() else None
+
+
 def render(rgb, params, t=None, noisy=True):
-    """The physics low image of step t for an 8-bit (H, W, 3) image: unprocess, noise (if noisy), re-process."""
+    """The physics low image of step t for an 8-bit (H, W, 3) image: unprocess, noise (if noisy), re-process.
+
+    Runs the compiled twin where numba is available (the same bytes), else render_reference.
+    """
+    fast = compiled()
+    return render_reference(rgb, params, t, noisy) if fast is None else fast.render(rgb, params, t, noisy)
+
+
+def render_reference(rgb, params, t=None, noisy=True):
+    """render() in numpy: the reference the numba and CUDA twins are checked against."""
     rgb = np.ascontiguousarray(rgb)
     noise = params["noise"]
     h, w = rgb.shape[:2]
@@ -424,7 +440,16 @@ def render(rgb, params, t=None, noisy=True):
 
 
 def render_raw(rgb, params, t=None):
-    """(raw_clean, raw_low): uint16 RGGB mosaics in DN with the black level added, cropped to even H and W."""
+    """(raw_clean, raw_low): uint16 RGGB mosaics in DN with the black level added, cropped to even H and W.
+
+    Runs the compiled twin where numba is available (the same bytes), else render_raw_reference.
+    """
+    fast = compiled()
+    return render_raw_reference(rgb, params, t) if fast is None else fast.render_raw(rgb, params, t)
+
+
+def render_raw_reference(rgb, params, t=None):
+    """render_raw() in numpy."""
     rgb = np.ascontiguousarray(rgb)
     noise = params["noise"]
     h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
