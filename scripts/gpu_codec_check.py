@@ -261,7 +261,7 @@ def main(argv=None):
     if "error" in report["result"]:
         print(report["result"]["error"])
         return 1
-    return 0
+    return 1 if report["result"].get("errors") else 0  # a variant that failed (no GPU decoder, say) fails the check
 
 
 if __name__ == "__main__":
