@@ -161,7 +161,8 @@ def _main(args):
         return EXIT_OK
     try:
         engine = _engine(config)
-        backend = synth.select(config.backend, quiet=args.quiet).NAME
+        # An explicit numpy needs no probe; the worker processes import the numpy backend themselves.
+        backend = "numpy" if config.backend == "numpy" else synth.select(config.backend, quiet=args.quiet).NAME
         with _progress(args, config) as progress:
             result = pipeline.run(config, shard=args.shard or (0, 1), limit=args.limit,
                                   progress=progress, engine=engine, backend=backend)
@@ -171,6 +172,7 @@ def _main(args):
         return _locked(exc)
     except OSError as exc:  # the output's storage (not one pair) failed: stop, in one line
         return _stopped(exc, config)
+    pipeline.release_workers()  # they exit while the report is drawn, not at interpreter exit
     _summary(config, args, result)
     if result.pairs and (args.shard is None or args.shard[1] == 1):  # a shard's rows are not merged yet
         _end_report(config)

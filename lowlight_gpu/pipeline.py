@@ -223,6 +223,13 @@ def encode_pool(processes):
     return pool
 
 
+def release_workers():
+    """Let this process's worker processes exit now, without waiting for them (the CLI's run is over)."""
+    for pool in _POOL.values():
+        pool.shutdown(wait=False)
+    _POOL.clear()
+
+
 def watch_parent(parent):
     """In a worker process: exit as soon as its parent (pid) is gone, even after a SIGKILL.
 
