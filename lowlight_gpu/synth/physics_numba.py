@@ -45,6 +45,8 @@ FLAGS = {"p": SHOT, "t": TUKEY, "g": GAUSS, "r": ROW, "q": QUANT, "c": BIAS}
 S_K, S_READ, S_LAMBDA, S_ROW, S_BLACK, S_WHITE, S_SCALE = range(7)
 WALK_STEPS = 4  # Poisson walk steps between two compactions of the walking sites
 WORK_ROWS = 15  # scratch rows of mosaic_row
+POW_UNIT_MAX_Y = 30.0  # pow_unit's bound on |lambda| (|lambda log u| < 700 for every uniform u)
+GUIDE_BUCKETS = 4096  # buckets of the code lookup over [0, 1] (at most one threshold in each)
 
 
 @_jit(inline="always")
@@ -82,19 +84,29 @@ def stirling_tail(m):
     return im * (1.0 / 12.0 - im2 * (1.0 / 360.0 - im2 * (1.0 / 1260.0)))
 
 
-@_jit()
-def tukey(u, lam):
-    """physics.tukey_lambda for one uniform."""
-    v = 1.0 - u
-    if lam == 0:
-        return ck.log_f64(u) - ck.log_f64(v)
-    return (ck.pow_f64(u, lam) - ck.pow_f64(v, lam)) / lam
-
-
+# One compiled copy each of the detmath twins that run once per site or row (inlined, each copy costs compile time).
 @_jit()
 def ndtri(p):
-    """detmath.ndtri for one float64 (one compiled copy, called from three places)."""
+    """detmath.ndtri for one float64."""
     return ck.ndtri_f64(p)
+
+
+@_jit()
+def log(x):
+    """detmath.log for one float64."""
+    return ck.log_f64(x)
+
+
+@_jit()
+def exp(x):
+    """detmath.exp for one float64."""
+    return ck.exp_f64(x)
+
+
+@_jit()
+def pow_any(x, y):
+    """detmath.pow for one float64 x >= 0 and y."""
+    return ck.pow_f64(x, y)
 
 
 @_jit()
@@ -104,14 +116,14 @@ def poisson_start(lam, u, k, p, f, cap, lo):
         x = lam[c]
         if x > 0 and x < _LAMBDA_SMALL:  # sum up from k = 0 (the up walk from k = 0, capped at SMALL_CAP)
             k[c] = 0.0
-            p[c] = f[c] = ck.exp_f64(-x)
+            p[c] = f[c] = exp(-x)
             cap[c] = _SMALL_CAP
             lo[c] = 0.0
         elif x >= _LAMBDA_SMALL and x <= _LAMBDA_EXACT_MAX:  # from the mode m: pmf by Stirling's series
             m = np.floor(x)
-            log_pm = (m * ck.log_f64(x / m) + (m - x)) - 0.5 * ck.log_f64(_TWO_PI * m) - stirling_tail(m)
+            log_pm = (m * log(x / m) + (m - x)) - 0.5 * log(_TWO_PI * m) - stirling_tail(m)
             k[c] = m
-            p[c] = f[c] = ck.exp_f64(log_pm)
+            p[c] = f[c] = exp(log_pm)
             sq = np.sqrt(x)
             lo[c] = max(m - np.floor(7.0 * sq) - 5.0, 0.0)
             cap[c] = m + np.floor(10.0 * sq) + 20.0
@@ -230,14 +242,12 @@ def poisson_row(lam, u, k, p, f, cap, lo, w):
 
 
 @_jit()
-def sensor(x, shot_count, read_u, row_z, cell, flags, s, bias):
-    """physics.add_sensor_noise for one site after its Poisson count: sensor DN in [-black, white - black]."""
+def sensor(x, shot_count, read_dn, row_z, cell, flags, s, bias):
+    """physics.add_sensor_noise for one site after its Poisson count and read noise: sensor DN in [-black, white - black]."""
     if flags & SHOT:
         x = shot_count * s[S_K]
-    if flags & TUKEY:
-        x = x + s[S_READ] * tukey(read_u, s[S_LAMBDA])
-    elif flags & GAUSS:
-        x = x + s[S_READ] * ndtri(read_u)
+    if flags & (TUKEY | GAUSS):
+        x = x + read_dn
     if flags & ROW:
         x = x + s[S_ROW] * row_z
     if flags & BIAS:
@@ -283,9 +293,46 @@ def mosaic_row(rgb, r, lut, flags, s, bias, key, rgb2cam, gains, noisy, xs, ss, 
     counts = work[3]
     if flags & SHOT:
         poisson_row(lam, u, counts, work[4], work[5], work[6], work[7], work[8:])
+    read_row(read, flags, s, w)
     row_z = row_normal(r, c2, c_rows, k0, k1) if flags & ROW else 0.0
     for c in range(w):
         ss[c] = sensor(xs[c], counts[c], read[c], row_z, (r & 1) * 2 + (c & 1), flags, s, bias)
+
+
+@_jit(inline="always")
+def pow_unit(x, y):
+    """detmath.pow(x, y) for x in [2**-33, 1) and 0 < |y| <= POW_UNIT_MAX_Y, y != 1, without its special cases.
+
+    There |y log x| <= 23 |y| < EXP_MAX: pow_f64's early returns, its clamp of y and
+    exp's range checks never fire, and the straight line left can be vectorised.
+    """
+    hi, lo = ck.log_ext_f64(x)
+    p, e = ck.two_prod_f64(y, hi)
+    e = e + y * lo
+    r = ck.exp_core(p)
+    return r + r * e
+
+
+@_jit()
+def read_row(read, flags, s, w):
+    """The read noise in DN of a row from its read uniforms, in place: read_scale * Tukey-lambda or normal quantile.
+
+    A loop of its own (no branch on the component per site), so the compiler can vectorise pow and log.
+    """
+    scale, lam = s[S_READ], s[S_LAMBDA]
+    if flags & TUKEY:
+        if lam == 0:
+            for c in range(w):
+                read[c] = scale * (log(read[c]) - log(1.0 - read[c]))
+        elif abs(lam) <= POW_UNIT_MAX_Y and lam != 1:
+            for c in range(w):
+                read[c] = scale * ((pow_unit(read[c], lam) - pow_unit(1.0 - read[c], lam)) / lam)
+        else:
+            for c in range(w):
+                read[c] = scale * ((pow_any(read[c], lam) - pow_any(1.0 - read[c], lam)) / lam)
+    elif flags & GAUSS:
+        for c in range(w):
+            read[c] = scale * ck.ndtri_f64(read[c])
 
 
 @_jit(inline="always")
@@ -299,17 +346,16 @@ def mirror(i, n):
 
 
 @_jit(inline="always")
-def code_of(t, v):
-    """numpy.searchsorted(t, v, side="right") on the sorted thresholds t."""
-    lo = 0
-    hi = t.size
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if t[mid] <= v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def code_of(t, guide, v):
+    """numpy.searchsorted(t, v, side="right") for v in [0, 1]: the guide's count below v's bucket, then the walk.
+
+    v * GUIDE_BUCKETS is exact (a power of two), so the bucket's lower edge b / GUIDE_BUCKETS is <= v
+    and every threshold below it is <= v; the walk counts the bucket's own (at most one for physics).
+    """
+    pos = guide[np.int64(v * GUIDE_BUCKETS)]
+    while pos < t.size and t[pos] <= v:
+        pos += 1
+    return pos
 
 
 @_jit()
@@ -329,7 +375,7 @@ def scratch(w):
 
 
 @_jit()
-def render_kernel(rgb, lut, thresholds, cam2rgb, flags, s, bias, key, rgb2cam, gains, noisy, out):
+def render_kernel(rgb, lut, thresholds, guide, cam2rgb, flags, s, bias, key, rgb2cam, gains, noisy, out):
     """physics.render into out (H, W, 3) uint8: a ring of three gained mosaic rows, demosaic, cam2rgb, codes."""
     h, w = rgb.shape[0], rgb.shape[1]
     ring = np.empty((3, w), np.float64)
@@ -359,7 +405,7 @@ def render_kernel(rgb, lut, thresholds, cam2rgb, flags, s, bias, key, rgb2cam, g
             blue = ctr if (not re and not ce) else (horiz if not re else (vert if not ce else diag))
             for j in range(3):
                 v = (cam2rgb[j, 0] * red + cam2rgb[j, 1] * green) + cam2rgb[j, 2] * blue
-                out[r, c, j] = code_of(thresholds, min(max(v, 0.0), 1.0))
+                out[r, c, j] = code_of(thresholds, guide, min(max(v, 0.0), 1.0))
     return out
 
 
@@ -377,8 +423,9 @@ def raw_kernel(rgb, lut, flags, s, bias, key, rgb2cam, gains, clean, low):
     xs = np.empty(w, np.float64)
     ss = np.empty(w, np.float64)
     work = scratch(w)
+    noisy = clean.size > 0  # a typed boolean (a literal True would compile mosaic_row a second time)
     for r in range(clean.shape[0]):
-        mosaic_row(rgb, r, lut, flags, s, bias, key, rgb2cam, gains, True, xs, ss, work)
+        mosaic_row(rgb, r, lut, flags, s, bias, key, rgb2cam, gains, noisy, xs, ss, work)
         for c in range(clean.shape[1]):
             clean[r, c] = to_dn(xs[c], s)
             low[r, c] = to_dn(ss[c], s)
@@ -413,6 +460,18 @@ def pack(noise, seed, step):
             _f64(noise["ccm"], (3, 3)), _f64(physics.channel_gains(noise)))
 
 
+_GUIDE = []
+
+
+def code_guide():
+    """(thresholds, guide): guide[b] = how many thresholds lie below b / GUIDE_BUCKETS (cached, as thresholds)."""
+    if not _GUIDE:
+        t = _f64(physics.thresholds())
+        edges = np.arange(GUIDE_BUCKETS + 1, dtype=np.float64) / GUIDE_BUCKETS
+        _GUIDE.append((t, ck._readonly(np.searchsorted(t, edges, side="left"), np.int64)))
+    return _GUIDE[0]
+
+
 def render(rgb, params, t=None, noisy=True):
     """physics.render compiled: the same (H, W, 3) uint8 image."""
     rgb = ck._readonly(rgb, np.uint8)
@@ -421,7 +480,7 @@ def render(rgb, params, t=None, noisy=True):
         return out
     noise = params["noise"]
     args = pack(noise, params["seed"], physics._noise_step(params, t))
-    render_kernel(rgb, _f64(physics.code_lut(params, t)), _f64(physics.thresholds()),
+    render_kernel(rgb, _f64(physics.code_lut(params, t)), *code_guide(),
                   _f64(physics.invert3(noise["ccm"]), (3, 3)), *args, bool(noisy), out)
     return out
 
@@ -458,7 +517,7 @@ def warmup():
                          "rgb_gain": 1.0, "red_gain": 1.0, "blue_gain": 1.0}
                 args = pack(noise, 0, 0)
                 lut = _f64(np.zeros(256))
-                render_kernel(rgb, lut, _f64(physics.thresholds()), args[4], *args, True,
+                render_kernel(rgb, lut, *code_guide(), args[4], *args, True,
                               np.empty((2, 2, 3), np.uint8))
                 raw_kernel(rgb, lut, *args, np.empty((2, 2), np.uint16), np.empty((2, 2), np.uint16))
                 _state["compiled"] = True
