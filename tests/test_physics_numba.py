@@ -100,3 +100,20 @@ def test_without_numba_the_reference_renders_and_the_row_says_numpy(monkeypatch)
     monkeypatch.setattr(physics, "render_reference", lambda *a: calls.append(1) or real(*a))
     check_same(physics.render(img, params), fast, "fallback")
     assert calls
+
+
+@pytest.mark.parametrize("lam", [-0.26, 0.0, 0.14, 1.0, 29.5, 35.0])
+def test_read_noise_for_every_tukey_shape_matches(lam):
+    """pow_unit's range (0 < |lam| <= 30, lam != 1) and the general pow and log outside it."""
+    img = photo(13, 15, 5)
+    params = sample_params(5, {"noise": {"model": "physics", "camera": "SonyA7S2", "components": "t"}})
+    params["noise"]["read_lambda"] = lam
+    for fast, ref in zip(numba_twin.render_raw(img, params), physics.render_raw_reference(img, params)):
+        check_same(fast, ref, f"lambda {lam}")
+
+
+def test_code_guide_is_searchsorted():
+    t, guide = numba_twin.code_guide()
+    v = np.concatenate([t, np.nextafter(t, 0.0), np.nextafter(t, 1.0), np.linspace(0.0, 1.0, 4099)])
+    got = np.array([numba_twin.code_of(t, guide, x) for x in v])
+    np.testing.assert_array_equal(got, np.searchsorted(t, v, side="right"))
