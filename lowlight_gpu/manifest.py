@@ -336,13 +336,21 @@ def _shared_codecs(markers):
     for role, key in (("encoder", "save.encoder"), ("decoder", "decode.device")):
         seen = {json.dumps(m.get(role), sort_keys=True): i for i, m in sorted(markers.items(), reverse=True)}
         if len(seen) > 1:
-            (a, i), (b, j) = sorted(seen.items(), key=lambda kv: kv[1])[:2]
+            (_, i), (_, j) = sorted(seen.items(), key=lambda kv: kv[1])[:2]
+            a, b = _codec_label(markers[i].get(role)), _codec_label(markers[j].get(role))
             raise MergeError(f"cannot merge: {key}: shard {i} was written with {role} {a}, shard {j} with {b}; "
-                             f"run shard {j} again with the {role} of shard {i}")
+                             f"run shard {j} again with {a} installed")
         value = markers[min(markers)].get(role) if markers else None
         if value is not None:  # parts from before codecs were recorded have none
             found[role] = value
     return found
+
+
+def _codec_label(record):
+    """'fpng 0.1.0' for a codec record ('none' for parts from before codecs were recorded)."""
+    if not isinstance(record, dict):
+        return "none recorded"
+    return " ".join(str(record[k]) for k in ("name", "version") if k in record)
 
 
 def _numbered(rows, i):

@@ -141,8 +141,9 @@ def test_merge_refuses_shards_of_different_encoders(tmp_path):
     body = json.loads(marker.read_text())
     body["encoder"] = {"name": "pillow", "version": Image.__version__}  # as if run.json had been deleted
     marker.write_text(json.dumps(body) + "\n")
-    with pytest.raises(manifest.MergeError, match="save.encoder"):
+    with pytest.raises(manifest.MergeError, match="save.encoder") as info:
         pipeline.merge(_config(inp, out))
+    assert f"fpng {fpng.__version__}" in str(info.value) and f"pillow {Image.__version__}" in str(info.value)
 
 
 def test_bytes_identical_across_workers_and_executors(tmp_path, monkeypatch):
