@@ -1,6 +1,8 @@
 """Camera-physics noise (``noise.model: physics``): unprocess to a raw mosaic, sensor noise in DN, re-process.
 
-The numpy reference; ``physics.cuh`` is its CUDA twin, operation for operation.
+The numpy reference; ``physics.cuh`` is its CUDA twin, operation for operation, and
+``physics_numba.py`` its compiled CPU twin, which ``render`` and ``render_raw`` use
+where numba runs (``render_reference`` and ``render_raw_reference`` otherwise).
 Every value that reaches an output byte is float64 arithmetic built from +, -, *,
 /, sqrt, floor and the functions of ``detmath`` (no library transcendental), so
 the bytes are the same on every CPU and on the GPU.
