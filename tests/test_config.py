@@ -380,3 +380,49 @@ def test_fingerprint_stable_and_sensitive():
 ])
 def test_fingerprint_ignores_execution_settings(raw):
     assert config_from_dict(raw).fingerprint() == config_from_dict({}).fingerprint()
+
+
+# ---------------------------------------------------------------- the field table: pins and config.yaml
+
+@pytest.mark.parametrize("raw, pinned", [
+    ({}, "0bd0dddd3cd5c9bf"),
+    ({"noise": {"model": "physics", "camera": "virtual", "gain": [1, 2]}, "save": {"raw": True}}, "40f9bde191e2479b"),
+    ({"progressive": {"enabled": True, "steps": 4, "save": [1, 3]}}, "0a0b8ff9a83d3a52"),
+])
+def test_fingerprint_values_are_pinned(raw, pinned):
+    # Datasets record this value; a change would make every existing dataset refuse to resume or merge.
+    assert config_from_dict(raw).fingerprint() == pinned
+
+
+def test_output_settings_keys_are_pinned():
+    settings = config_from_dict({}).output_settings()
+    assert list(settings) == ["seed", "layout", "split", "max_pixels", "follow_symlinks", "decode", "darken",
+                              "progressive", "noise", "save"]
+    assert list(settings["save"]) == ["format", "compress_level", "clean_low", "encoder", "container",
+                                      "shard_pairs", "raw"]
+    assert list(settings["noise"]) == ["model", "peak", "read_sigma", "sigma", "order", "space", "camera",
+                                       "components", "gain"]
+
+
+def _leaves(tree, prefix=""):
+    """{'section.key': value} of a nested config mapping (split stays one leaf)."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "split":
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_config_yaml_lists_every_key_of_the_table_with_its_default():
+    import pathlib
+
+    import yaml
+
+    from lowlight_gpu.config import FIELDS
+
+    shipped = _leaves(yaml.safe_load((pathlib.Path(__file__).parents[1] / "config.yaml").read_text()))
+    table = {f.key: f.default for f in FIELDS}
+    assert list(shipped) == list(table)  # the same keys, in the same order
+    assert shipped == table
