@@ -31,6 +31,7 @@ import numpy as np
 from . import params as _params
 from . import synth
 from .config import load_config
+from .synth.signal import quantize_lut
 
 __all__ = ["load_config", "load_image", "pair_seed", "sample_params", "synthesize"]
 
@@ -97,7 +98,7 @@ def render(backend, image, params, t, noisy, xp):
     if is_float:
         # The model is defined on 8-bit codes (lookup tables, Poisson tables per code), so float input in
         # [0, 1] is quantised the way the pipeline quantises, and the result is scaled back to its dtype.
-        rgb = xp.floor(xp.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(xp.uint8)
+        rgb = quantize_lut(rgb, xp)
     low = xp.asarray(backend.render(xp.ascontiguousarray(rgb), params, t, noisy))
     if is_float:
         low = (low / 255.0).astype(image.dtype)

@@ -14,6 +14,7 @@ from .. import rng
 from . import cpu_kernel, detmath, physics, poisson
 from .signal import (clean_lut, darken32, is_final_step, linear_to_srgb32, step_constants32, step_signal,
                      working_codes)
+from .signal import quantize32 as quantize
 
 NAME = "numpy"
 
@@ -69,11 +70,6 @@ def add_noise(codes, signal, tables, noise, words, normals):
         if model != "poisson":  # poisson-gaussian and brooks add read noise
             z += np.float32(noise["read_sigma"]) * normals
     return np.clip(z, np.float32(0.0), np.float32(1.0), out=z)
-
-
-def quantize(v):
-    """float32 values in [0, 1] to uint8 codes, rounding half up (the same rule as the lookup tables)."""
-    return np.floor(v * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
 
 
 def noise_tables(noise, signal):

@@ -109,14 +109,26 @@ def to_output(v, space):
     return linear_to_srgb(v) if space == "linear" else v
 
 
-def quantize_lut(v):
-    """Float values in [0, 1] to 8-bit codes, rounding half up."""
-    return np.floor(np.clip(v, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+def quantize_lut(v, xp=np):
+    """Float values in [0, 1] to 8-bit codes, rounding half up (xp: numpy, or CuPy for CuPy arrays)."""
+    return xp.floor(xp.clip(v, 0.0, 1.0) * 255.0 + 0.5).astype(xp.uint8)
 
 
 def clean_lut(params, t, space):
     """The noiseless low image of step t as a 256-entry uint8 table."""
     return quantize_lut(to_output(step_signal(working_codes(space), params, t), space))
+
+
+def declared_variance(y, noise):
+    """The declared variance of an additive noise model at clean signal y; None for none and physics (see physics.py)."""
+    model = noise.get("model")
+    if model == "gaussian":
+        return np.full_like(y, noise["sigma"] ** 2)
+    if model == "poisson":
+        return y / noise["peak"]
+    if model in ("poisson-gaussian", "brooks"):
+        return y / noise["peak"] + noise["read_sigma"] ** 2
+    return None
 
 
 # ---------------------------------------------------------------- per-value float32 steps of the noisy path
@@ -140,6 +152,11 @@ def darken32(z, constants):
     """float32 values z darkened by float32 (alpha, beta, gamma): beta * (alpha * z) ** gamma."""
     alpha, beta, gamma = constants
     return beta * pow32(alpha * z, gamma)
+
+
+def quantize32(v):
+    """float32 values in [0, 1] to uint8 codes, rounding half up (the same rule as the lookup tables)."""
+    return np.floor(v * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
 
 
 def linear_to_srgb32(z):

@@ -45,7 +45,7 @@ from ..config import ConfigError
 from ..containers import container_of
 from ..containers.readers import shared_reader
 from ..manifest import read_rows
-from ..synth.signal import srgb_to_linear, step_signal, to_output, working_codes
+from ..synth.signal import declared_variance, srgb_to_linear, step_signal, to_output, working_codes
 from . import manifest_path, recorded_config, sample, spread
 
 SAMPLE_ROWS = 64
@@ -208,18 +208,6 @@ def image_stats(output_dir, row, max_pixels=PIXEL_BUDGET // SAMPLE_ROWS, transfe
     if transfer_sites:
         stats["transfer"] = photon_transfer(output_dir, row, high, transfer_sites)
     return stats
-
-
-def declared_variance(y, noise):
-    """The declared noise variance at clean signal y, or None for a model without noise."""
-    model = noise.get("model")
-    if model == "gaussian":
-        return np.full_like(y, noise["sigma"] ** 2)
-    if model == "poisson":
-        return y / noise["peak"]
-    if model in ("poisson-gaussian", "brooks"):
-        return y / noise["peak"] + noise["read_sigma"] ** 2
-    return None
 
 
 def noise_levels(high, low, params):
