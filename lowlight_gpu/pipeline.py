@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from joblib import Parallel, delayed
 
-from . import __version__, containers, encode, imageio, layout, manifest, synth
+from . import __version__, containers, encode, fsutil, imageio, layout, manifest, synth
 from .config import ConfigError
 from .errors import StorageError
 from .params import pair_seed, sample_params
@@ -121,10 +121,7 @@ def prepare_process(ctx):
 def remove_temps(out_root, rels):
     """Delete the temp files ('.name.png.tmp') a killed run may have left beside a finished pair's outputs."""
     for rel in rels:
-        try:
-            os.remove(imageio.temp_name(os.path.join(out_root, rel)))
-        except OSError:  # almost always: there is none
-            pass
+        fsutil.unlink_quietly(fsutil.temp_name(os.path.join(out_root, rel)))  # almost always: there is none
 
 
 def synthesize_and_write(src, decoded, ctx):
