@@ -1,6 +1,6 @@
 """Early write-back vs none: run time, end-of-run flush time, and both against the decode+encode floor.
 
-imageio.write_atomic starts each new file's write-back at once (sync_file_range,
+fsutil.write_atomic starts each new file's write-back at once (sync_file_range,
 no waiting), so the syncfs that makes a finished shard durable finds little left
 to write.  This runs the pipeline with and without that hint and the floor of
 benchmarks/bench_pipeline.py, interleaved, and reports medians.
@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.bench_pipeline import floor_run, planned_arrays  # noqa: E402
 from benchmarks.common import machine, make_inputs, settle, settled_time, timing_flushes  # noqa: E402
-from lowlight_gpu import imageio, pipeline  # noqa: E402
+from lowlight_gpu import fsutil, pipeline  # noqa: E402
 from lowlight_gpu.config import config_from_dict  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def main():
     args = ap.parse_args()
     print(f"machine: {machine()}; {args.count} JPEG inputs of ~{args.megapixels} MP; {args.workers} workers; "
           f"noise {'on' if args.noise else 'off'}; median of {args.repeat}")
-    real_writeback = imageio.start_writeback
+    real_writeback = fsutil.start_writeback
     with tempfile.TemporaryDirectory() as tmp, timing_flushes() as flushes:
         inputs = make_inputs(os.path.join(tmp, "in"), args.count, args.megapixels)
         cfg = config_from_dict({"input": inputs, "output": os.path.join(tmp, "pipe"), "workers": args.workers,
@@ -45,7 +45,7 @@ def main():
             settled_time(lambda: pipeline.run(cfg), cfg.output)  # warm-up
             for _ in range(args.repeat):  # interleaved, so drifting load hits every variant alike
                 for name in flush:
-                    imageio.start_writeback = real_writeback if name == "early write-back" else (lambda fd: None)
+                    fsutil.start_writeback = real_writeback if name == "early write-back" else (lambda fd: None)
                     settle(cfg.output)
                     flushes.clear()
                     t0 = time.perf_counter()
@@ -56,7 +56,7 @@ def main():
                 times["floor"].append(settled_time(
                     lambda: floor_run(jobs, out, args.workers, cfg.save.compress_level, cfg.max_pixels), out))
         finally:
-            imageio.start_writeback = real_writeback
+            fsutil.start_writeback = real_writeback
     med = statistics.median
     print("\n| variant | run s | end-of-run flush s | pipeline / floor |\n|---|---|---|---|")
     for name, ts in times.items():
