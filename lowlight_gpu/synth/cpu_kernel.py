@@ -337,28 +337,34 @@ def ndtri_f64(p):
         (((((_NB[0] * r + _NB[1]) * r + _NB[2]) * r + _NB[3]) * r + _NB[4]) * r + 1.0)
 
 
+@_jit(inline="always")
+def philox_block(block, c2, c3, k0, k1):
+    """Philox4x32-10 of counter (block & 0xffffffff, block >> 32, c2, c3) under (k0, k1): four words as uint64."""
+    x0 = block & _MASK32
+    x1 = block >> _U32
+    x2 = c2
+    x3 = c3
+    ka = k0
+    kb = k1
+    for _ in range(10):
+        # Products of two 32-bit words fit a uint64 exactly; its halves are Philox's hi/lo.
+        p0 = x0 * _PHILOX_M0
+        p1 = x2 * _PHILOX_M1
+        x0 = (p1 >> _U32) ^ x1 ^ ka
+        x2 = (p0 >> _U32) ^ x3 ^ kb
+        x1 = p1 & _MASK32
+        x3 = p0 & _MASK32
+        ka = (ka + _PHILOX_W0) & _MASK32
+        kb = (kb + _PHILOX_W1) & _MASK32
+    return x0, x1, x2, x3
+
+
 @_jit()
 def philox_chunk(first_block, count, key0, key1, c2, c3, wp, w2, w3):
     """Philox4x32-10 of blocks [first_block, first_block + count): words 0/1 interleaved into wp
     (wp[2b], wp[2b+1] are the Poisson words of the block's two values), words 2/3 into w2/w3."""
     for b in range(count):
-        j = np.uint64(first_block + b)
-        x0 = j & _MASK32
-        x1 = j >> _U32
-        x2 = c2
-        x3 = c3
-        ka = key0
-        kb = key1
-        for _ in range(10):
-            # Products of two 32-bit words fit a uint64 exactly; its halves are Philox's hi/lo.
-            p0 = x0 * _PHILOX_M0
-            p1 = x2 * _PHILOX_M1
-            x0 = (p1 >> _U32) ^ x1 ^ ka
-            x2 = (p0 >> _U32) ^ x3 ^ kb
-            x1 = p1 & _MASK32
-            x3 = p0 & _MASK32
-            ka = (ka + _PHILOX_W0) & _MASK32
-            kb = (kb + _PHILOX_W1) & _MASK32
+        x0, x1, x2, x3 = philox_block(np.uint64(first_block + b), c2, c3, key0, key1)
         wp[2 * b] = np.uint32(x0)
         wp[2 * b + 1] = np.uint32(x1)
         w2[b] = np.uint32(x2)

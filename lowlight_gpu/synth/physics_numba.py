@@ -35,12 +35,6 @@ from . import cpu_kernel as ck
 from . import physics
 
 _jit = ck._jit
-_MASK32 = np.uint64(rng.MASK32)
-_U32 = np.uint64(32)
-_M0 = np.uint64(rng.PHILOX_M0)
-_M1 = np.uint64(rng.PHILOX_M1)
-_W0 = np.uint64(rng.PHILOX_W0)
-_W1 = np.uint64(rng.PHILOX_W1)
 _LAMBDA_SMALL = physics.LAMBDA_SMALL
 _LAMBDA_EXACT_MAX = physics.LAMBDA_EXACT_MAX
 _SMALL_CAP = physics.SMALL_CAP
@@ -57,27 +51,6 @@ WALK_STEPS = 4  # Poisson walk steps between two compactions of the walking site
 WORK_ROWS = 15  # scratch rows of mosaic_row
 POW_UNIT_MAX_Y = 30.0  # pow_unit's bound on |lambda| (|lambda log u| < 700 for every uniform u)
 GUIDE_BUCKETS = 4096  # buckets of the code lookup over [0, 1] (at most one threshold in each)
-
-
-@_jit(inline="always")
-def philox(block, c2, c3, k0, k1):
-    """Philox4x32-10 of counter (block & 0xffffffff, block >> 32, c2, c3): four words as uint64."""
-    x0 = block & _MASK32
-    x1 = block >> _U32
-    x2 = c2
-    x3 = c3
-    ka = k0
-    kb = k1
-    for _ in range(10):
-        p0 = x0 * _M0
-        p1 = x2 * _M1
-        x0 = (p1 >> _U32) ^ x1 ^ ka
-        x2 = (p0 >> _U32) ^ x3 ^ kb
-        x1 = p1 & _MASK32
-        x3 = p0 & _MASK32
-        ka = (ka + _W0) & _MASK32
-        kb = (kb + _W1) & _MASK32
-    return x0, x1, x2, x3
 
 
 @_jit(inline="always")
@@ -270,7 +243,7 @@ def sensor(x, shot_count, read_dn, row_z, cell, flags, s, bias):
 @_jit()
 def row_normal(r, c2, c3, k0, k1):
     """physics.row_normals for one sensor row."""
-    w0, _, _, _ = philox(np.uint64(r), c2, c3, k0, k1)
+    w0, _, _, _ = ck.philox_block(np.uint64(r), c2, c3, k0, k1)
     return ndtri(uniform(w0))
 
 
@@ -295,7 +268,7 @@ def mosaic_row(rgb, r, lut, flags, s, bias, key, rgb2cam, gains, noisy, xs, ss, 
     for c in range(w):
         i = np.uint64(r * w + c)
         if c == 0 or (i & np.uint64(1)) == 0:  # a new Philox block: words 0/1 even site, 2/3 odd site
-            w0, w1, w2, w3 = philox(i >> np.uint64(1), c2, c_sites, k0, k1)
+            w0, w1, w2, w3 = ck.philox_block(i >> np.uint64(1), c2, c_sites, k0, k1)
         odd = (i & np.uint64(1)) != 0
         u[c] = uniform(w2 if odd else w0)
         read[c] = uniform(w3 if odd else w1)
