@@ -36,7 +36,7 @@ from joblib import Parallel, delayed
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import REPO, machine, make_photo_crops, settle, settled_time  # noqa: E402
-from lowlight_gpu import encode, imageio, layout, pipeline  # noqa: E402
+from lowlight_gpu import encode, imageio, layout, pipeline, worker_pool  # noqa: E402
 from lowlight_gpu.config import config_from_dict  # noqa: E402
 from lowlight_gpu.params import pair_seed, sample_params  # noqa: E402
 from lowlight_gpu.sources import scan  # noqa: E402
@@ -75,7 +75,7 @@ def floor_run(jobs, out, workers, encoder, max_pixels, executor):
     """The codec floor: every job's decode and encodes, in the pipeline's executor and pool; returns total bytes."""
     calls = (delayed(floor_pair)(p, h, lows, out, encoder, max_pixels) for p, h, lows in jobs)
     if executor == "processes" and workers > 1:
-        return sum(pipeline.in_order(pipeline.encode_pool(workers), calls, 2 * workers))
+        return sum(worker_pool.in_order(worker_pool.pool(workers), calls, 2 * workers))
     return sum(Parallel(n_jobs=workers, backend="threading", pre_dispatch="2*n_jobs", batch_size=1)(calls))
 
 
@@ -111,9 +111,9 @@ def cli_time(inputs, out, overrides, executor=None):
     """Wall clock of the CLI (a fresh output, earlier writes synced first); raises if it fails."""
     settle(out)
     env = dict(os.environ)
-    env.pop(pipeline.EXECUTOR_ENV, None)
+    env.pop(worker_pool.EXECUTOR_ENV, None)
     if executor:
-        env[pipeline.EXECUTOR_ENV] = executor
+        env[worker_pool.EXECUTOR_ENV] = executor
     t0 = time.perf_counter()
     proc = subprocess.run(cli_args(inputs, out, overrides), env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
@@ -141,7 +141,7 @@ def run_variant(name, overrides, inputs, tmp, args):
         nested.setdefault(section, {})[leaf] = value
     cfg = config_from_dict({"input": inputs, "output": os.path.join(tmp, "pipe"), "workers": args.workers,
                             "backend": "numpy", **nested})
-    executor = pipeline.choose_executor("numpy", args.workers)
+    executor = worker_pool.choose_executor("numpy", args.workers)
     store = os.path.join(tmp, "arrays")
     settle(store)
     jobs = planned_arrays(cfg, store)

@@ -133,7 +133,7 @@ def _fail(message):
 
 def _main(args):
     """Load the config, then run the requested action."""
-    from . import pipeline, synth
+    from . import pipeline, synth, worker_pool
     from .config import load_config
     from .errors import BackendUnavailable, ConfigError, LockHeld, MergeError
 
@@ -172,7 +172,7 @@ def _main(args):
         return _locked(exc)
     except OSError as exc:  # the output's storage (not one pair) failed: stop, in one line
         return _stopped(exc, config)
-    pipeline.release_workers()  # they exit while the report is drawn, not at interpreter exit
+    worker_pool.release()  # they exit while the report is drawn, not at interpreter exit
     _summary(config, args, result)
     if result.pairs and (args.shard is None or args.shard[1] == 1):  # a shard's rows are not merged yet
         _end_report(config)
@@ -238,8 +238,10 @@ def _tool_actions(args, config):
 class _progress:
     """A tqdm bar on a terminal (and nothing otherwise), as a progress callback.
 
-    The total is counted by a second scan in a background thread: until it ends the bar says so and shows
-    no time remaining; then it has a total and an estimate.
+    The bar starts with the first pair, not before: until then this process runs no thread of its own, so
+    the run may fork its worker processes (worker_pool).  The total is counted by a second scan in a
+    background thread: until it ends the bar says so and shows no time remaining; then it has a total and
+    an estimate.
     """
 
     def __init__(self, args, config=None):
@@ -249,14 +251,15 @@ class _progress:
         self.stop = threading.Event()
 
     def __enter__(self):
-        if not self.enabled:
-            return None
+        return self if self.enabled else None
+
+    def start(self):
+        """Show the bar and start counting the inputs."""
         from tqdm import tqdm
 
         self.bar = tqdm(unit="pair", dynamic_ncols=True, file=sys.stderr, desc="counting inputs")
         if self.config is not None:
             threading.Thread(target=self._count, daemon=True, name="lowlight-count").start()
-        return self
 
     def _count(self):
         """Set the bar's total to the number of inputs this run will go through."""
@@ -275,6 +278,8 @@ class _progress:
         self.bar.set_description_str("pairs", refresh=True)
 
     def __call__(self, kind, row):
+        if self.bar is None:
+            self.start()
         self.bar.update(1)
         if kind == "error":
             self.bar.set_postfix_str(f"last error: {row['source']}", refresh=False)

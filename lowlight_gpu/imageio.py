@@ -160,6 +160,12 @@ def needs_extra(name: str) -> bool:
     return ext in _OPTIONAL_FORMAT_BY_EXTENSION and _OPTIONAL_FORMAT_BY_EXTENSION[ext] not in optional_formats()
 
 
+def load_decoders() -> None:
+    """Load Pillow's format plugins (and pillow-heif's, where installed) now rather than at the first decode."""
+    Image.init()
+    optional_formats()
+
+
 @functools.lru_cache(maxsize=None)
 def optional_formats() -> frozenset[str]:
     """The optional formats ('HEIF', 'AVIF') this machine decodes; registers pillow-heif's opener on first call."""

@@ -33,6 +33,12 @@ def _jit(func, options):
         return numba.njit(cache=STATE["cache"], **options)(func)
 
 
+def compiled(*dispatchers):
+    """Whether any of these numba functions was compiled here rather than loaded from numba's cache."""
+    misses = [getattr(getattr(d, "stats", None), "cache_misses", None) for d in dispatchers]
+    return any(bool(m) for m in misses) or not STATE["cache"]
+
+
 def fall_back(numba, cause):
     """Point numba's cache at a private temp folder, or turn caching off; records why in STATE['note']."""
     folder = private_temp_folder()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from joblib import Parallel, delayed
 
 from . import __version__, containers, encode, fsutil, imageio, layout, manifest, synth
+from . import worker_pool
 from .config import ConfigError
 from .errors import StorageError
 from .params import pair_seed, sample_params
@@ -61,16 +62,6 @@ class RunResult:
     def pairs_per_second(self):
         """Pairs made per second of wall time; reused pairs do not count."""
         return self.made / self.seconds if self.seconds > 0 else 0.0
-
-
-def resolve_workers(workers):
-    """The worker-thread count for 'auto' or an int: the CPUs this process may use."""
-    if workers != "auto":
-        return int(workers)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def make_pair(src, prior, ctx):
@@ -137,7 +128,7 @@ def synthesize_and_write(src, decoded, ctx):
     outputs = [(os.path.join(config.output, rel), rgb) for (_, _, _, rel), rgb in zip(plan, [decoded.rgb] + lows)]
     keep = containers.needs_writer(config)  # tar, LMDB: the bytes go back to the run's one ordered writer
     if ctx.encode_processes:
-        sizes = encode_pool(ctx.encode_processes).submit(write_pngs, outputs, decoded.alpha, encoder, keep).result()
+        sizes = worker_pool.pool(ctx.encode_processes).submit(write_pngs, outputs, decoded.alpha, encoder, keep).result()
     else:
         sizes = write_pngs(outputs, decoded.alpha, encoder, keep)
     raws = render_raw(backend, decoded.rgb, params, layout.plan_raw(src.out_rel, config, split_name))
@@ -197,56 +188,6 @@ def write_pngs(outputs, alpha, encoder, keep=False):
         imageio.write_atomic(path, data)
         sizes.append([len(data), manifest.data_digest(data)])
     return sizes
-
-
-_POOL = {}  # processes -> the worker ProcessPoolExecutor, kept for later runs of this process
-
-
-def encode_pool(processes):
-    """The worker processes (whole pairs, or encoding for a CUDA-owning process); started once, then reused."""
-    pool = _POOL.get(processes)
-    if pool is None:
-        from joblib.externals.loky import ProcessPoolExecutor
-
-        # loky starts workers by fork+exec (a forked child of a CUDA process cannot use CUDA and may hang) and,
-        # unlike multiprocessing's spawn, does not re-run the caller's __main__ module in them.
-        for old in _POOL.values():
-            old.shutdown(wait=False)
-        _POOL.clear()
-        pool = _POOL[processes] = ProcessPoolExecutor(max_workers=processes, initializer=watch_parent,
-                                                       initargs=(os.getpid(),))
-        for _ in range(processes):  # import the pipeline in every worker now, while this process prepares the run
-            pool.submit(worker_ready)
-    return pool
-
-
-def release_workers():
-    """Let this process's worker processes exit now, without waiting for them (the CLI's run is over)."""
-    for pool in _POOL.values():
-        pool.shutdown(wait=False)
-    _POOL.clear()
-
-
-def watch_parent(parent):
-    """In a worker process: exit as soon as its parent (pid) is gone, even after a SIGKILL.
-
-    loky's workers otherwise wait forever for work from a parent that was killed.  The pid comes from the
-    parent itself: one killed while this worker was still starting is already gone when this runs.
-    """
-    import threading
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="lowlight-gpu-parent-watch", daemon=True).start()
-
-
-def worker_ready():
-    """A worker's first task: unpickling it imported this module (numpy, Pillow, the backends); fpng too."""
-    encode.fpng_version()
-    return os.getpid()
 
 
 def build_row(src, decoded, params, plan, split_name, backend, files):
@@ -402,63 +343,15 @@ def plan_sources(config, shard, limit, stats=None):
     return itertools.islice(sources, limit) if limit is not None else sources
 
 
-EXECUTORS = ("threads", "processes", "encode-pool")
-EXECUTOR_ENV = "LOWLIGHT_GPU_EXECUTOR"
-
-
-def choose_executor(backend, workers, engine=None, gpu_decode=False):
-    """How local work runs: threads, processes or encode-pool; $LOWLIGHT_GPU_EXECUTOR overrides the choice.
-
-    fpng holds the GIL while it encodes, and so does the per-pair Python around it, so threads of one process
-    stop scaling once encoding is cheap.  The CPU backend runs whole pairs in worker processes.  The GPU
-    backend (or GPU decoding) keeps one process that owns the CUDA context -- decode, render and batching stay
-    in its threads, so one context and one batcher serve them all -- and sends only encoding and writing to
-    worker processes; a context per worker process would split the batcher and time-slice the GPU.
-    """
-    if engine is not None:
-        return "threads"  # a Dask cluster runs the pairs; no local pool
-    chosen = os.environ.get(EXECUTOR_ENV, "").strip()
-    if chosen:
-        if chosen not in EXECUTORS:
-            raise ConfigError(f"{EXECUTOR_ENV}={chosen!r}: expected one of {', '.join(EXECUTORS)} (or leave it unset)")
-        return chosen
-    if workers < 2:
-        return "threads"
-    return "encode-pool" if backend == "cupy" or gpu_decode else "processes"
-
-
 def execute(items, ctx, workers, engine, executor="threads"):
     """Run make_pair over items in order, in threads, processes or on a Dask cluster; yields outcomes in item order."""
     calls = (delayed(make_pair)(src, prior, ctx) for src, prior in items)
     if engine is not None:
         return engine.run(calls, workers)
     if executor == "processes":
-        return in_order(encode_pool(workers), calls, 2 * workers)
+        return worker_pool.in_order(worker_pool.pool(workers), calls, 2 * workers)
     return Parallel(n_jobs=workers, backend="threading", return_as="generator",
                     pre_dispatch="2*n_jobs", batch_size=1)(calls)
-
-
-def in_order(pool, calls, window):
-    """Submit (fn, args, kwargs) calls to pool with at most window in flight; yield their results in call order."""
-    pending = collections.deque()
-    try:
-        for fn, args, kwargs in calls:
-            pending.append(pool.submit(fn, *args, **kwargs))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        # Stopped early (an error, Ctrl-C): drop what has not started and wait for what has, so no worker is
-        # still writing an output when the caller returns (a rerun would write the same temporary file).
-        for future in pending:
-            future.cancel()
-        for future in pending:
-            if not future.cancelled():
-                try:
-                    future.result()
-                except Exception:  # noqa: BLE001 - its pair is simply not recorded; the next run redoes it
-                    pass
 
 
 def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
@@ -474,28 +367,39 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     if limit == 0:  # nothing to make, and an existing dataset stays exactly as it is
         return RunResult()
     containers.check_available(config.save.container)
+    result = RunResult()
+    # Before the lock and the journal are opened: forked workers must not hold their file descriptors.
+    executor, workers, result.compile_seconds = start_workers(config, backend, engine)
     os.makedirs(config.output, exist_ok=True)
     lock = manifest.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
     try:
-        return _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs)
+        return _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor,
+                           workers)
     finally:
         lock.release()
 
 
-def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs):
-    """run() once it holds the output's lock."""
-    record_run(config, codecs)
-    result = RunResult()
-    workers = resolve_workers(config.workers)
-    executor = choose_executor(backend, workers, engine, config.decode.device == "gpu")
-    if executor == "processes":
-        # This process renders nothing: the workers load (or compile and cache) the kernel, side by side.
-        warming = [encode_pool(workers).submit(warm_up, backend, config) for _ in range(workers)]
-        result.compile_seconds = max(f.result() for f in warming)
+def start_workers(config, backend, engine=None):
+    """Start the run's worker processes (worker_pool) with the noise kernels loaded; (executor, workers, compile s)."""
+    workers = worker_pool.resolve_workers(config.workers)
+    executor = worker_pool.choose_executor(backend, workers, engine, config.decode.device == "gpu")
+    method = worker_pool.start_method(executor)
+    if executor == "processes" and method == "loky":  # each worker loads the kernels itself, side by side
+        pool = worker_pool.pool(workers, method)
+        seconds = max(f.result() for f in [pool.submit(get_ready, backend, config) for _ in range(workers)])
+    elif method == "fork":  # loaded here once; the forked workers inherit them
+        seconds = get_ready(backend, config)
+        worker_pool.pool(workers, method)
     else:
         if executor == "encode-pool":
-            encode_pool(workers)  # the workers start and import while this process warms up
-        result.compile_seconds = warm_up(backend, config)
+            worker_pool.pool(workers, method)  # the workers start while this process warms up
+        seconds = get_ready(backend, config)
+    return executor, workers, seconds
+
+
+def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers):
+    """run() once it holds the output's lock."""
+    record_run(config, codecs)
     start = time.perf_counter()
     prior = manifest.PriorRows(config.output, shard)
     unlistable = []  # ids of folders the scan could not list: pairs below them are not "gone"
@@ -579,26 +483,35 @@ def remove_gone(config, shard, passed, unlistable, stats):
     return manifest.remove_orphans(config.output, gone, part)
 
 
-def warm_up(backend, config):
-    """Compile (or load from numba's cache) the CPU noise kernel before the clock starts; returns compile seconds.
+def get_ready(backend, config):
+    """Load now what making a pair of config loads on first use: the backend, the decoders, fpng, the noise
+    kernels (warm_up); returns warm_up's compile seconds.  Run where pairs are made, before the first one."""
+    synth.get(backend)
+    imageio.load_decoders()
+    encode.fpng_version()
+    return warm_up(backend, config)
 
-    0.0 when it came from the cache, so the summary can say that a first run's time went into compiling.
+
+def warm_up(backend, config):
+    """Load the CPU noise kernels (numba's cache, or a compile) before the clock starts; returns compile seconds.
+
+    0.0 when they came from the cache, so the summary can say that a first run's time went into compiling.
+    The load may have happened before this call: in the worker fork server this process was forked from.
     """
     if backend != "numpy" or config.noise.model == "none":
         return 0.0
     from .synth import cpu_kernel
 
-    from . import numba_cache
+    loads = [cpu_kernel.LOAD] if cpu_kernel.warmup() else []
+    if config.noise.model == "physics":
+        from .synth import physics
 
-    t0 = time.perf_counter()
-    cpu_kernel.warmup()
-    seconds = time.perf_counter() - t0
-    stats = getattr(getattr(cpu_kernel, "render_noisy_kernel", None), "stats", None)
-    if stats is None:  # numba unavailable: nothing was compiled
-        return 0.0
-    # Loading from the cache can take a second on a busy machine too: only a cache miss (or no cache) is a compile.
-    compiled = bool(stats.cache_misses) or not numba_cache.STATE["cache"]
-    return seconds if compiled else 0.0
+        if physics.compiled() is not None:
+            from .synth import physics_numba
+
+            loads.append(physics_numba.LOAD)
+    # Loading from the cache can take a second on a busy machine too: only a compile is reported as one.
+    return sum(load["seconds"] for load in loads if load["compiled"])
 
 
 def _config_difference(recorded, config):

@@ -4,7 +4,6 @@ Skipped unless CuPy imports and ``cupy_backend.available()`` runs its kernels.
 Every image must be identical to the reference's (ARCHITECTURE.md, "Reproducibility").
 """
 
-import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from unittest import mock
 
@@ -18,7 +17,7 @@ except Exception as exc:  # ImportError, or a broken CUDA install
 
 from lowlight_gpu.config import config_from_dict
 from lowlight_gpu.params import sample_params
-from lowlight_gpu.synth import cupy_backend, numpy_backend
+from lowlight_gpu.synth import cpu_kernel, cupy_backend, numpy_backend
 
 _OK, _WHY = cupy_backend.available()
 if not _OK:
@@ -56,8 +55,7 @@ def image(shape, seed=0):
 
 def numpy_reference(rgb, params, t, noisy=True):
     """numpy_backend.render on its pure-numpy path (the reference), bypassing the optional numba twin."""
-    twin = getattr(numpy_backend, "cpu_kernel", None)
-    with mock.patch.object(twin, "AVAILABLE", False) if twin is not None else contextlib.nullcontext():
+    with mock.patch.object(cpu_kernel, "AVAILABLE", False):
         return numpy_backend.render(rgb, params, t, noisy)
 
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import random_pixels, read_png, tree_bytes, write_images
-from lowlight_gpu import encode, manifest, pipeline
+from lowlight_gpu import encode, manifest, pipeline, worker_pool
 from lowlight_gpu.config import ConfigError, load_config
 
 fpng = pytest.importorskip("fpng")
@@ -150,25 +150,65 @@ def test_bytes_identical_across_workers_and_executors(tmp_path, monkeypatch):
     inp = tmp_path / "in"
     write_images(inp, {f"{k}.png": (13 + i, 9) for i, k in enumerate("abcd")} | {"e.jpg": (20, 31)})
     trees = []
-    for k, (workers, executor) in enumerate([(1, "threads"), (2, "threads"), (2, "processes"), (2, "encode-pool")]):
-        monkeypatch.setenv(pipeline.EXECUTOR_ENV, executor)
+    runs = [(1, "threads", None), (2, "threads", None), (2, "processes", "fork"), (2, "processes", "loky"),
+            (2, "encode-pool", None)]
+    for k, (workers, executor, method) in enumerate(runs):
+        monkeypatch.setenv(worker_pool.EXECUTOR_ENV, executor)
+        worker_pool.release()  # a fresh pool, started the way this run asks
+        if method:
+            monkeypatch.setattr(worker_pool, "start_method", lambda executor, method=method: method)
         pipeline.run(_config(inp, tmp_path / str(k), f"workers={workers}"))
         trees.append(tree_bytes(tmp_path / str(k)))
-    assert trees[0] == trees[1] == trees[2] == trees[3]
+    worker_pool.release()
+    assert all(tree == trees[0] for tree in trees[1:])
+
+
+def test_forked_workers_hold_no_lock_of_the_output(tmp_path, monkeypatch):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_images(inp)
+    monkeypatch.delenv(worker_pool.EXECUTOR_ENV, raising=False)
+    worker_pool.release()
+    monkeypatch.setattr(worker_pool, "start_method", lambda executor: "fork")
+    pipeline.run(_config(inp, out, "workers=2", "noise.model=poisson-gaussian"))
+    assert worker_pool._POOL  # the workers are still running, forked from this process ...
+    lock = manifest.OutputLock(str(out)).acquire_shard(0, 1)  # ... and hold none of the run's files open
+    lock.release()
+    worker_pool.release()
+
+
+def test_start_method_forks_only_a_single_threaded_cpu_run(monkeypatch):
+    import sys
+    import threading
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert worker_pool.start_method("encode-pool") == "loky"  # a CUDA-owning process is never forked
+    assert worker_pool.start_method("threads") == "loky"
+    if threading.active_count() == 1:
+        assert worker_pool.start_method("processes") == "fork"
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert worker_pool.start_method("processes") == "loky"  # a fork would copy locks that thread may hold
+    finally:
+        stop.set()
+        other.join()
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert worker_pool.start_method("processes") == "loky"
 
 
 def test_executor_choice(monkeypatch):
-    monkeypatch.delenv(pipeline.EXECUTOR_ENV, raising=False)
-    assert pipeline.choose_executor("numpy", 1) == "threads"
-    assert pipeline.choose_executor("numpy", 2) == "processes"
-    assert pipeline.choose_executor("cupy", 16) == "encode-pool"
-    assert pipeline.choose_executor("numpy", 16, gpu_decode=True) == "encode-pool"
-    assert pipeline.choose_executor("numpy", 16, engine=object()) == "threads"
-    monkeypatch.setenv(pipeline.EXECUTOR_ENV, "threads")
-    assert pipeline.choose_executor("numpy", 2) == "threads"
-    monkeypatch.setenv(pipeline.EXECUTOR_ENV, "fork")
-    with pytest.raises(ConfigError, match=pipeline.EXECUTOR_ENV):
-        pipeline.choose_executor("numpy", 2)
+    monkeypatch.delenv(worker_pool.EXECUTOR_ENV, raising=False)
+    assert worker_pool.choose_executor("numpy", 1) == "threads"
+    assert worker_pool.choose_executor("numpy", 2) == "processes"
+    assert worker_pool.choose_executor("cupy", 16) == "encode-pool"
+    assert worker_pool.choose_executor("numpy", 16, gpu_decode=True) == "encode-pool"
+    assert worker_pool.choose_executor("numpy", 16, engine=object()) == "threads"
+    monkeypatch.setenv(worker_pool.EXECUTOR_ENV, "threads")
+    assert worker_pool.choose_executor("numpy", 2) == "threads"
+    monkeypatch.setenv(worker_pool.EXECUTOR_ENV, "fork")
+    with pytest.raises(ConfigError, match=worker_pool.EXECUTOR_ENV):
+        worker_pool.choose_executor("numpy", 2)
 
 
 def test_in_order_is_ordered_and_bounded():
@@ -194,7 +234,7 @@ def test_in_order_is_ordered_and_bounded():
             yield work, (i,), {}
 
     with ThreadPoolExecutor(4) as pool:
-        results = pipeline.in_order(pool, calls(), 4)
+        results = worker_pool.in_order(pool, calls(), 4)
         assert next(results) == 0 and len(pulled) <= 5  # the source is pulled as results are taken
         assert list(results) == list(range(1, 60))
     assert most[0] <= 4

@@ -380,7 +380,8 @@ def test_pairs_per_second_counts_only_pairs_made(run_cli, five, out_dir):
 
 def test_first_run_compile_time_is_said_as_such(run_cli, five, out_dir, monkeypatch, config_file):
     monkeypatch.setattr(pipeline, "warm_up", lambda backend, config: 2.25)
-    res = run_cli("--config", config_file, "--set", "backend=numpy", *_io(five, out_dir), defaults=False)
+    res = run_cli("--config", config_file, "--set", "backend=numpy", "--set", "workers=1", *_io(five, out_dir),
+                  defaults=False)
     assert res.code == 0
     assert "compiled the CPU noise kernel in 2.2 s" in res.err and "not counted in pairs/s" in res.err
 
@@ -391,6 +392,7 @@ def test_progress_bar_counts_its_total(tmp_path, five, config_file):
     bar = cli._progress(args, config)
     bar.enabled = True
     with bar as progress:
+        progress.start()
         deadline = time.monotonic() + 10
         while progress.bar.total is None and time.monotonic() < deadline:
             time.sleep(0.01)

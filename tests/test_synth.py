@@ -132,3 +132,15 @@ def test_backend_lookup_and_render_many():
     assert len(outs) == 3
     for (t, noisy), out in zip(specs, outs):
         assert np.array_equal(out, nb.render(rgb, p, t, noisy))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 1), (3, 5, 3), (7, 9, 4), (48, 40, 3), (2, 2)])
+def test_apply_lut_is_the_table_lookup(shape):
+    gen = np.random.default_rng(len(shape) * 100 + shape[0])
+    lut = gen.integers(0, 256, 256).astype(np.uint8)
+    rgb = gen.integers(0, 256, shape, dtype=np.uint8)
+    got = nb.apply_lut(lut, rgb)
+    assert got.dtype == np.uint8 and got.shape == rgb.shape
+    assert np.array_equal(got, lut[rgb])  # odd sizes too: the last byte has no partner
+    view = np.asarray(all_codes_image())[:, 1:, :]  # not contiguous
+    assert np.array_equal(nb.apply_lut(lut, view), lut[view])

@@ -1,4 +1,4 @@
-"""Worker processes (pipeline.encode_pool): they never outlive a killed run."""
+"""Worker processes (worker_pool): they never outlive a killed run."""
 
 import os
 import signal
@@ -6,13 +6,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO_ROOT
 
 SCRIPT = """
 import sys, time
-from lowlight_gpu import pipeline
-pool = pipeline.encode_pool(2)
-pids = [pool.submit(pipeline.worker_ready).result() for _ in range(4)]
+from lowlight_gpu import worker_pool
+pool = worker_pool.pool(2, sys.argv[1])
+pids = [pool.submit(worker_pool.worker_ready).result() for _ in range(4)]
 print(" ".join(map(str, sorted(set(pids)))), flush=True)
 time.sleep(60)
 """
@@ -27,10 +29,11 @@ def _alive(pid):
         return False
 
 
-def test_workers_exit_when_their_parent_is_sigkilled():
+@pytest.mark.parametrize("method", ["fork", "loky"])
+def test_workers_exit_when_their_parent_is_sigkilled(method):
     if not os.path.isdir("/proc"):
         return
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, method], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert pids and all(_alive(p) for p in pids)

@@ -36,6 +36,7 @@ Set ``LOWLIGHT_NO_NUMBA=1`` (read once, at import) to force the numpy path.
 import os
 import sys
 import threading
+import time
 
 import numpy as np
 
@@ -555,6 +556,9 @@ def build_tables(lam, normal, lo, hi, log_lam):
 
 _compile_lock = threading.Lock()
 _compiled = False
+# The one load of this process (or of the fork server it was forked from): seconds, and whether numba
+# compiled (a cache miss, or no cache) rather than loaded from its cache.  pipeline.warm_up reports it.
+LOAD = {"seconds": 0.0, "compiled": False}
 
 
 def _readonly(a, dtype):
@@ -599,6 +603,7 @@ def warmup():
         return AVAILABLE
     with _compile_lock:
         if not _compiled and AVAILABLE:
+            t0 = time.perf_counter()
             try:
                 _call(np.zeros(3, np.uint8), np.zeros(256), _NO_GUIDE, _NO_THRESHOLDS, _NO_KSHIFT, _NO_NORMAL,
                       _NO_LAM, MODEL_GAUSSIAN, 1.0, 0.0, 0, 0, 0)
@@ -606,6 +611,7 @@ def warmup():
                 tables_kernel(_NO_LAM, _NO_LAM, zero, zero, _NO_LAM, np.zeros(1, np.uint32),
                               np.empty(256 * 257, np.int32), np.empty(256, np.int32))
                 _compiled = True
+                LOAD.update(seconds=time.perf_counter() - t0, compiled=numba_cache.compiled(render_noisy_kernel, tables_kernel))
             except Exception as exc:  # noqa: BLE001 - a numba that cannot compile here must not fail pairs
                 AVAILABLE = False
                 print(f"lowlight_gpu: numba could not compile the CPU noise kernel ({type(exc).__name__}: "

@@ -11,7 +11,9 @@ transcendentals: log, sin, cos and pow are ``synth/detmath.py``'s.
 import numpy as np
 
 from .. import rng
-from . import cpu_kernel, detmath, physics, poisson
+# cpu_kernel (and poisson, which uses it) import numba: imported where noise is rendered, so that a
+# noise-free run's processes never pay for importing numba.
+from . import detmath, physics
 from .signal import (clean_lut, darken32, is_final_step, linear_to_srgb32, step_constants32, step_signal,
                      working_codes)
 from .signal import quantize32 as quantize
@@ -29,6 +31,10 @@ def effective_name(model):
     """What renders noise of this model here: 'numba' (a compiled twin) or 'numpy'."""
     if model == "physics":  # synth/physics_numba.py
         return "numba" if physics.compiled() is not None else NAME
+    if model == "none":
+        return NAME
+    from . import cpu_kernel
+
     return "numba" if model in cpu_kernel.MODELS and cpu_kernel.warmup() else NAME
 
 
@@ -65,6 +71,8 @@ def add_noise(codes, signal, tables, noise, words, normals):
     if model == "gaussian":
         z = signal.astype(np.float32)[codes] + np.float32(noise["sigma"]) * normals
     else:
+        from . import poisson
+
         k = poisson.sample(tables, codes, words)
         z = k.astype(np.float32) * np.float32(1.0 / noise["peak"])
         if model != "poisson":  # poisson-gaussian and brooks add read noise
@@ -74,6 +82,8 @@ def add_noise(codes, signal, tables, noise, words, normals):
 
 def noise_tables(noise, signal):
     """Poisson tables for this signal, or None for a model without shot noise."""
+    from . import poisson
+
     return None if noise["model"] == "gaussian" else poisson.build_tables(noise["peak"] * signal)
 
 
@@ -82,7 +92,7 @@ def render(rgb, params, t=None, noisy=True):
     noise = params["noise"]
     space = noise["space"]
     if not noisy or noise["model"] == "none":
-        return np.take(clean_lut(params, t, space), rgb)  # take() is ~2x faster than lut[rgb]
+        return apply_lut(clean_lut(params, t, space), rgb)
     if noise["model"] == "physics":  # unprocess, sensor noise on the raw mosaic, re-process
         return physics.render(rgb, params, t)
     before = noise["order"] == "before"
@@ -91,11 +101,30 @@ def render(rgb, params, t=None, noisy=True):
     step = noise_step(params, t)
     darken = step_constants32(params, t) if before else None
     flat = np.ascontiguousarray(rgb).reshape(-1)
+    from . import cpu_kernel
+
     if cpu_kernel.warmup():  # the fused numba twin of render_noisy_reference (synth/cpu_kernel.py)
         out = cpu_kernel.render_noisy(flat, signal, tables, noise, params["seed"], step, darken, space == "linear")
     else:
         out = render_noisy_reference(flat, signal, tables, noise, params["seed"], step, darken)
     return out.reshape(rgb.shape)
+
+
+def apply_lut(lut, rgb):
+    """lut[rgb] for a 256-entry uint8 table: two bytes per lookup, through a 65536-entry table of byte pairs.
+
+    One lookup per two bytes, with 16-bit indices, is about 3x faster than np.take on the bytes.  Entry
+    (a << 8) | b holds the pair (lut[a], lut[b]) in the same byte order, whichever the machine's is.
+    """
+    flat = np.ascontiguousarray(rgb).reshape(-1)
+    out = np.empty_like(flat)
+    even = flat.size & ~1
+    wide = np.asarray(lut, np.uint8).astype(np.uint16)
+    pairs = ((wide[:, None] << 8) | wide[None, :]).reshape(-1)
+    np.take(pairs, flat[:even].view(np.uint16), out=out[:even].view(np.uint16), mode="clip")
+    if even < flat.size:
+        out[-1] = lut[flat[-1]]
+    return out.reshape(np.shape(rgb))
 
 
 def render_noisy_reference(flat, signal, tables, noise, seed, step, darken):

@@ -27,10 +27,11 @@ reference in charge (``cpu_kernel.AVAILABLE``).
 
 import sys
 import threading
+import time
 
 import numpy as np
 
-from .. import rng
+from .. import numba_cache, rng
 from . import cpu_kernel as ck
 from . import physics
 
@@ -483,6 +484,7 @@ def render_raw(rgb, params, t=None):
 
 _compile_lock = threading.Lock()
 _state = {"compiled": False, "failed": False}
+LOAD = {"seconds": 0.0, "compiled": False}  # as cpu_kernel.LOAD
 
 
 def warmup():
@@ -493,6 +495,7 @@ def warmup():
         return False
     with _compile_lock:
         if not _state["compiled"] and not _state["failed"]:
+            t0 = time.perf_counter()
             try:
                 rgb = ck._readonly(np.zeros((2, 2, 3)), np.uint8)
                 noise = {"components": "ptrqc", "K": 1.0, "read_scale": 1.0, "read_lambda": 0.1, "row_sigma": 1.0,
@@ -504,6 +507,7 @@ def warmup():
                               np.empty((2, 2, 3), np.uint8))
                 raw_kernel(rgb, lut, *args, True, np.empty((2, 2), np.uint16), np.empty((2, 2), np.uint16))
                 _state["compiled"] = True
+                LOAD.update(seconds=time.perf_counter() - t0, compiled=numba_cache.compiled(render_kernel, raw_kernel))
             except Exception as exc:  # noqa: BLE001 - a numba that cannot compile here must not fail pairs
                 _state["failed"] = True
                 print(f"lowlight_gpu: numba could not compile the physics kernel ({type(exc).__name__}: {exc}); "

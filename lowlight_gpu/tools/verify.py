@@ -43,7 +43,7 @@ def main(config, n=None, out=None):
     """Verify n rows (None: all) of config.output; print one line per problem and a summary; return the exit code."""
     import sys
 
-    from ..pipeline import resolve_workers
+    from ..worker_pool import resolve_workers
 
     out = out or sys.stdout
     total, rows = sample(config.output, n)

@@ -1,0 +1,144 @@
+"""Worker processes: whole pairs for the CPU backend, encoding for a process that owns the CUDA context.
+
+Two ways to start them, chosen per pool (``start_method``):
+
+* **fork** -- the CPU backend, from a process running no other thread.  The workers are copies of this
+  process, made after it has imported the pipeline and loaded the compiled noise kernels, so each starts in
+  milliseconds instead of paying a fresh interpreter's imports and kernel load; on a small machine that
+  is a large share of a short run.  The pool is made before the run opens its lock and journal, so no
+  worker holds their file descriptors.
+* **loky** (fork+exec, joblib's) -- everywhere else: a process with other threads (a fork copies locks a
+  thread may hold), a CUDA-owning process (a forked child of one cannot use CUDA and may hang), or a
+  platform without a safe fork.  Unlike multiprocessing's spawn and forkserver, loky does not re-run the
+  caller's ``__main__`` module in its workers, so a script without a ``__main__`` guard still works.
+
+This module imports nothing heavy.
+"""
+
+import collections
+import os
+import sys
+import threading
+import time
+
+EXECUTORS = ("threads", "processes", "encode-pool")
+EXECUTOR_ENV = "LOWLIGHT_GPU_EXECUTOR"
+
+_POOL = {}  # processes -> the ProcessPoolExecutor, kept for later runs of this process
+
+
+def resolve_workers(workers):
+    """The worker count for 'auto' or an int: the CPUs this process may use."""
+    if workers != "auto":
+        return int(workers)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def choose_executor(backend, workers, engine=None, gpu_decode=False):
+    """How local work runs: threads, processes or encode-pool; $LOWLIGHT_GPU_EXECUTOR overrides the choice.
+
+    fpng holds the GIL while it encodes, and so does the per-pair Python around it, so threads of one process
+    stop scaling once encoding is cheap.  The CPU backend runs whole pairs in worker processes.  The GPU
+    backend (or GPU decoding) keeps one process that owns the CUDA context -- decode, render and batching stay
+    in its threads, so one context and one batcher serve them all -- and sends only encoding and writing to
+    worker processes; a context per worker process would split the batcher and time-slice the GPU.
+    """
+    if engine is not None:
+        return "threads"  # a Dask cluster runs the pairs; no local pool
+    chosen = os.environ.get(EXECUTOR_ENV, "").strip()
+    if chosen:
+        if chosen not in EXECUTORS:
+            from .errors import ConfigError
+
+            raise ConfigError(f"{EXECUTOR_ENV}={chosen!r}: expected one of {', '.join(EXECUTORS)} (or leave it unset)")
+        return chosen
+    if workers < 2:
+        return "threads"
+    return "encode-pool" if backend == "cupy" or gpu_decode else "processes"
+
+
+def start_method(executor):
+    """'fork' when executor's workers may be forked from this process (see the module docstring), else 'loky'."""
+    if executor != "processes" or sys.platform != "linux" or threading.active_count() > 1:
+        return "loky"
+    return "fork"
+
+
+def pool(processes, method="loky"):
+    """The worker processes (whole pairs, or encoding for a CUDA-owning process); started once, then reused."""
+    executor = _POOL.get(processes)
+    if executor is None:
+        for old in _POOL.values():
+            old.shutdown(wait=False)
+        _POOL.clear()
+        if method == "fork":
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            executor = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork"),
+                                           initializer=watch_parent, initargs=(os.getpid(),))
+            for _ in range(processes):  # forked now, while this process has no other thread yet
+                executor.submit(worker_ready)
+        else:
+            from joblib.externals.loky import ProcessPoolExecutor
+
+            executor = ProcessPoolExecutor(max_workers=processes, initializer=watch_parent, initargs=(os.getpid(),))
+            for _ in range(processes):  # each imports the pipeline now, while this process prepares the run
+                executor.submit(worker_ready)
+        _POOL[processes] = executor
+    return executor
+
+
+def release():
+    """Let this process's worker processes exit now, without waiting for them (the CLI's run is over)."""
+    for executor in _POOL.values():
+        executor.shutdown(wait=False)
+    _POOL.clear()
+
+
+def watch_parent(parent):
+    """In a worker process: exit as soon as its parent (pid) is gone, even after a SIGKILL.
+
+    A worker otherwise waits forever for work from a parent that was killed.  The pid comes from the parent
+    itself: one killed while this worker was still starting is already gone when this runs.
+    """
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="lowlight-gpu-parent-watch", daemon=True).start()
+
+
+def worker_ready():
+    """A worker's first task: unpickling it imported this module; it loads fpng, and returns the worker's pid."""
+    from . import encode
+
+    encode.fpng_version()
+    return os.getpid()
+
+
+def in_order(executor, calls, window):
+    """Submit (fn, args, kwargs) calls to executor with at most window in flight; yield their results in call order."""
+    pending = collections.deque()
+    try:
+        for fn, args, kwargs in calls:
+            pending.append(executor.submit(fn, *args, **kwargs))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        # Stopped early (an error, Ctrl-C): drop what has not started and wait for what has, so no worker is
+        # still writing an output when the caller returns (a rerun would write the same temporary file).
+        for future in pending:
+            future.cancel()
+        for future in pending:
+            if not future.cancelled():
+                try:
+                    future.result()
+                except Exception:  # noqa: BLE001 - its pair is simply not recorded; the next run redoes it
+                    pass
