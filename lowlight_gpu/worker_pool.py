@@ -16,6 +16,7 @@ This module imports nothing heavy.
 """
 
 import collections
+import gc
 import os
 import sys
 import threading
@@ -80,8 +81,14 @@ def pool(processes, method="loky"):
 
             executor = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork"),
                                            initializer=watch_parent, initargs=(os.getpid(),))
-            for _ in range(processes):  # forked now, while this process has no other thread yet
-                executor.submit(worker_ready)
+            # Frozen, this process's objects are left alone by the workers' garbage collector, so their pages
+            # stay shared with this process instead of being copied on the first collection.
+            gc.freeze()
+            try:
+                for _ in range(processes):  # all forked at the first submit, while this process has no other thread
+                    executor.submit(worker_ready)
+            finally:
+                gc.unfreeze()
         else:
             from joblib.externals.loky import ProcessPoolExecutor
 
