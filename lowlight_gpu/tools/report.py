@@ -359,12 +359,14 @@ def histogram(ax, name, vals, configured=None):
     bins = max(5, min(24, round(math.sqrt(len(vals)))))
     edges = np.geomspace(lo, hi, bins + 1) if log else np.linspace(lo, hi, bins + 1)
     counts, _ = np.histogram(vals, edges)
-    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=BAR, edgecolor="white", linewidth=0.5)
+    # One artist for all bins (ax.bar makes a patch per bin), with white lines between them.
+    ax.stairs(counts, edges, fill=True, color=BAR)
+    ax.vlines(edges[1:-1], 0, np.minimum(counts[:-1], counts[1:]), colors="white", linewidth=0.5)
     if log:
         _log_scale(ax, "x")
     ax.set_xlim(lo, hi)
     ax.set_ylim(0, max(1, int(counts.max())) * 1.1)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
     _label(ax, f"{name} (n={len(vals)})", name + (" (log axis)" if log else ""), "pairs per bin")
 
 
