@@ -383,7 +383,7 @@ def start_workers(config, backend, engine=None):
     """Start the run's worker processes (worker_pool) with the noise kernels loaded; (executor, workers, compile s)."""
     workers = worker_pool.resolve_workers(config.workers)
     executor = worker_pool.choose_executor(backend, workers, engine, config.decode.device == "gpu")
-    method = worker_pool.start_method(executor)
+    method = worker_pool.start_method(executor, backend, config.decode.device == "gpu")
     if executor == "processes" and method == "loky":  # each worker loads the kernels itself, side by side
         pool = worker_pool.pool(workers, method)
         seconds = max(f.result() for f in [pool.submit(get_ready, backend, config) for _ in range(workers)])

@@ -61,9 +61,13 @@ def choose_executor(backend, workers, engine=None, gpu_decode=False):
     return "encode-pool" if backend == "cupy" or gpu_decode else "processes"
 
 
-def start_method(executor):
-    """'fork' when executor's workers may be forked from this process (see the module docstring), else 'loky'."""
-    if executor != "processes" or sys.platform != "linux" or threading.active_count() > 1:
+def start_method(executor, backend="numpy", gpu_decode=False):
+    """'fork' when executor's workers may be forked from this process (see the module docstring), else 'loky'.
+
+    Only workers that never touch CUDA are forked: those of the CPU backend with the CPU decoder.
+    """
+    cpu_only = backend == "numpy" and not gpu_decode
+    if executor != "processes" or not cpu_only or sys.platform != "linux" or threading.active_count() > 1:
         return "loky"
     return "fork"
 

@@ -156,7 +156,7 @@ def test_bytes_identical_across_workers_and_executors(tmp_path, monkeypatch):
         monkeypatch.setenv(worker_pool.EXECUTOR_ENV, executor)
         worker_pool.release()  # a fresh pool, started the way this run asks
         if method:
-            monkeypatch.setattr(worker_pool, "start_method", lambda executor, method=method: method)
+            monkeypatch.setattr(worker_pool, "start_method", lambda *args, method=method: method)
         pipeline.run(_config(inp, tmp_path / str(k), f"workers={workers}"))
         trees.append(tree_bytes(tmp_path / str(k)))
     worker_pool.release()
@@ -168,7 +168,7 @@ def test_forked_workers_hold_no_lock_of_the_output(tmp_path, monkeypatch):
     write_images(inp)
     monkeypatch.delenv(worker_pool.EXECUTOR_ENV, raising=False)
     worker_pool.release()
-    monkeypatch.setattr(worker_pool, "start_method", lambda executor: "fork")
+    monkeypatch.setattr(worker_pool, "start_method", lambda *args: "fork")
     pipeline.run(_config(inp, out, "workers=2", "noise.model=poisson-gaussian"))
     assert worker_pool._POOL  # the workers are still running, forked from this process ...
     lock = manifest.OutputLock(str(out)).acquire_shard(0, 1)  # ... and hold none of the run's files open
@@ -182,6 +182,8 @@ def test_start_method_forks_only_a_single_threaded_cpu_run(monkeypatch):
 
     monkeypatch.setattr(sys, "platform", "linux")
     assert worker_pool.start_method("encode-pool") == "loky"  # a CUDA-owning process is never forked
+    assert worker_pool.start_method("processes", "cupy") == "loky"  # nor one whose workers would use CUDA
+    assert worker_pool.start_method("processes", "numpy", gpu_decode=True) == "loky"
     assert worker_pool.start_method("threads") == "loky"
     if threading.active_count() == 1:
         assert worker_pool.start_method("processes") == "fork"
