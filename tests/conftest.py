@@ -133,6 +133,16 @@ def config_file(tmp_path):
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_end_report(request, monkeypatch):
+    """The end-of-run report costs about half a second of matplotlib per in-process CLI run, a fifth of the
+    suite's time; it is under test only where a test (or module) is marked ``end_report`` (tests/test_tools.py)."""
+    if request.node.get_closest_marker("end_report") is None:
+        from lowlight_gpu import cli
+
+        monkeypatch.setattr(cli, "_end_report", lambda config: None)
+
+
 @pytest.fixture
 def run_cli(capsys, config_file):
     """Call lowlight_gpu.cli.main(argv) in process; returns CliResult(code, stdout, stderr).

@@ -170,10 +170,6 @@ def test_damaged_profile_is_ignored(muted_pixels):
 def test_pipeline_converts_and_records_the_choice(tmp_path, muted_pixels, run_cli, monkeypatch):
     import json
 
-    from lowlight_gpu import cli
-
-    monkeypatch.setattr(cli, "_end_report", lambda config: None)  # the report is not under test here
-
     inp = tmp_path / "in"
     inp.mkdir()
     (inp / "p3.png").write_bytes(_png_bytes(muted_pixels, PROFILES["p3"][0]))

@@ -37,12 +37,6 @@ def _summary(out):
     return int(m.group(1)), int(m.group(2) or 0), int(m.group(3)), float(m.group(4))
 
 
-@pytest.fixture(autouse=True)
-def no_end_report(monkeypatch):
-    """The end-of-run report (matplotlib) is not under test here and costs more than these tiny runs."""
-    monkeypatch.setattr(cli, "_end_report", lambda config: None)
-
-
 @pytest.fixture
 def five(tmp_path):
     """An input folder of five tiny images."""

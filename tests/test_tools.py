@@ -191,6 +191,7 @@ def test_preview_caps_the_step_columns():
 
 # ---------------------------------------------------------------- report
 
+@pytest.mark.end_report
 def test_run_writes_the_report_at_the_end(dataset):
     _, out = dataset
     with Image.open(out / "report.png") as im:
@@ -202,6 +203,7 @@ def test_run_writes_the_report_at_the_end(dataset):
         assert word in text
 
 
+@pytest.mark.end_report
 def test_report_flag_and_noise_estimate(run_cli, tmp_path, out_dir):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -220,6 +222,7 @@ def test_report_flag_and_noise_estimate(run_cli, tmp_path, out_dir):
     assert "median" in (out_dir / "report.md").read_text()
 
 
+@pytest.mark.end_report
 def test_no_report_for_a_shard(run_cli, input_dir, out_dir):
     assert run_cli(*_io(input_dir, out_dir), "--shard", "0/2").code == 0
     assert not (out_dir / "report.png").exists()
@@ -254,6 +257,7 @@ def _panel_boxes(n):
     return boxes
 
 
+@pytest.mark.end_report
 def test_report_draws_every_panel(dataset):
     _, out = dataset
     rows = read_jsonl(out / "manifest.jsonl")
@@ -273,6 +277,7 @@ def test_report_draws_every_panel(dataset):
     assert (empty == 255).all()
 
 
+@pytest.mark.end_report
 def test_report_is_deterministic_and_a_rerun_leaves_it(dataset):
     _, out = dataset
     png = (out / "report.png").read_bytes()
@@ -340,6 +345,7 @@ def test_transfer_pairs_are_the_physics_rows_spread():
     assert report.transfer_rows(rows[:1]) == set()
 
 
+@pytest.mark.end_report
 def test_report_photon_transfer_panel_for_physics(run_cli, tmp_path, out_dir):
     inp = tmp_path / "in"
     inp.mkdir()
