@@ -32,7 +32,6 @@ import tempfile
 import time
 
 import numpy as np
-from joblib import Parallel, delayed
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -74,10 +73,10 @@ def floor_pair(path, high_rel, lows, out, encoder, max_pixels):
 
 def floor_run(jobs, out, workers, encoder, max_pixels, executor):
     """The codec floor: every job's decode and encodes, in the pipeline's executor and pool; returns total bytes."""
-    calls = (delayed(floor_pair)(p, h, lows, out, encoder, max_pixels) for p, h, lows in jobs)
+    calls = ((floor_pair, (p, h, lows, out, encoder, max_pixels), {}) for p, h, lows in jobs)
     if executor == "processes" and workers > 1:
         return sum(worker_pool.in_order(worker_pool.pool(workers), calls, 2 * workers))
-    return sum(Parallel(n_jobs=workers, backend="threading", pre_dispatch="2*n_jobs", batch_size=1)(calls))
+    return sum(worker_pool.in_threads(calls, workers))
 
 
 def seed_loop(inputs, out):

@@ -59,7 +59,7 @@ class DaskEngine:
                               f"({reason}); start it or set distributed.address: null for a LocalCluster") from None
 
     def run(self, calls, workers):
-        """Yield the outcome of each joblib delayed call, computed on the cluster, in call order."""
+        """Yield the outcome of each (fn, args, kwargs) call, computed on the cluster, in call order."""
         with self._session(workers) as client:
             yield from ordered_results(client, calls, functools.partial(_window, client, workers))
             if self.address is not None:

@@ -15,8 +15,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from joblib import Parallel, delayed
-
 from . import __version__, containers, encode, fsutil, imageio, layout, manifest, synth
 from . import worker_pool
 from .config import ConfigError
@@ -344,14 +342,16 @@ def plan_sources(config, shard, limit, stats=None):
 
 
 def execute(items, ctx, workers, engine, executor="threads"):
-    """Run make_pair over items in order, in threads, processes or on a Dask cluster; yields outcomes in item order."""
-    calls = (delayed(make_pair)(src, prior, ctx) for src, prior in items)
+    """Run make_pair over items in order, in threads, processes or on a Dask cluster; yields outcomes in item order.
+
+    Each call is a (function, args, kwargs) tuple, the form joblib's delayed makes and the Dask engine takes.
+    """
+    calls = ((make_pair, (src, prior, ctx), {}) for src, prior in items)
     if engine is not None:
         return engine.run(calls, workers)
     if executor == "processes":
         return worker_pool.in_order(worker_pool.pool(workers), calls, 2 * workers)
-    return Parallel(n_jobs=workers, backend="threading", return_as="generator",
-                    pre_dispatch="2*n_jobs", batch_size=1)(calls)
+    return worker_pool.in_threads(calls, workers)
 
 
 def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):

@@ -1,6 +1,7 @@
-"""Worker processes: whole pairs for the CPU backend, encoding for a process that owns the CUDA context.
+"""Workers: threads of this process, or worker processes (whole pairs for the CPU backend, encoding for a
+process that owns the CUDA context).
 
-Two ways to start them, chosen per pool (``start_method``):
+Two ways to start worker processes, chosen per pool (``start_method``):
 
 * **fork** -- the CPU backend, from a process running no other thread.  The workers are copies of this
   process, made after it has imported the pipeline and loaded the compiled noise kernels, so each starts in
@@ -8,11 +9,12 @@ Two ways to start them, chosen per pool (``start_method``):
   is a large share of a short run.  The pool is made before the run opens its lock and journal, so no
   worker holds their file descriptors.
 * **loky** (fork+exec, joblib's) -- everywhere else: a process with other threads (a fork copies locks a
-  thread may hold), a CUDA-owning process (a forked child of one cannot use CUDA and may hang), or a
-  platform without a safe fork.  Unlike multiprocessing's spawn and forkserver, loky does not re-run the
+  thread may hold), workers that use CUDA (a forked child of a CUDA process cannot use it and may hang), or
+  a platform other than Linux.  Unlike multiprocessing's spawn and forkserver, loky does not re-run the
   caller's ``__main__`` module in its workers, so a script without a ``__main__`` guard still works.
 
-This module imports nothing heavy.
+Results always come back in submission order, with a bounded number in flight (in_order).  This module
+imports nothing heavy: joblib (for loky) only when loky starts workers.
 """
 
 import collections
@@ -130,6 +132,18 @@ def worker_ready():
 
     encode.fpng_version()
     return os.getpid()
+
+
+def in_threads(calls, workers):
+    """Run (fn, args, kwargs) calls in this process, in `workers` threads (one: the calling thread), results in order."""
+    if workers < 2:
+        for fn, args, kwargs in calls:
+            yield fn(*args, **kwargs)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lowlight-gpu-worker") as executor:
+        yield from in_order(executor, calls, 2 * workers)
 
 
 def in_order(executor, calls, window):

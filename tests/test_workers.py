@@ -44,3 +44,38 @@ def test_workers_exit_when_their_parent_is_sigkilled(method):
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(p) for p in pids)
+
+
+def test_in_threads_keeps_order_and_runs_one_worker_inline():
+    import threading
+
+    from lowlight_gpu import worker_pool
+
+    def work(i):
+        time.sleep(0.002 * (i % 3))  # finish out of order
+        return i, threading.current_thread().name
+
+    calls = [(work, (i,), {}) for i in range(20)]
+    many = list(worker_pool.in_threads(iter(calls), 3))
+    assert [i for i, _ in many] == list(range(20))
+    assert {name for _, name in many} <= {f"lowlight-gpu-worker_{k}" for k in range(3)}
+    one = list(worker_pool.in_threads(iter(calls), 1))
+    assert [i for i, _ in one] == list(range(20)) and {name for _, name in one} == {threading.current_thread().name}
+
+
+def test_in_threads_stops_at_the_first_error():
+    from lowlight_gpu import worker_pool
+
+    done = []
+
+    def work(i):
+        if i == 5:
+            raise OSError("disk gone")
+        done.append(i)
+        return i
+
+    for workers in (1, 2):
+        done.clear()
+        with pytest.raises(OSError, match="disk gone"):
+            list(worker_pool.in_threads(((work, (i,), {}) for i in range(100)), workers))
+        assert len(done) < 20  # the rest of the inputs were never started
