@@ -5,7 +5,6 @@ function runs in local threads or on Dask workers.  Each item returns either
 a manifest row or an error row; nothing raises for a bad input.
 """
 
-import collections
 import dataclasses
 import errno
 import functools
@@ -496,7 +495,7 @@ def warm_up(backend, config):
     """Load the CPU noise kernels (numba's cache, or a compile) before the clock starts; returns compile seconds.
 
     0.0 when they came from the cache, so the summary can say that a first run's time went into compiling.
-    The load may have happened before this call: in the worker fork server this process was forked from.
+    The load may have happened before this call, in the process this worker was forked from (worker_pool).
     """
     if backend != "numpy" or config.noise.model == "none":
         return 0.0
