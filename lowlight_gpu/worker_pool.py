@@ -85,22 +85,21 @@ def pool(processes, method="loky"):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            executor = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork"),
-                                           initializer=watch_parent, initargs=(os.getpid(),))
-            # Frozen, this process's objects are left alone by the workers' garbage collector, so their pages
-            # stay shared with this process instead of being copied on the first collection.
-            gc.freeze()
-            try:
-                for _ in range(processes):  # all forked at the first submit, while this process has no other thread
-                    executor.submit(worker_ready)
-            finally:
-                gc.unfreeze()
+            options = {"mp_context": multiprocessing.get_context("fork")}
         else:
             from joblib.externals.loky import ProcessPoolExecutor
 
-            executor = ProcessPoolExecutor(max_workers=processes, initializer=watch_parent, initargs=(os.getpid(),))
-            for _ in range(processes):  # each imports the pipeline now, while this process prepares the run
+            options = {}
+        executor = ProcessPoolExecutor(max_workers=processes, initializer=watch_parent, initargs=(os.getpid(),),
+                                       **options)
+        # Forked workers are all made at the first submit.  Frozen, this process's objects are left alone by
+        # their garbage collector, so the pages stay shared instead of being copied on its first collection.
+        gc.freeze()
+        try:
+            for _ in range(processes):  # started now (loky's import the pipeline), while this process prepares
                 executor.submit(worker_ready)
+        finally:
+            gc.unfreeze()
         _POOL[processes] = executor
     return executor
 
@@ -127,7 +126,7 @@ def watch_parent(parent):
 
 
 def worker_ready():
-    """A worker's first task: unpickling it imported this module; it loads fpng, and returns the worker's pid."""
+    """A worker's first task, which starts it: loads fpng (if it is not loaded yet) and returns the worker's pid."""
     from . import encode
 
     encode.fpng_version()
