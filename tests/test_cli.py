@@ -328,3 +328,15 @@ def test_without_config_yaml_here_the_builtin_defaults_apply(tmp_path, monkeypat
     assert config_path(None) is None
     assert load_config(config_path(None), check_paths=False) == repo_config
     assert config_path("mine.yaml") == "mine.yaml"
+
+
+def test_command_is_main_then_a_frozen_gc(capsys):
+    import gc
+
+    gc.unfreeze()
+    try:
+        assert cli.command(["--list-cameras"]) == cli.main(["--list-cameras"]) == 0
+        assert gc.get_freeze_count() > 0  # the interpreter's exit will not collect what the run left
+    finally:
+        gc.unfreeze()
+    assert "virtual" in capsys.readouterr().out
