@@ -6,6 +6,27 @@ import pathlib
 import sys
 
 
+def allow_open_files() -> int | None:
+    """Raise this process's soft limit on open files to its hard limit; returns the limit now (None: unknown).
+
+    Merging (and resuming) N shard jobs reads their N parts side by side, and a tar merge writes N parts
+    too; with thousands of jobs that passes the usual soft limit of 1024 while the hard limit allows far more.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (OSError, ValueError):  # refused (a container's seccomp, macOS's OPEN_MAX): keep the soft limit
+            pass
+    return soft
+
+
 def temp_name(path: str | os.PathLike[str]) -> pathlib.Path:
     """The temporary file write_atomic() uses for path: '.{basename}.tmp' beside it."""
     p = pathlib.Path(path)

@@ -366,6 +366,7 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     if limit == 0:  # nothing to make, and an existing dataset stays exactly as it is
         return RunResult()
     containers.check_available(config.save.container)
+    fsutil.allow_open_files()  # resuming reads the parts of every earlier shard job side by side
     result = RunResult()
     # Before the lock and the journal are opened: forked workers must not hold their file descriptors.
     executor, workers, result.compile_seconds = start_workers(config, backend, engine)
@@ -545,6 +546,7 @@ def _show(value):
 def merge(config):
     """Combine finished shard parts of config.output into the dataset files."""
     config = absolute_paths(config)
+    fsutil.allow_open_files()  # the parts of every shard job are read (and rewritten) side by side
     with manifest.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
         merged = manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
                                 prepare=functools.partial(containers.assemble, config))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -447,3 +448,25 @@ def test_lmdb_rows_reach_the_journal_only_once_committed(tmp_path, monkeypatch):
     assert all(store.check(r, True) for r in released)
     store.abandon()  # killed before the commit: s2 was never journaled, and is not in the database
     assert lmdb_items(tmp_path / "high.lmdb") == {"k0": b"x", "k1": b"xx"}
+
+
+def test_merging_many_shard_jobs_passes_a_low_soft_open_file_limit(inputs, tmp_path):
+    """A tar merge reads and rewrites every job's part side by side: more files than a low soft limit allows."""
+    resource = pytest.importorskip("resource")
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc to count open files")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    count = 24
+    if hard != resource.RLIM_INFINITY and hard < 4 * count + 64:
+        pytest.skip(f"hard limit on open files too low here ({hard})")
+    out = tmp_path / "out"
+    for i in range(count):
+        run_pipeline(inputs, out, "save.container=webdataset", "noise.model=none", shard=(i, count))
+    low = len(os.listdir("/proc/self/fd")) + count  # open now, plus fewer than the merge's 2 x count
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        counts = merge_pipeline(inputs, out, "save.container=webdataset", "noise.model=none")
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > low  # raised to the hard limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert counts["pairs"] == len(read_jsonl(out / "manifest.jsonl")) == len(IMAGES) + 1
