@@ -199,7 +199,8 @@ def _locked(exc):
 
 
 _STORAGE_HINTS = {"ENOSPC": "free some space", "EDQUOT": "free space or raise the quota",
-                  "EIO": "check the disk", "EROFS": "make the output writable"}
+                  "EIO": "check the disk", "EROFS": "make the output writable",
+                  "EMFILE": "raise the hard limit on open files (ulimit -Hn) or use fewer shard jobs"}
 
 
 def _stopped(exc, config):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from PIL import Image
 from lowlight_gpu import PairDataset, containers
 from lowlight_gpu.containers import readers, tars
 
-from conftest import read_jsonl, write_image
+from conftest import REPO_ROOT, read_jsonl, write_image
 
 lmdb = pytest.importorskip("lmdb", reason="the lmdb extra is not installed")
 
@@ -470,3 +472,11 @@ def test_merging_many_shard_jobs_passes_a_low_soft_open_file_limit(inputs, tmp_p
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert counts["pairs"] == len(read_jsonl(out / "manifest.jsonl")) == len(IMAGES) + 1
+    # Under a hard limit that is too low as well: one line that says what to do, exit 4, no traceback.
+    res = subprocess.run([sys.executable, str(REPO_ROOT / "generate.py"), "--set", f"input={inputs}",
+                          "--set", f"output={out}", "--set", "save.container=webdataset", "--set", "noise.model=none",
+                          "--merge"], capture_output=True, text=True, timeout=120,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (count, count)))
+    assert res.returncode == 4, res.stderr
+    line, = res.stderr.strip().splitlines()
+    assert "Too many open files" in line and "ulimit -Hn" in line
