@@ -185,7 +185,7 @@ def _main(args):
         return _locked(exc)
     except OSError as exc:  # the output's storage (not one pair) failed: stop, in one line
         return _stopped(exc, config)
-    worker_pool.release()  # they exit while the report is drawn, not at interpreter exit
+    worker_pool.release()  # the workers are done: free their memory before the report is drawn
     _summary(config, args, result)
     if result.pairs and (args.shard is None or args.shard[1] == 1):  # a shard's rows are not merged yet
         _end_report(config)
@@ -271,6 +271,9 @@ class _progress:
         """Show the bar and start counting the inputs."""
         from tqdm import tqdm
 
+        # No monitor thread (it only tunes refreshes for stalled loops; every pair updates the bar): it would
+        # outlive the bar and keep a later run in this process from forking its workers (worker_pool).
+        tqdm.monitor_interval = 0
         self.bar = tqdm(unit="pair", dynamic_ncols=True, file=sys.stderr, desc="counting inputs")
         if self.config is not None:
             threading.Thread(target=self._count, daemon=True, name="lowlight-count").start()

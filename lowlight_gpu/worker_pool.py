@@ -78,9 +78,7 @@ def pool(processes, method="loky"):
     """The worker processes (whole pairs, or encoding for a CUDA-owning process); started once, then reused."""
     executor = _POOL.get(processes)
     if executor is None:
-        for old in _POOL.values():
-            old.shutdown(wait=False)
-        _POOL.clear()
+        release()
         if method == "fork":
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -105,9 +103,10 @@ def pool(processes, method="loky"):
 
 
 def release():
-    """Let this process's worker processes exit now, without waiting for them (the CLI's run is over)."""
+    """Stop this process's worker processes and wait for them (10-80 ms), leaving no thread of the pool behind:
+    a later run in this process can then fork its workers again (start_method)."""
     for executor in _POOL.values():
-        executor.shutdown(wait=False)
+        executor.shutdown(wait=True)
     _POOL.clear()
 
 
