@@ -391,6 +391,10 @@ def test_progress_bar_counts_its_total(tmp_path, five, config_file):
         while progress.bar.total is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert progress.bar.total == 3  # min(inputs, --limit): the bar can show time remaining
+    import threading
+
+    # No tqdm monitor thread stays behind: it would keep later runs in this process from forking workers.
+    assert "tqdm_monitor" not in {t.name for t in threading.enumerate()}
 
 
 def test_license_ships_with_third_party_notices():
