@@ -426,18 +426,30 @@ def poisson_chunk(codes, first_value, count, wp, guide, thresholds, kshift, norm
             k_out[i] = pos + np.int64(kshift[c])
 
 
+@_jit(inline="always")
+def composed_value(code, k, g, signal32, model, inv_peak, sigma):
+    """numpy_backend.add_noise's compose and clip of one value (its code, Poisson count k, normal g), float32."""
+    if model == MODEL_GAUSSIAN:
+        z = np.float32(signal32[np.int64(code)] + np.float32(sigma * g))
+    elif model == MODEL_POISSON:
+        z = np.float32(np.float32(k) * inv_peak)
+    else:
+        z = np.float32(np.float32(np.float32(k) * inv_peak) + np.float32(sigma * g))
+    return min(max(z, _ZERO32), _ONE32)  # np.clip
+
+
+@_jit(inline="always")
+def quantized(z):
+    """signal.quantize32 of one float32 value in [0, 1]."""
+    return np.uint8(np.floor(np.float32(np.float32(z * _C255) + _HALF32)))
+
+
 @_jit()
 def compose_chunk(codes, first_value, count, k, g, signal32, model, inv_peak, sigma, out):
     """numpy_backend.add_noise's compose and clip, then quantize, all float32, into out."""
     for i in range(count):
-        if model == MODEL_GAUSSIAN:
-            z = np.float32(signal32[np.int64(codes[first_value + i])] + np.float32(sigma * g[i]))
-        elif model == MODEL_POISSON:
-            z = np.float32(np.float32(k[i]) * inv_peak)
-        else:
-            z = np.float32(np.float32(np.float32(k[i]) * inv_peak) + np.float32(sigma * g[i]))
-        z = min(max(z, _ZERO32), _ONE32)  # np.clip
-        out[first_value + i] = np.uint8(np.floor(np.float32(np.float32(z * _C255) + _HALF32)))  # quantize
+        out[first_value + i] = quantized(composed_value(codes[first_value + i], k[i], g[i], signal32, model,
+                                                        inv_peak, sigma))
 
 
 @_jit(inline="always")
@@ -465,18 +477,12 @@ def curve_chunk(first_value, count, k, g, codes, signal32, model, inv_peak, sigm
     """compose_chunk for order: before and space: linear: the per-value float32 darkening and sRGB curve
     (signal.darken32, signal.linear_to_srgb32) between the clip and the quantisation."""
     for i in range(count):
-        if model == MODEL_GAUSSIAN:
-            z = np.float32(signal32[np.int64(codes[first_value + i])] + np.float32(sigma * g[i]))
-        elif model == MODEL_POISSON:
-            z = np.float32(np.float32(k[i]) * inv_peak)
-        else:
-            z = np.float32(np.float32(np.float32(k[i]) * inv_peak) + np.float32(sigma * g[i]))
-        z = min(max(z, _ZERO32), _ONE32)
+        z = composed_value(codes[first_value + i], k[i], g[i], signal32, model, inv_peak, sigma)
         if darken:
             z = np.float32(beta * powf_f32(np.float32(alpha * z), gamma))
         if linear:
             z = linear_to_srgb_f32(z)
-        out[first_value + i] = np.uint8(np.floor(np.float32(np.float32(z * _C255) + _HALF32)))
+        out[first_value + i] = quantized(z)
 
 
 @_jit()
