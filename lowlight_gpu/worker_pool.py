@@ -28,6 +28,7 @@ EXECUTORS = ("threads", "processes", "encode-pool")
 EXECUTOR_ENV = "LOWLIGHT_GPU_EXECUTOR"
 
 _POOL = {}  # processes -> the ProcessPoolExecutor, kept for later runs of this process
+_RELEASE_AT_EXIT = []  # [True] once release() is registered to run at exit
 
 
 def resolve_workers(workers):
@@ -98,6 +99,12 @@ def pool(processes, method="loky"):
                 executor.submit(worker_ready)
         finally:
             gc.unfreeze()
+        if not _RELEASE_AT_EXIT:
+            import atexit
+
+            # Stopped before the interpreter tears its modules down: the pool's own callbacks need them.
+            atexit.register(release)
+            _RELEASE_AT_EXIT.append(True)
         _POOL[processes] = executor
     return executor
 
