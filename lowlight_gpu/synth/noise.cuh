@@ -127,21 +127,29 @@ LL_HD unsigned char ll_quantize(float v)
     return (unsigned char)(int)floorf(v * 255.0f + 0.5f);
 }
 
-// One noisy output code from its input code, its Poisson word and its normal.
-LL_HD unsigned char ll_noisy_value(const ll_noise_params& p, const ll_tables& tb, int code,
-                                   unsigned int word, float normal)
+// Compose, clip, curves and quantisation of one value from its Poisson count k and its normal
+// (numpy_backend.add_noise, then signal.darken32 / linear_to_srgb32 / quantize32, all float32).
+LL_HD unsigned char ll_compose(const ll_noise_params& p, const ll_tables& tb, int code, long long k, float normal)
 {
     float z;
     if (p.model == LL_MODEL_GAUSSIAN) {
         z = tb.signal[code] + p.sigma * normal;
     } else {
-        z = (float)ll_poisson(tb, code, word) * p.inv_peak;
+        z = (float)k * p.inv_peak;
         if (p.model == LL_MODEL_POISSON_READ) z = z + p.sigma * normal;
     }
     z = fminf(fmaxf(z, 0.0f), 1.0f);
     if (p.darken) z = ll_darken(p, z);
     if (p.linear) z = ll_linear_to_srgb(z);
     return ll_quantize(z);
+}
+
+// One noisy output code from its input code, its Poisson word and its normal.
+LL_HD unsigned char ll_noisy_value(const ll_noise_params& p, const ll_tables& tb, int code,
+                                   unsigned int word, float normal)
+{
+    const long long k = p.model == LL_MODEL_GAUSSIAN ? 0 : ll_poisson(tb, code, word);
+    return ll_compose(p, tb, code, k, normal);
 }
 
 // The two values served by Philox block `j` of a slice of n values that starts

@@ -13,7 +13,7 @@ import numpy as np
 from .. import rng
 # cpu_kernel (and poisson, which uses it) import numba: imported where noise is rendered, so that a
 # noise-free run's processes never pay for importing numba.
-from . import detmath, physics
+from . import detmath, native, physics, records
 from .signal import (clean_lut, darken32, is_final_step, linear_to_srgb32, step_constants32, step_signal,
                      working_codes)
 from .signal import quantize32 as quantize
@@ -94,19 +94,9 @@ def render(rgb, params, t=None, noisy=True):
     if not noisy or noise["model"] == "none":
         return apply_lut(clean_lut(params, t, space), rgb)
     if noise["model"] == "physics":  # unprocess, sensor noise on the raw mosaic, re-process
-        return physics.render(rgb, params, t)
-    before = noise["order"] == "before"
-    signal = working_codes(space) if before else step_signal(working_codes(space), params, t)
-    tables = noise_tables(noise, signal)
-    step = noise_step(params, t)
-    darken = step_constants32(params, t) if before else None
-    flat = np.ascontiguousarray(rgb).reshape(-1)
-    from . import cpu_kernel
-
-    if cpu_kernel.warmup():  # the fused numba twin of render_noisy_reference (synth/cpu_kernel.py)
-        out = cpu_kernel.render_noisy(flat, signal, tables, noise, params["seed"], step, darken, space == "linear")
-    else:
-        out = render_noisy_reference(flat, signal, tables, noise, params["seed"], step, darken)
+        return native.render_physics(records.physics_record(params, t, rgb.shape), physics.code_lut(params, t),
+                                     physics.thresholds(), rgb)
+    out = native.render_noisy(rgb.reshape(-1), records.noise_record(params, t), *records.noise_sections(params, t))
     return out.reshape(rgb.shape)
 
 
@@ -152,4 +142,4 @@ def render_many(rgb, params, specs):
 
 def render_raw(rgb, params, t=None):
     """(raw_clean, raw_low) uint16 RGGB mosaics of a physics pair at step t (synth/physics.py)."""
-    return physics.render_raw(rgb, params, t)
+    return native.render_physics_raw(records.physics_record(params, t, rgb.shape), physics.code_lut(params, t), rgb)

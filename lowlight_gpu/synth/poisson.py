@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cpu_kernel, detmath
+from . import detmath, native
 
 LAMBDA_EXACT_MAX = 1e4
 GUIDE_BITS = 8
@@ -74,9 +74,11 @@ def build_tables(lam):
     The compiled twin (cpu_kernel.build_tables) builds the same arrays about ten times faster where
     numba runs; build_tables_reference is the specification.
     """
-    if cpu_kernel.warmup():
-        return cpu_kernel.build_tables(np.asarray(lam, dtype=np.float64), *table_bounds(lam))
-    return build_tables_reference(lam)
+    lam = np.asarray(lam, dtype=np.float64)
+    normal, lo, hi, log_lam = table_bounds(lam)
+    logfact = native.log_factorials(int(hi.max(initial=0)) + 1)
+    thresholds, guide, kshift = native.build_tables(lam, log_lam, lo, hi, logfact)
+    return PoissonTables(lam, thresholds, guide, kshift, normal)
 
 
 def build_tables_reference(lam):

@@ -1,0 +1,232 @@
+"""The model's CPU library: ``native.cpp`` (the GPU's own headers) built at install, called through ctypes.
+
+Every per-value step of the model (Philox, detmath, the Poisson search, the compose and
+quantisation, the camera physics) is C in ``philox.cuh``, ``detmath.cuh``, ``noise.cuh`` and
+``physics.cuh``; the GPU compiles those headers with NVRTC and the CPU runs them from this
+library, so there is one source of the arithmetic.  ctypes releases the GIL for each call, so
+worker threads render side by side.  This module imports nothing of the package: it is the
+bottom layer (numerics), with the record layouts the C functions take.
+"""
+
+import ctypes
+import glob
+import os
+import threading
+
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+ABI_VERSION = 1  # native.cpp's LL_ABI_VERSION
+
+# noise.cuh's model codes (ll_noise_params.model) and its guide table shape.
+MODEL_POISSON_READ = 0  # poisson-gaussian and brooks: shot noise plus Gaussian read noise
+MODEL_POISSON = 1
+MODEL_GAUSSIAN = 2
+MODEL_CODES = {"poisson-gaussian": MODEL_POISSON_READ, "brooks": MODEL_POISSON_READ, "poisson": MODEL_POISSON,
+               "gaussian": MODEL_GAUSSIAN}
+GUIDE_BUCKETS = 256
+
+# physics.cuh's component flags (ll_phys_params.flags), by noise.components letter.
+PHYS_FLAGS = {"p": 1, "t": 2, "g": 4, "r": 8, "q": 16, "c": 32}
+
+# ll_noise_params of noise.cuh, field for field (tests check the C layout against it).
+NOISE_PARAMS_DTYPE = np.dtype([("key0", "<u4"), ("key1", "<u4"), ("step", "<u4"), ("model", "<i4"),
+                               ("darken", "<i4"), ("linear", "<i4"), ("inv_peak", "<f4"), ("sigma", "<f4"),
+                               ("alpha", "<f4"), ("beta", "<f4"), ("gamma", "<f4")], align=True)
+
+# ll_phys_params of physics.cuh, field for field.
+PHYS_PARAMS_DTYPE = np.dtype([("key0", "<u4"), ("key1", "<u4"), ("step", "<u4"), ("flags", "<i4"),
+                              ("height", "<i8"), ("width", "<i8"), ("raw_width", "<i8"), ("raw_height", "<i8"),
+                              ("K", "<f8"), ("read_scale", "<f8"), ("read_lambda", "<f8"), ("row_sigma", "<f8"),
+                              ("black", "<f8"), ("white", "<f8"), ("scale", "<f8"), ("bias", "<f8", (4,)),
+                              ("rgb2cam", "<f8", (9,)), ("cam2rgb", "<f8", (9,)), ("gains", "<f8", (3,))],
+                             align=True)
+
+
+class NativeUnavailable(ImportError):
+    """The model library is not built (or not this version's): reinstall the package."""
+
+
+_P = ctypes.c_void_p
+_I64 = ctypes.c_longlong
+_U64 = ctypes.c_ulonglong
+_U32 = ctypes.c_uint
+_SIGNATURES = {
+    "ll_abi_version": (ctypes.c_int, ()),
+    "ll_philox_blocks": (None, (_U64, _I64, _U32, _U32, _U32, _U32, _P)),
+    "ll_log_array": (None, (_P, _P, _I64)),
+    "ll_exp_array": (None, (_P, _P, _I64)),
+    "ll_expm1_array": (None, (_P, _P, _I64)),
+    "ll_pow_array": (None, (_P, _P, _P, _I64)),
+    "ll_sincos_array": (None, (_P, _P, _P, _I64)),
+    "ll_ndtri_array": (None, (_P, _P, _I64)),
+    "ll_log_ext_array": (None, (_P, _P, _P, _I64)),
+    "ll_log_factorials": (None, (_P, _I64)),
+    "ll_build_tables": (_I64, (_P, _P, _P, _P, _P, _P, _P, _P)),
+    "ll_render_noisy": (None, (_P, _P, _I64, _P, _P)),
+    "ll_phys_render": (None, (_P, _P, _P, _P, _P, _P)),
+    "ll_phys_raw": (None, (_P, _P, _P, _P, _P)),
+}
+
+_lock = threading.Lock()
+_lib = []
+
+
+def library_path():
+    """The built library beside this module (setup.py names it _model plus the platform's suffix)."""
+    found = sorted(glob.glob(os.path.join(_HERE, "_model*.so")) + glob.glob(os.path.join(_HERE, "_model*.dylib"))
+                   + glob.glob(os.path.join(_HERE, "_model*.pyd")))
+    if not found:
+        raise NativeUnavailable("lowlight_gpu's model library is not built: reinstall the package "
+                                "(pip install -e . from a checkout), which needs a C++ compiler (g++ or clang++)")
+    return found[0]
+
+
+def lib():
+    """The loaded library (loaded once per process), with its functions' argument types set."""
+    if _lib:
+        return _lib[0]
+    with _lock:
+        if not _lib:
+            path = library_path()
+            handle = ctypes.CDLL(path)
+            for name, (restype, argtypes) in _SIGNATURES.items():
+                fn = getattr(handle, name)
+                fn.restype, fn.argtypes = restype, argtypes
+            if handle.ll_abi_version() != ABI_VERSION:
+                raise NativeUnavailable(f"{path} was built from other sources: reinstall the package "
+                                        "(pip install -e .) to rebuild it")
+            _lib.append(handle)
+    return _lib[0]
+
+
+def _ptr(a):
+    """The address of a C-contiguous array (None for None: a null pointer)."""
+    return None if a is None else a.ctypes.data
+
+
+def _in(a, dtype):
+    """a as a C-contiguous array of dtype (a copy only where needed)."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+# ---------------------------------------------------------------- Philox and detmath
+
+def philox_blocks(key0, key1, step, stream, start, count):
+    """Philox4x32-10 words of blocks [start, start + count) of (key, step, stream) as a (count, 4) uint32 array."""
+    out = np.empty((count, 4), np.uint32)
+    if count:
+        lib().ll_philox_blocks(int(start), int(count), int(step) & 0xFFFFFFFF, int(stream) & 0xFFFFFFFF,
+                               int(key0) & 0xFFFFFFFF, int(key1) & 0xFFFFFFFF, _ptr(out))
+    return out
+
+
+def _unary(name):
+    """An elementwise float64 function of the library, for arrays or scalars (a 0-d array for a scalar)."""
+    def fn(x):
+        x = np.asarray(x, dtype=np.float64)
+        flat = np.ascontiguousarray(x).reshape(-1)
+        out = np.empty_like(flat)
+        getattr(lib(), name)(_ptr(flat), _ptr(out), flat.size)
+        return out.reshape(x.shape)
+    return fn
+
+
+def _broadcast(*args):
+    """The float64 arguments broadcast to one shape, flat and contiguous, with that shape."""
+    arrays = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in args))
+    return [np.ascontiguousarray(a).reshape(-1) for a in arrays], arrays[0].shape
+
+
+log = _unary("ll_log_array")
+exp = _unary("ll_exp_array")
+expm1 = _unary("ll_expm1_array")
+ndtri = _unary("ll_ndtri_array")
+
+
+def pow(x, y):  # noqa: A001 - the name every reader expects
+    """x ** y for x >= 0 (detmath.cuh's ll_dm_pow), elementwise."""
+    (xf, yf), shape = _broadcast(x, y)
+    out = np.empty_like(xf)
+    lib().ll_pow_array(_ptr(xf), _ptr(yf), _ptr(out), xf.size)
+    return out.reshape(shape)
+
+
+def _pair(name):
+    """An elementwise function of the library with two float64 results."""
+    def fn(x):
+        (xf,), shape = _broadcast(x)
+        a, b = np.empty_like(xf), np.empty_like(xf)
+        getattr(lib(), name)(_ptr(xf), _ptr(a), _ptr(b), xf.size)
+        return a.reshape(shape), b.reshape(shape)
+    return fn
+
+
+sincos = _pair("ll_sincos_array")
+log_ext = _pair("ll_log_ext_array")
+
+
+# ---------------------------------------------------------------- Poisson tables
+
+def log_factorials(n):
+    """log(k!) for k = 0..n-1 (float64)."""
+    out = np.empty(max(int(n), 0), np.float64)
+    lib().ll_log_factorials(_ptr(out), out.size)
+    return out
+
+
+def build_tables(lam, log_lam, lo, hi, logfact):
+    """(thresholds, guide, kshift) of the inversion tables for 256 rates, from their bounds [lo, hi)."""
+    lam, log_lam, logfact = (_in(a, np.float64) for a in (lam, log_lam, logfact))
+    lo, hi = _in(lo, np.int64), _in(hi, np.int64)
+    thresholds = np.empty(max(int((hi - lo).sum()), 1), np.uint32)
+    guide = np.empty(256 * (GUIDE_BUCKETS + 1), np.int32)
+    kshift = np.empty(256, np.int32)
+    m = lib().ll_build_tables(_ptr(lam), _ptr(log_lam), _ptr(lo), _ptr(hi), _ptr(logfact), _ptr(thresholds),
+                              _ptr(guide), _ptr(kshift))
+    return thresholds[:m].copy(), guide, kshift
+
+
+# ---------------------------------------------------------------- the model's images
+
+class _Tables(ctypes.Structure):
+    """ll_tables of noise.cuh: six pointers."""
+
+    _fields_ = [("thresholds", _P), ("guide", _P), ("kshift", _P), ("normal", _P), ("lam", _P), ("signal", _P)]
+
+
+def render_noisy(codes, record, thresholds, guide, kshift, normal, lam, signal32):
+    """Noisy uint8 codes of the flat uint8 codes under one ll_noise_params record and the image's tables."""
+    codes = _in(codes, np.uint8).reshape(-1)
+    record = _in(record, NOISE_PARAMS_DTYPE)
+    arrays = (_in(thresholds, np.uint32), _in(guide, np.int32), _in(kshift, np.int32), _in(normal, np.uint8),
+              _in(lam, np.float64), _in(signal32, np.float32))
+    tables = _Tables(*(_ptr(a) for a in arrays))
+    out = np.empty_like(codes)
+    lib().ll_render_noisy(_ptr(codes), _ptr(out), codes.size, _ptr(record), ctypes.addressof(tables))
+    return out
+
+
+def render_physics(record, lut, thresholds, rgb):
+    """The physics low image (H, W, 3) uint8 of an (H, W, 3) uint8 image under one ll_phys_params record."""
+    rgb = _in(rgb, np.uint8)
+    record = _in(record, PHYS_PARAMS_DTYPE)
+    h, w = rgb.shape[:2]
+    out = np.empty((h, w, 3), np.uint8)
+    if h and w:
+        m = np.empty(h * w, np.float64)
+        lib().ll_phys_render(_ptr(record), _ptr(_in(lut, np.float64)), _ptr(_in(thresholds, np.float64)),
+                             _ptr(rgb), _ptr(m), _ptr(out))
+    return out
+
+
+def render_physics_raw(record, lut, rgb):
+    """(raw_clean, raw_low) uint16 mosaics of the record's even crop."""
+    rgb = _in(rgb, np.uint8)
+    record = _in(record, PHYS_PARAMS_DTYPE)
+    rh, rw = int(record["raw_height"][0]), int(record["raw_width"][0])
+    clean = np.empty((rh, rw), np.uint16)
+    low = np.empty((rh, rw), np.uint16)
+    if rh and rw:
+        lib().ll_phys_raw(_ptr(record), _ptr(_in(lut, np.float64)), _ptr(rgb), _ptr(clean), _ptr(low))
+    return clean, low
