@@ -17,8 +17,9 @@ from setuptools.errors import CompileError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SYNTH = os.path.join("lowlight_gpu", "synth")
-# -ffp-contract=off and no -ffast-math: the bytes must not depend on the compiler or the CPU (ARCHITECTURE.md).
-FLAGS = ["-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-exceptions", "-fno-rtti",
+# -ffp-contract=off and no -ffast-math: the bytes must not depend on the compiler or the CPU (ARCHITECTURE.md);
+# -fno-math-errno changes no value (sqrt of a negative sets no errno), it lets sqrt vectorise.
+FLAGS = ["-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno", "-fno-exceptions", "-fno-rtti",
          "-fPIC", "-shared", "-fvisibility=hidden"]
 NO_COMPILER = ("lowlight-gpu needs a C++ compiler to build its model library and found none: install g++ "
                "(Debian/Ubuntu: apt install g++; Fedora: dnf install gcc-c++; macOS: xcode-select --install) "
@@ -36,25 +37,46 @@ def compilers():
     return seen
 
 
-def compile_library(source, target):
-    """Compile source into the shared library target; raises CompileError with one line on failure."""
+# x86-64 builds: (file-name suffix, flags); native.py loads the widest one the CPU runs (ll_cpu_level).
+LEVELS = [("", []), ("_v3", ["-march=x86-64-v3"]), ("_v4", ["-march=x86-64-v4"])]
+
+
+def is_x86_64():
+    """Whether the compiler targets x86-64 (the levels apply only there)."""
+    import platform
+
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def compile_once(cxx, source, target, extra):
+    """One compiler call into target; returns the compiler's last line of complaint, or None on success."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, os.path.basename(target))
+        cmd = [cxx, *FLAGS, *extra, "-I", os.path.dirname(source), source, "-o", out]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            return (run.stderr.strip().splitlines() or ["failed"])[-1]
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(out, target)
+        return None
+
+
+def compile_library(source, target, flags):
+    """Compile source with flags into the shared library target; raises CompileError with one line on failure.
+
+    A level build the compiler cannot make (an old compiler without -march=x86-64-v4) falls back to the
+    baseline flags, so every listed library exists.
+    """
     found = compilers()
     if not found:
         raise CompileError(NO_COMPILER)
-    include = os.path.dirname(source)
     errors = []
     for cxx in found:
-        # Function multi-versioning (AVX-512/AVX2 clones) where the compiler has it; a plain build otherwise.
-        for extra in ([], ["-DLL_NO_CLONES"]):
-            with tempfile.TemporaryDirectory() as tmp:
-                out = os.path.join(tmp, os.path.basename(target))
-                cmd = [cxx, *FLAGS, *extra, "-I", include, source, "-o", out]
-                run = subprocess.run(cmd, capture_output=True, text=True)
-                if run.returncode == 0:
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    shutil.copyfile(out, target)
-                    return
-                errors.append(f"{os.path.basename(cxx)}: {(run.stderr.strip().splitlines() or ['failed'])[-1]}")
+        for extra in ([flags, []] if flags else [[]]):
+            problem = compile_once(cxx, source, target, extra)
+            if problem is None:
+                return
+            errors.append(f"{os.path.basename(cxx)}: {problem}")
     raise CompileError(f"lowlight-gpu could not compile its model library ({'; '.join(errors[-2:])}); "
                        f"a C++17 compiler is needed (g++ >= 8 or clang++ >= 7)")
 
@@ -64,15 +86,17 @@ class BuildModel(build_ext):
 
     def build_extension(self, ext):
         try:
-            compile_library(os.path.join(HERE, ext.sources[0]), self.get_ext_fullpath(ext.name))
+            flags = dict(LEVELS)[ext.name[len(NAME):]]
+            compile_library(os.path.join(HERE, ext.sources[0]), self.get_ext_fullpath(ext.name), flags)
         except CompileError as exc:
             sys.stderr.write(f"error: {exc}\n")
             raise SystemExit(1) from None
 
 
+NAME = "lowlight_gpu.synth._model"
+HEADERS = [os.path.join(SYNTH, n) for n in ("philox.cuh", "detmath.cuh", "noise.cuh", "physics.cuh")]
 setup(
-    ext_modules=[Extension("lowlight_gpu.synth._model", sources=[os.path.join(SYNTH, "native.cpp")],
-                           depends=[os.path.join(SYNTH, n) for n in ("philox.cuh", "detmath.cuh", "noise.cuh",
-                                                                     "physics.cuh")])],
+    ext_modules=[Extension(NAME + suffix, sources=[os.path.join(SYNTH, "native.cpp")], depends=HEADERS)
+                 for suffix, _ in (LEVELS if is_x86_64() else LEVELS[:1])],
     cmdclass={"build_ext": BuildModel},
 )

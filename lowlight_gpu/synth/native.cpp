@@ -14,8 +14,7 @@
 //
 // It must be compiled WITHOUT multiply-add contraction (-ffp-contract=off) and without -ffast-math:
 // the bytes then do not depend on the compiler, the instruction set or the machine (ARCHITECTURE.md,
-// "Reproducibility").  On x86-64 Linux with GCC the hot loops are cloned for AVX-512 and AVX2 and the
-// widest one the CPU supports is picked at load time; vector and scalar IEEE operations round alike.
+// "Reproducibility").  On x86-64 it is built for three instruction-set levels (ll_cpu_level).
 #include "noise.cuh"
 #include "physics.cuh"
 
@@ -23,11 +22,23 @@
 #include <string.h>
 
 #define LL_API extern "C" __attribute__((visibility("default")))
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && !defined(LL_NO_CLONES)
-#  define LL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#  define LL_CLONES
+
+// The x86-64 level this CPU runs (4: AVX-512, 3: AVX2, 0: baseline or another architecture).  setup.py
+// builds this file once per level on x86-64 and native.py loads the widest build the CPU runs; every
+// build gives the same bytes (vector and scalar IEEE operations round alike, and nothing is contracted).
+LL_API int ll_cpu_level(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("bmi2") &&
+        __builtin_cpu_supports("fma"))
+        return 4;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("fma"))
+        return 3;
 #endif
+    return 0;
+}
 
 // Bump when an exported signature changes: native.py refuses a library built from other sources.
 #define LL_ABI_VERSION 1
@@ -37,7 +48,7 @@ LL_API int ll_abi_version(void) { return LL_ABI_VERSION; }
 // ---------------------------------------------------------------- Philox and detmath over arrays
 
 // Philox4x32-10 words of blocks [start, start + count) of (key, step, stream): out is (count, 4) uint32.
-LL_API LL_CLONES void ll_philox_blocks(unsigned long long start, long long count, unsigned int step,
+LL_API void ll_philox_blocks(unsigned long long start, long long count, unsigned int step,
                                         unsigned int stream, unsigned int key0, unsigned int key1,
                                         unsigned int* out)
 {
@@ -51,38 +62,38 @@ LL_API LL_CLONES void ll_philox_blocks(unsigned long long start, long long count
     }
 }
 
-LL_API LL_CLONES void ll_log_array(const double* x, double* out, long long n)
+LL_API void ll_log_array(const double* x, double* out, long long n)
 {
     for (long long i = 0; i < n; ++i) out[i] = ll_dm_log(x[i]);
 }
 
-LL_API LL_CLONES void ll_exp_array(const double* x, double* out, long long n)
+LL_API void ll_exp_array(const double* x, double* out, long long n)
 {
     for (long long i = 0; i < n; ++i) out[i] = ll_dm_exp(x[i]);
 }
 
-LL_API LL_CLONES void ll_expm1_array(const double* x, double* out, long long n)
+LL_API void ll_expm1_array(const double* x, double* out, long long n)
 {
     for (long long i = 0; i < n; ++i) out[i] = ll_dm_expm1(x[i]);
 }
 
-LL_API LL_CLONES void ll_pow_array(const double* x, const double* y, double* out, long long n)
+LL_API void ll_pow_array(const double* x, const double* y, double* out, long long n)
 {
     for (long long i = 0; i < n; ++i) out[i] = ll_dm_pow(x[i], y[i]);
 }
 
-LL_API LL_CLONES void ll_sincos_array(const double* x, double* s, double* c, long long n)
+LL_API void ll_sincos_array(const double* x, double* s, double* c, long long n)
 {
     for (long long i = 0; i < n; ++i) ll_dm_sincos(x[i], s + i, c + i);
 }
 
-LL_API LL_CLONES void ll_ndtri_array(const double* p, double* out, long long n)
+LL_API void ll_ndtri_array(const double* p, double* out, long long n)
 {
     for (long long i = 0; i < n; ++i) out[i] = ll_dm_ndtri(p[i]);
 }
 
 // detmath.log_ext for positive finite x: (hi, lo) arrays.
-LL_API LL_CLONES void ll_log_ext_array(const double* x, double* hi, double* lo, long long n)
+LL_API void ll_log_ext_array(const double* x, double* hi, double* lo, long long n)
 {
     for (long long i = 0; i < n; ++i) hi[i] = ll_dm_log_ext(x[i], lo + i);
 }
@@ -143,20 +154,50 @@ LL_API long long ll_build_tables(const double* lam, const double* log_lam, const
 
 // Poisson counts of `count` values by ll_poisson (table inversion, or the normal approximation).
 static inline void poisson_pass(const ll_tables& tb, const unsigned char* codes, const unsigned int* wp,
-                                long long count, long long* k)
+                                long long count, int* k)
 {
-    for (long long i = 0; i < count; ++i) k[i] = ll_poisson(tb, codes[i], wp[i]);
+    for (long long i = 0; i < count; ++i) k[i] = (int)ll_poisson(tb, codes[i], wp[i]);
+}
+
+// ll_compose over `count` values with the image's model and curve flags made constants, so that each
+// variant's loop is one straight line of arithmetic the compiler can vectorise.
+template <int MODEL, int DARKEN, int LINEAR>
+static inline void compose_fixed(ll_noise_params p, const ll_tables& tb, const unsigned char* codes,
+                                 const int* k, const float* g, long long count, unsigned char* out)
+{
+    p.model = MODEL;
+    p.darken = DARKEN;
+    p.linear = LINEAR;
+    for (long long i = 0; i < count; ++i) out[i] = ll_compose(p, tb, codes[i], k[i], g[i]);
+}
+
+template <int MODEL>
+static inline void compose_model(const ll_noise_params& p, const ll_tables& tb, const unsigned char* codes,
+                                 const int* k, const float* g, long long count, unsigned char* out)
+{
+    if (!p.darken && !p.linear) compose_fixed<MODEL, 0, 0>(p, tb, codes, k, g, count, out);
+    else if (p.darken && !p.linear) compose_fixed<MODEL, 1, 0>(p, tb, codes, k, g, count, out);
+    else if (!p.darken) compose_fixed<MODEL, 0, 1>(p, tb, codes, k, g, count, out);
+    else compose_fixed<MODEL, 1, 1>(p, tb, codes, k, g, count, out);
+}
+
+static inline void compose_pass(const ll_noise_params& p, const ll_tables& tb, const unsigned char* codes,
+                                const int* k, const float* g, long long count, unsigned char* out)
+{
+    if (p.model == LL_MODEL_POISSON_READ) compose_model<LL_MODEL_POISSON_READ>(p, tb, codes, k, g, count, out);
+    else if (p.model == LL_MODEL_POISSON) compose_model<LL_MODEL_POISSON>(p, tb, codes, k, g, count, out);
+    else compose_model<LL_MODEL_GAUSSIAN>(p, tb, codes, k, g, count, out);
 }
 
 // The noisy uint8 codes of n input codes (ll_noise_pair's values, block by block in order).
-LL_API LL_CLONES void ll_render_noisy(const unsigned char* codes, unsigned char* out, long long n,
+LL_API void ll_render_noisy(const unsigned char* codes, unsigned char* out, long long n,
                                       const ll_noise_params* params, const ll_tables* tables)
 {
     const ll_noise_params p = *params;
     const ll_tables tb = *tables;
     unsigned int wp[2 * LL_CHUNK_BLOCKS], w2[LL_CHUNK_BLOCKS], w3[LL_CHUNK_BLOCKS];
     float g[2 * LL_CHUNK_BLOCKS];
-    long long k[2 * LL_CHUNK_BLOCKS];
+    int k[2 * LL_CHUNK_BLOCKS];
     const long long nblocks = (n + 1) / 2;
     for (long long first = 0; first < nblocks; first += LL_CHUNK_BLOCKS) {
         const long long count = nblocks - first < LL_CHUNK_BLOCKS ? nblocks - first : LL_CHUNK_BLOCKS;
@@ -179,8 +220,7 @@ LL_API LL_CLONES void ll_render_noisy(const unsigned char* codes, unsigned char*
         } else {
             for (long long i = 0; i < values; ++i) k[i] = 0;
         }
-        unsigned char* o = out + 2 * first;
-        for (long long i = 0; i < values; ++i) o[i] = ll_compose(p, tb, c[i], k[i], g[i]);
+        compose_pass(p, tb, c, k, g, values, out + 2 * first);
     }
 }
 
@@ -188,7 +228,7 @@ LL_API LL_CLONES void ll_render_noisy(const unsigned char* codes, unsigned char*
 
 // The physics low image of an (H, W, 3) uint8 image: ll_phys_site over the mosaic into m (H*W doubles of
 // scratch), then ll_phys_pixel over the image, as ll_phys_mosaic_kernel and ll_phys_process_kernel do.
-LL_API LL_CLONES void ll_phys_render(const ll_phys_params* params, const double* lut, const double* thresholds,
+LL_API void ll_phys_render(const ll_phys_params* params, const double* lut, const double* thresholds,
                                      const unsigned char* rgb, double* m, unsigned char* out)
 {
     const ll_phys_params p = *params;
@@ -198,7 +238,7 @@ LL_API LL_CLONES void ll_phys_render(const ll_phys_params* params, const double*
 }
 
 // The uint16 raw mosaics (clean, low) of the even crop, without the image.
-LL_API LL_CLONES void ll_phys_raw(const ll_phys_params* params, const double* lut, const unsigned char* rgb,
+LL_API void ll_phys_raw(const ll_phys_params* params, const double* lut, const unsigned char* rgb,
                                   unsigned short* raw_clean, unsigned short* raw_low)
 {
     const ll_phys_params p = *params;

@@ -53,6 +53,7 @@ _U64 = ctypes.c_ulonglong
 _U32 = ctypes.c_uint
 _SIGNATURES = {
     "ll_abi_version": (ctypes.c_int, ()),
+    "ll_cpu_level": (ctypes.c_int, ()),
     "ll_philox_blocks": (None, (_U64, _I64, _U32, _U32, _U32, _U32, _P)),
     "ll_log_array": (None, (_P, _P, _I64)),
     "ll_exp_array": (None, (_P, _P, _I64)),
@@ -72,31 +73,59 @@ _lock = threading.Lock()
 _lib = []
 
 
-def library_path():
-    """The built library beside this module (setup.py names it _model plus the platform's suffix)."""
-    found = sorted(glob.glob(os.path.join(_HERE, "_model*.so")) + glob.glob(os.path.join(_HERE, "_model*.dylib"))
-                   + glob.glob(os.path.join(_HERE, "_model*.pyd")))
-    if not found:
-        raise NativeUnavailable("lowlight_gpu's model library is not built: reinstall the package "
-                                "(pip install -e . from a checkout), which needs a C++ compiler (g++ or clang++)")
-    return found[0]
+def _built(suffix):
+    """The built library file of one level (setup.py: _model plus the level's suffix and the platform's), or None."""
+    for pattern in (f"_model{suffix}.*.so", f"_model{suffix}.so", f"_model{suffix}.*.pyd", f"_model{suffix}.dylib"):
+        found = sorted(glob.glob(os.path.join(_HERE, pattern)))
+        if found:
+            return found[0]
+    return None
+
+
+def _open(path):
+    """dlopen path and declare its functions' argument types."""
+    handle = ctypes.CDLL(path)
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        fn = getattr(handle, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    if handle.ll_abi_version() != ABI_VERSION:
+        raise NativeUnavailable(f"{path} was built from other sources: reinstall the package (pip install -e .) "
+                                "to rebuild it")
+    return handle
+
+
+def level():
+    """The instruction-set level whose build runs here: 4 (AVX-512), 3 (AVX2) or 0 (baseline).
+
+    LOWLIGHT_CPU_LEVEL caps it (0, 3 or 4): every level gives the same bytes, and the tests check that.
+    """
+    lib()
+    return _lib[1]
 
 
 def lib():
-    """The loaded library (loaded once per process), with its functions' argument types set."""
+    """The loaded library (loaded once per process): the widest build this CPU runs."""
     if _lib:
         return _lib[0]
     with _lock:
         if not _lib:
-            path = library_path()
-            handle = ctypes.CDLL(path)
-            for name, (restype, argtypes) in _SIGNATURES.items():
-                fn = getattr(handle, name)
-                fn.restype, fn.argtypes = restype, argtypes
-            if handle.ll_abi_version() != ABI_VERSION:
-                raise NativeUnavailable(f"{path} was built from other sources: reinstall the package "
-                                        "(pip install -e .) to rebuild it")
-            _lib.append(handle)
+            base = _built("")
+            if base is None:
+                raise NativeUnavailable("lowlight_gpu's model library is not built: reinstall the package "
+                                        "(pip install -e . from a checkout), which needs a C++ compiler "
+                                        "(g++ or clang++)")
+            handle = _open(base)
+            cpu = handle.ll_cpu_level()
+            cap = os.environ.get("LOWLIGHT_CPU_LEVEL", "").strip()
+            if cap.isdigit():
+                cpu = min(cpu, int(cap))
+            chosen = 0
+            for lvl, suffix in ((4, "_v4"), (3, "_v3")):
+                path = _built(suffix) if cpu >= lvl else None
+                if path:
+                    handle, chosen = _open(path), lvl
+                    break
+            _lib.extend([handle, chosen])
     return _lib[0]
 
 

@@ -97,15 +97,21 @@ LL_HD long long ll_poisson(const ll_tables& tb, int code, unsigned int u)
     const int g = code * (LL_GUIDE_BUCKETS + 1) + (int)(u >> LL_GUIDE_SHIFT);
     int pos = tb.guide[g];
     int end = tb.guide[g + 1];
-    // First threshold in [pos, end) above u, by bisection: the same index a linear scan finds, but a
-    // tail bucket holding ~100 thresholds costs 7 steps instead of 100 -- and a warp waits for its
-    // slowest lane, so the worst case sets the speed.
-    while (pos < end) {
-        const int mid = (pos + end) >> 1;
-        if (tb.thresholds[mid] <= u) pos = mid + 1; else end = mid;
+    // The first threshold in [pos, end) above u.  Most buckets hold at most one threshold, so that one is
+    // settled first; the rest of a longer bucket by bisection: a tail bucket holding ~100 thresholds
+    // costs 7 steps instead of 100 -- and a warp waits for its slowest lane, so the worst case sets the speed.
+    if (pos < end && tb.thresholds[pos] <= u) {
+        ++pos;
+        while (pos < end) {
+            const int mid = (pos + end) >> 1;
+            if (tb.thresholds[mid] <= u) pos = mid + 1; else end = mid;
+        }
     }
     return (long long)pos + tb.kshift[code];
 }
+
+// np.clip(z, 0, 1) of one float32 value (z is never NaN: a count times a scale plus a finite normal).
+LL_HD float ll_clip01(float z) { return z < 0.0f ? 0.0f : (z > 1.0f ? 1.0f : z); }
 
 // Lv et al.'s darkening of one float32 value (signal.darken32).
 LL_HD float ll_darken(const ll_noise_params& p, float z)
@@ -124,12 +130,15 @@ LL_HD float ll_linear_to_srgb(float v)
 // numpy_backend.quantize: [0, 1] -> uint8, rounding half up.
 LL_HD unsigned char ll_quantize(float v)
 {
-    return (unsigned char)(int)floorf(v * 255.0f + 0.5f);
+    // v * 255 + 0.5 >= 0.5, so truncating to int is floorf, in one conversion a CPU vectorises.
+    return (unsigned char)(int)(v * 255.0f + 0.5f);
 }
 
 // Compose, clip, curves and quantisation of one value from its Poisson count k and its normal
 // (numpy_backend.add_noise, then signal.darken32 / linear_to_srgb32 / quantize32, all float32).
-LL_HD unsigned char ll_compose(const ll_noise_params& p, const ll_tables& tb, int code, long long k, float normal)
+// k fits an int: rates are at most 1e9 (config: noise.peak <= 1e9), so counts stay below 2**31, and
+// int -> float rounds as long long -> float does (a CPU vectorises the 32-bit conversion).
+LL_HD unsigned char ll_compose(const ll_noise_params& p, const ll_tables& tb, int code, int k, float normal)
 {
     float z;
     if (p.model == LL_MODEL_GAUSSIAN) {
@@ -138,7 +147,7 @@ LL_HD unsigned char ll_compose(const ll_noise_params& p, const ll_tables& tb, in
         z = (float)k * p.inv_peak;
         if (p.model == LL_MODEL_POISSON_READ) z = z + p.sigma * normal;
     }
-    z = fminf(fmaxf(z, 0.0f), 1.0f);
+    z = ll_clip01(z);
     if (p.darken) z = ll_darken(p, z);
     if (p.linear) z = ll_linear_to_srgb(z);
     return ll_quantize(z);
@@ -148,7 +157,7 @@ LL_HD unsigned char ll_compose(const ll_noise_params& p, const ll_tables& tb, in
 LL_HD unsigned char ll_noisy_value(const ll_noise_params& p, const ll_tables& tb, int code,
                                    unsigned int word, float normal)
 {
-    const long long k = p.model == LL_MODEL_GAUSSIAN ? 0 : ll_poisson(tb, code, word);
+    const int k = p.model == LL_MODEL_GAUSSIAN ? 0 : (int)ll_poisson(tb, code, word);
     return ll_compose(p, tb, code, k, normal);
 }
 
