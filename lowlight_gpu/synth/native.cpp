@@ -47,18 +47,44 @@ LL_API int ll_abi_version(void) { return LL_ABI_VERSION; }
 
 // ---------------------------------------------------------------- Philox and detmath over arrays
 
+#define LL_CHUNK_BLOCKS 512  // the chunk's words, normals and counts (40 bytes a block, 20 KiB) stay in L1
+
+// Philox4x32-10 of blocks [first, first + count) of (step, stream), structure of arrays: each round runs
+// across the whole chunk, so the compiler vectorises it over the blocks (ll_philox4x32_10's words).
+static inline void philox_pass(unsigned long long first, long long count, unsigned int step, unsigned int stream,
+                               unsigned int key0, unsigned int key1, unsigned int* __restrict__ w0, unsigned int* __restrict__ w1,
+                               unsigned int* __restrict__ w2, unsigned int* __restrict__ w3)
+{
+    for (long long b = 0; b < count; ++b) {
+        const unsigned long long block = first + (unsigned long long)b;
+        w0[b] = (unsigned int)block;
+        w1[b] = (unsigned int)(block >> 32);
+        w2[b] = step;
+        w3[b] = stream;
+    }
+    for (int round = 0; round < 10; ++round) {
+        const unsigned int k0 = ll_philox_key0(key0, round), k1 = ll_philox_key1(key1, round);
+        for (long long b = 0; b < count; ++b) ll_philox_round(w0[b], w1[b], w2[b], w3[b], k0, k1);
+    }
+}
+
+
 // Philox4x32-10 words of blocks [start, start + count) of (key, step, stream): out is (count, 4) uint32.
 LL_API void ll_philox_blocks(unsigned long long start, long long count, unsigned int step,
                                         unsigned int stream, unsigned int key0, unsigned int key1,
                                         unsigned int* out)
 {
-    for (long long b = 0; b < count; ++b) {
-        const unsigned long long block = start + (unsigned long long)b;
-        const ll_words w = ll_philox4x32_10((unsigned int)block, (unsigned int)(block >> 32), step, stream, key0, key1);
-        out[4 * b] = w.w[0];
-        out[4 * b + 1] = w.w[1];
-        out[4 * b + 2] = w.w[2];
-        out[4 * b + 3] = w.w[3];
+    unsigned int w0[LL_CHUNK_BLOCKS], w1[LL_CHUNK_BLOCKS], w2[LL_CHUNK_BLOCKS], w3[LL_CHUNK_BLOCKS];
+    for (long long first = 0; first < count; first += LL_CHUNK_BLOCKS) {
+        const long long n = count - first < LL_CHUNK_BLOCKS ? count - first : LL_CHUNK_BLOCKS;
+        philox_pass(start + (unsigned long long)first, n, step, stream, key0, key1, w0, w1, w2, w3);
+        for (long long b = 0; b < n; ++b) {
+            unsigned int* o = out + 4 * (first + b);
+            o[0] = w0[b];
+            o[1] = w1[b];
+            o[2] = w2[b];
+            o[3] = w3[b];
+        }
     }
 }
 
@@ -150,7 +176,6 @@ LL_API long long ll_build_tables(const double* lam, const double* log_lam, const
 
 // ---------------------------------------------------------------- the noise loop
 
-#define LL_CHUNK_BLOCKS 512  // the chunk's words, normals and counts (40 bytes a block, 20 KiB) stay in L1
 
 // Poisson counts of `count` values by ll_poisson (table inversion, or the normal approximation).
 static inline void poisson_pass(const ll_tables& tb, const unsigned char* codes, const unsigned int* wp,
@@ -195,19 +220,18 @@ LL_API void ll_render_noisy(const unsigned char* codes, unsigned char* out, long
 {
     const ll_noise_params p = *params;
     const ll_tables tb = *tables;
-    unsigned int wp[2 * LL_CHUNK_BLOCKS], w2[LL_CHUNK_BLOCKS], w3[LL_CHUNK_BLOCKS];
+    unsigned int wp[2 * LL_CHUNK_BLOCKS], w0[LL_CHUNK_BLOCKS], w1[LL_CHUNK_BLOCKS], w2[LL_CHUNK_BLOCKS],
+        w3[LL_CHUNK_BLOCKS];
     float g[2 * LL_CHUNK_BLOCKS];
     int k[2 * LL_CHUNK_BLOCKS];
     const long long nblocks = (n + 1) / 2;
     for (long long first = 0; first < nblocks; first += LL_CHUNK_BLOCKS) {
         const long long count = nblocks - first < LL_CHUNK_BLOCKS ? nblocks - first : LL_CHUNK_BLOCKS;
         const long long values = n - 2 * first < 2 * count ? n - 2 * first : 2 * count;
+        philox_pass(first, count, p.step, LL_STREAM_NOISE, p.key0, p.key1, w0, w1, w2, w3);
         for (long long b = 0; b < count; ++b) {
-            const ll_words w = ll_noise_block_words((unsigned long long)(first + b), p.step, p.key0, p.key1);
-            wp[2 * b] = w.w[0];
-            wp[2 * b + 1] = w.w[1];
-            w2[b] = w.w[2];
-            w3[b] = w.w[3];
+            wp[2 * b] = w0[b];
+            wp[2 * b + 1] = w1[b];
         }
         if (p.model != LL_MODEL_POISSON) {
             for (long long b = 0; b < count; ++b) ll_box_muller(w2[b], w3[b], g + 2 * b, g + 2 * b + 1);

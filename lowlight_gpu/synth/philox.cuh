@@ -27,6 +27,25 @@ struct ll_words {
     unsigned int w[4];
 };
 
+// One Philox4x32 round on counter words (c0..c3) under round key (k0, k1).
+LL_HD void ll_philox_round(unsigned int& c0, unsigned int& c1, unsigned int& c2, unsigned int& c3,
+                           unsigned int k0, unsigned int k1)
+{
+    // A 32x32->64 product gives Philox's hi/lo halves (mul.wide.u32 on the GPU).
+    const unsigned long long p0 = (unsigned long long)LL_PHILOX_M0 * c0;
+    const unsigned long long p1 = (unsigned long long)LL_PHILOX_M1 * c2;
+    const unsigned int x0 = (unsigned int)(p1 >> 32) ^ c1 ^ k0;
+    const unsigned int x2 = (unsigned int)(p0 >> 32) ^ c3 ^ k1;
+    c1 = (unsigned int)p1;
+    c3 = (unsigned int)p0;
+    c0 = x0;
+    c2 = x2;
+}
+
+// The key of round r (0..9): the key words plus r times the Weyl constants, mod 2**32.
+LL_HD unsigned int ll_philox_key0(unsigned int k0, int r) { return k0 + (unsigned int)r * LL_PHILOX_W0; }
+LL_HD unsigned int ll_philox_key1(unsigned int k1, int r) { return k1 + (unsigned int)r * LL_PHILOX_W1; }
+
 // Ten rounds of Philox4x32 on counter (c0..c3) under key (k0, k1).
 LL_HD ll_words ll_philox4x32_10(unsigned int c0, unsigned int c1, unsigned int c2, unsigned int c3,
                                 unsigned int k0, unsigned int k1)
@@ -34,19 +53,8 @@ LL_HD ll_words ll_philox4x32_10(unsigned int c0, unsigned int c1, unsigned int c
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
-    for (int round = 0; round < 10; ++round) {
-        // A 32x32->64 product gives Philox's hi/lo halves (mul.wide.u32 on the GPU).
-        const unsigned long long p0 = (unsigned long long)LL_PHILOX_M0 * c0;
-        const unsigned long long p1 = (unsigned long long)LL_PHILOX_M1 * c2;
-        const unsigned int x0 = (unsigned int)(p1 >> 32) ^ c1 ^ k0;
-        const unsigned int x2 = (unsigned int)(p0 >> 32) ^ c3 ^ k1;
-        c1 = (unsigned int)p1;
-        c3 = (unsigned int)p0;
-        c0 = x0;
-        c2 = x2;
-        k0 += LL_PHILOX_W0;
-        k1 += LL_PHILOX_W1;
-    }
+    for (int round = 0; round < 10; ++round)
+        ll_philox_round(c0, c1, c2, c3, ll_philox_key0(k0, round), ll_philox_key1(k1, round));
     ll_words out = {{c0, c1, c2, c3}};
     return out;
 }
