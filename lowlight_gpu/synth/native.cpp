@@ -249,23 +249,244 @@ LL_API void ll_render_noisy(const unsigned char* codes, unsigned char* out, long
 }
 
 // ---------------------------------------------------------------- the physics path
+//
+// Row by row, as ll_phys_mosaic_kernel and ll_phys_process_kernel compute site by site: a row's sites
+// are unprocessed (ll_phys_clean), get their words (ll_philox_round over the row's blocks), their
+// Poisson counts (the steps of ll_phys_poisson, many sites' chains side by side), the rest of the
+// sensor noise (ll_phys_after_shot) and the white balance back (ll_phys_gained); a ring of three gained
+// rows feeds ll_phys_pixel_rows.  Each site takes exactly its ll_phys_site steps, so the bytes are the
+// GPU's.
 
-// The physics low image of an (H, W, 3) uint8 image: ll_phys_site over the mosaic into m (H*W doubles of
-// scratch), then ll_phys_pixel over the image, as ll_phys_mosaic_kernel and ll_phys_process_kernel do.
-LL_API void ll_phys_render(const ll_phys_params* params, const double* lut, const double* thresholds,
-                                     const unsigned char* rgb, double* m, unsigned char* out)
+// Chain state of the sites in a Poisson search (structure of arrays, compacted as chains finish).
+enum { CH_P, CH_K, CH_F, CH_CAP, CH_LAM, CH_U, CH_M, CH_PM, CH_FIELDS };
+
+// Scratch for one mosaic row of up to `width` sites.
+struct phys_row {
+    double *x, *s, *lam, *u;            // clean DN, sensor DN, Poisson rate and uniform per site
+    int* ch;                            // CFA colour per site
+    unsigned int *shot, *read;          // the site's two words
+    unsigned int *w0, *w1, *w2, *w3;    // Philox words of the row's blocks
+    double* chain[CH_FIELDS];           // chain state; chain2 is the other half of a permutation
+    double* chain2[CH_FIELDS];
+    long long *site, *site2, *n, *n2;   // which site a chain belongs to; its terms to sum
+    long long* bucket;                  // counting sort
+    unsigned char* go;
+    void* block;
+};
+
+static bool phys_row_alloc(phys_row* r, long long width)
 {
-    const ll_phys_params p = *params;
-    const long long n = p.height * p.width;
-    for (long long i = 0; i < n; ++i) ll_phys_site(p, lut, rgb, m, 0, 0, i);
-    for (long long i = 0; i < n; ++i) ll_phys_pixel(p, thresholds, m, out, i);
+    const long long w = width + 2, b = width / 2 + 2;
+    const size_t bytes = sizeof(double) * (4 + 2 * CH_FIELDS) * w + sizeof(int) * w +
+                         sizeof(unsigned int) * (2 * w + 4 * b) + sizeof(long long) * 4 * w + w + 64;
+    char* m = (char*)malloc(bytes);
+    if (!m) return false;
+    r->block = m;
+    double** d[] = {&r->x, &r->s, &r->lam, &r->u};
+    for (double** q : d) { *q = (double*)m; m += sizeof(double) * w; }
+    for (int f = 0; f < CH_FIELDS; ++f) { r->chain[f] = (double*)m; m += sizeof(double) * w; }
+    for (int f = 0; f < CH_FIELDS; ++f) { r->chain2[f] = (double*)m; m += sizeof(double) * w; }
+    long long** l[] = {&r->site, &r->site2, &r->n, &r->n2};
+    for (long long** q : l) { *q = (long long*)m; m += sizeof(long long) * w; }
+    r->ch = (int*)m; m += sizeof(int) * w;
+    unsigned int** u[] = {&r->shot, &r->read};
+    for (unsigned int** q : u) { *q = (unsigned int*)m; m += sizeof(unsigned int) * w; }
+    unsigned int** v[] = {&r->w0, &r->w1, &r->w2, &r->w3};
+    for (unsigned int** q : v) { *q = (unsigned int*)m; m += sizeof(unsigned int) * b; }
+    r->go = (unsigned char*)m;
+    r->bucket = 0;
+    return true;
 }
 
-// The uint16 raw mosaics (clean, low) of the even crop, without the image.
-LL_API void ll_phys_raw(const ll_phys_params* params, const double* lut, const unsigned char* rgb,
-                                  unsigned short* raw_clean, unsigned short* raw_low)
+// Move chain j to position `to` of the other half, then (once all are moved) swap the halves.
+static inline void chain_move(phys_row* r, long long j, long long to)
+{
+    for (int f = 0; f < CH_FIELDS; ++f) r->chain2[f][to] = r->chain[f][j];
+    r->site2[to] = r->site[j];
+    r->n2[to] = r->n[j];
+}
+
+static inline void chain_swap(phys_row* r)
+{
+    for (int f = 0; f < CH_FIELDS; ++f) { double* t = r->chain[f]; r->chain[f] = r->chain2[f]; r->chain2[f] = t; }
+    long long* t = r->site; r->site = r->site2; r->site2 = t;
+    t = r->n; r->n = r->n2; r->n2 = t;
+}
+
+// Walk chains [first, first + n) one step per pass (ll_phys_poisson's down or up walk) until each stops;
+// each chain's count goes to counts[site].  The chains are compacted in place as they finish.
+static void phys_walk(phys_row* r, long long first, long long n, bool down, double* counts)
+{
+    double *p = r->chain[CH_P] + first, *k = r->chain[CH_K] + first, *f = r->chain[CH_F] + first;
+    double *lam = r->chain[CH_LAM] + first, *u = r->chain[CH_U] + first, *cap = r->chain[CH_CAP] + first;
+    long long* site = r->site + first;
+    unsigned char* go = r->go;
+    while (n > 0) {
+        if (down) {
+            for (long long j = 0; j < n; ++j) go[j] = k[j] > 0 ? ll_phys_down_step(lam[j], u[j], p[j], k[j], f[j]) : 0;
+        } else {
+            for (long long j = 0; j < n; ++j) go[j] = f[j] <= u[j] ? ll_phys_up_step(lam[j], cap[j], p[j], k[j], f[j]) : 0;
+        }
+        long long live = 0;
+        for (long long j = 0; j < n; ++j) {
+            if (!go[j]) {
+                counts[site[j]] = k[j];
+                continue;
+            }
+            p[live] = p[j]; k[live] = k[j]; f[live] = f[j]; lam[live] = lam[j]; u[live] = u[j]; cap[live] = cap[j];
+            site[live] = site[j];
+            ++live;
+        }
+        n = live;
+    }
+}
+
+// CDF(m) of each mode chain [0, n): its terms summed down from the mode, the longest sums first so that the
+// chains still summing at term t are a prefix and each pass is one straight loop over it.
+static void phys_sum_to_modes(phys_row* r, long long n)
+{
+    long long longest = 0;
+    for (long long j = 0; j < n; ++j) longest = r->n[j] > longest ? r->n[j] : longest;
+    long long* bucket = (long long*)calloc((size_t)longest + 2, sizeof(long long));
+    if (bucket) {  // counting sort by the number of terms, longest first
+        for (long long j = 0; j < n; ++j) bucket[longest - r->n[j] + 1] += 1;
+        for (long long b = 1; b <= longest + 1; ++b) bucket[b] += bucket[b - 1];
+        for (long long j = 0; j < n; ++j) chain_move(r, j, bucket[longest - r->n[j]]++);
+        chain_swap(r);
+        free(bucket);
+        long long active = n;
+        double *p = r->chain[CH_P], *k = r->chain[CH_K], *f = r->chain[CH_F], *lam = r->chain[CH_LAM];
+        for (long long t = 0; t < longest; ++t) {
+            while (active > 0 && r->n[active - 1] <= t) --active;
+            for (long long j = 0; j < active; ++j) ll_phys_down_term(lam[j], p[j], k[j], f[j]);
+        }
+        return;
+    }
+    for (long long j = 0; j < n; ++j)  // out of memory for the sort: the same terms, one chain after another
+        for (long long t = 0; t < r->n[j]; ++t)
+            ll_phys_down_term(r->chain[CH_LAM][j], r->chain[CH_P][j], r->chain[CH_K][j], r->chain[CH_F][j]);
+}
+
+// ll_phys_poisson(lam[c], u[c]) for the row's first `n` sites, into counts.
+static void phys_poisson_row(phys_row* r, long long n, double* counts)
+{
+    double** ch = r->chain;
+    long long small = 0;  // small rates start at k = 0 and walk up, with no sum first
+    for (long long c = 0; c < n; ++c) {
+        const double lam = r->lam[c];
+        if (!(lam > 0)) { counts[c] = 0.0; continue; }
+        if (lam > LL_PHYS_LAMBDA_EXACT_MAX) { counts[c] = ll_phys_poisson_normal(lam, r->u[c]); continue; }
+        if (lam >= LL_PHYS_LAMBDA_SMALL) continue;
+        const double p0 = ll_dm_exp(-lam);
+        ch[CH_P][small] = p0; ch[CH_F][small] = p0; ch[CH_K][small] = 0.0; ch[CH_CAP][small] = LL_PHYS_SMALL_CAP;
+        ch[CH_LAM][small] = lam; ch[CH_U][small] = r->u[c]; r->site[small] = c;
+        ++small;
+    }
+    phys_walk(r, 0, small, false, counts);
+    long long modes = 0;
+    for (long long c = 0; c < n; ++c) {
+        const double lam = r->lam[c];
+        if (!(lam >= LL_PHYS_LAMBDA_SMALL && lam <= LL_PHYS_LAMBDA_EXACT_MAX)) continue;
+        double m, pm, lo, cap;
+        ll_phys_mode_start(lam, &m, &pm, &lo, &cap);
+        ch[CH_P][modes] = pm; ch[CH_K][modes] = m; ch[CH_F][modes] = pm; ch[CH_CAP][modes] = cap;
+        ch[CH_LAM][modes] = lam; ch[CH_U][modes] = r->u[c]; ch[CH_M][modes] = m; ch[CH_PM][modes] = pm;
+        r->site[modes] = c;
+        r->n[modes] = (long long)(m - lo);
+        ++modes;
+    }
+    if (modes == 0) return;
+    phys_sum_to_modes(r, modes);
+    // Back at the mode with CDF(m) in f: the down walks first, then the up walks.
+    long long downs = 0;
+    for (long long j = 0; j < modes; ++j) downs += r->chain[CH_U][j] < r->chain[CH_F][j];
+    long long d = 0, u = downs;
+    for (long long j = 0; j < modes; ++j) {
+        r->chain[CH_K][j] = r->chain[CH_M][j];
+        r->chain[CH_P][j] = r->chain[CH_PM][j];
+        chain_move(r, j, r->chain[CH_U][j] < r->chain[CH_F][j] ? d++ : u++);
+    }
+    chain_swap(r);
+    phys_walk(r, 0, downs, true, counts);
+    phys_walk(r, downs, modes - downs, false, counts);
+}
+
+// Sensor DN of the first `n` sites of mosaic row `row` into r->s (their clean DN in r->x, colours in r->ch).
+static void phys_sensor_row(const ll_phys_params& p, const double* lut, const unsigned char* rgb, phys_row* r,
+                            long long row, long long n)
+{
+    for (long long c = 0; c < n; ++c) r->x[c] = ll_phys_clean(p, lut, rgb, row, c, r->ch + c);
+    // The words of sites row*W .. row*W + n - 1: site i uses words 2 (i & 1) and 2 (i & 1) + 1 of block i >> 1.
+    const unsigned long long i0 = (unsigned long long)(row * p.width);
+    const unsigned long long b0 = i0 >> 1, b1 = (i0 + (unsigned long long)n - 1) >> 1;
+    philox_pass(b0, (long long)(b1 - b0 + 1), p.step, LL_PHYS_STREAM_SITES, p.key0, p.key1, r->w0, r->w1, r->w2, r->w3);
+    for (long long c = 0; c < n; ++c) {
+        const unsigned long long i = i0 + (unsigned long long)c;
+        const long long b = (long long)((i >> 1) - b0);
+        const bool odd = (i & 1) != 0;
+        r->shot[c] = odd ? r->w2[b] : r->w0[b];
+        r->read[c] = odd ? r->w3[b] : r->w1[b];
+    }
+    const double* x = r->x;
+    if (p.flags & LL_PHYS_SHOT) {
+        for (long long c = 0; c < n; ++c) {
+            r->lam[c] = x[c] / p.K;
+            r->u[c] = ll_phys_uniform(r->shot[c]);
+        }
+        phys_poisson_row(r, n, r->s);
+        for (long long c = 0; c < n; ++c) r->s[c] = r->s[c] * p.K;
+    } else {
+        for (long long c = 0; c < n; ++c) r->s[c] = x[c];
+    }
+    const double row_z = (p.flags & LL_PHYS_ROW) ? ll_phys_row_normal(p, row) : 0.0;
+    for (long long c = 0; c < n; ++c) r->s[c] = ll_phys_after_shot(p, r->s[c], r->read[c], row_z, row, c);
+}
+
+// The physics low image of an (H, W, 3) uint8 image into out; m is scratch for three gained rows (3 W doubles).
+// Returns 0, or 1 when scratch memory could not be had.
+LL_API int ll_phys_render(const ll_phys_params* params, const double* lut, const double* thresholds,
+                          const unsigned char* rgb, double* m, unsigned char* out)
 {
     const ll_phys_params p = *params;
-    for (long long r = 0; r < p.raw_height; ++r)
-        for (long long c = 0; c < p.raw_width; ++c) ll_phys_site(p, lut, rgb, 0, raw_clean, raw_low, r * p.width + c);
+    const long long h = p.height, w = p.width;
+    phys_row r;
+    if (h <= 0 || w <= 0) return 0;
+    if (!phys_row_alloc(&r, w)) return 1;
+    for (long long q = 0; q <= h; ++q) {
+        if (q < h) {
+            phys_sensor_row(p, lut, rgb, &r, q, w);
+            double* mq = m + (q % 3) * w;
+            for (long long c = 0; c < w; ++c) mq[c] = ll_phys_gained(p, r.s[c], r.ch[c]);
+        }
+        // Pixel row q - 1 once rows q - 2 .. q exist (ll_phys_mirror keeps to them); the last after the loop.
+        const long long y = q - 1;
+        if (y < 0 || (q < h && y == h - 1)) continue;
+        const double* mu = m + (ll_phys_mirror(y - 1, h) % 3) * w;
+        const double* mc = m + (y % 3) * w;
+        const double* md = m + (ll_phys_mirror(y + 1, h) % 3) * w;
+        unsigned char* o = out + 3 * y * w;
+        for (long long c = 0; c < w; ++c) ll_phys_pixel_rows(p, thresholds, mu, mc, md, o + 3 * c, y, c);
+    }
+    free(r.block);
+    return 0;
+}
+
+// The uint16 raw mosaics (clean, low) of the even crop, without the image.  Returns 0, or 1 out of memory.
+LL_API int ll_phys_raw(const ll_phys_params* params, const double* lut, const unsigned char* rgb,
+                       unsigned short* raw_clean, unsigned short* raw_low)
+{
+    const ll_phys_params p = *params;
+    const long long rw = p.raw_width;
+    phys_row r;
+    if (p.raw_height <= 0 || rw <= 0) return 0;
+    if (!phys_row_alloc(&r, rw)) return 1;
+    for (long long row = 0; row < p.raw_height; ++row) {
+        phys_sensor_row(p, lut, rgb, &r, row, rw);
+        for (long long c = 0; c < rw; ++c) {
+            raw_clean[row * rw + c] = ll_phys_to_dn(p, r.x[c]);
+            raw_low[row * rw + c] = ll_phys_to_dn(p, r.s[c]);
+        }
+    }
+    free(r.block);
+    return 0;
 }

@@ -65,8 +65,8 @@ _SIGNATURES = {
     "ll_log_factorials": (None, (_P, _I64)),
     "ll_build_tables": (_I64, (_P, _P, _P, _P, _P, _P, _P, _P)),
     "ll_render_noisy": (None, (_P, _P, _I64, _P, _P)),
-    "ll_phys_render": (None, (_P, _P, _P, _P, _P, _P)),
-    "ll_phys_raw": (None, (_P, _P, _P, _P, _P)),
+    "ll_phys_render": (ctypes.c_int, (_P, _P, _P, _P, _P, _P)),
+    "ll_phys_raw": (ctypes.c_int, (_P, _P, _P, _P, _P)),
 }
 
 _lock = threading.Lock()
@@ -243,9 +243,10 @@ def render_physics(record, lut, thresholds, rgb):
     h, w = rgb.shape[:2]
     out = np.empty((h, w, 3), np.uint8)
     if h and w:
-        m = np.empty(h * w, np.float64)
-        lib().ll_phys_render(_ptr(record), _ptr(_in(lut, np.float64)), _ptr(_in(thresholds, np.float64)),
-                             _ptr(rgb), _ptr(m), _ptr(out))
+        m = np.empty(3 * w, np.float64)  # a ring of three gained mosaic rows
+        if lib().ll_phys_render(_ptr(record), _ptr(_in(lut, np.float64)), _ptr(_in(thresholds, np.float64)),
+                                _ptr(rgb), _ptr(m), _ptr(out)):
+            raise MemoryError(f"no memory for the physics rows of a {w}-pixel-wide image")
     return out
 
 
@@ -256,6 +257,6 @@ def render_physics_raw(record, lut, rgb):
     rh, rw = int(record["raw_height"][0]), int(record["raw_width"][0])
     clean = np.empty((rh, rw), np.uint16)
     low = np.empty((rh, rw), np.uint16)
-    if rh and rw:
-        lib().ll_phys_raw(_ptr(record), _ptr(_in(lut, np.float64)), _ptr(rgb), _ptr(clean), _ptr(low))
+    if rh and rw and lib().ll_phys_raw(_ptr(record), _ptr(_in(lut, np.float64)), _ptr(rgb), _ptr(clean), _ptr(low)):
+        raise MemoryError(f"no memory for the physics rows of a {rw}-pixel-wide mosaic")
     return clean, low

@@ -57,52 +57,77 @@ LL_HD double ll_phys_stirling_tail(double m)
     return im * (1.0 / 12.0 - im2 * (1.0 / 360.0 - im2 * (1.0 / 1260.0)));
 }
 
+// The exact Poisson inversion below is a chain of pmf terms, p_k = p_(k-1) * lam / k; its steps are
+// separate functions so that a CPU driver can advance many sites' chains side by side (one term of each
+// per pass, which vectorises) and still take, per site, the very steps of ll_phys_poisson.
+
+// One step up from k: CDF(k) <= u, so move to k + 1.  Returns whether the walk may go on (k below cap).
+LL_HD bool ll_phys_up_step(double lam, double cap, double& p, double& k, double& f)
+{
+    k += 1.0;
+    p = p * lam / k;
+    f += p;
+    return k < cap;
+}
+
+// One term of CDF(m) summed from the mode down: the pmf at k - 1 from the pmf at k.
+LL_HD void ll_phys_down_term(double lam, double& p, double& k, double& f)
+{
+    p = p * k / lam;
+    k -= 1.0;
+    f += p;
+}
+
+// One step down from k (k > 0): while CDF(k - 1) = f - p > u, move to k - 1.  Returns whether it moved.
+LL_HD bool ll_phys_down_step(double lam, double u, double& p, double& k, double& f)
+{
+    const double fp = f - p;
+    if (!(fp > u)) return false;
+    f = fp;
+    p = p * k / lam;
+    k -= 1.0;
+    return true;
+}
+
+// The start of a mode search (LAMBDA_SMALL <= lam <= LAMBDA_EXACT_MAX): the mode m, its pmf, the lowest k
+// summed into CDF(m), and the cap of the upward walk.
+LL_HD void ll_phys_mode_start(double lam, double* m, double* pm, double* lo, double* cap)
+{
+    *m = ll_dm_floor(lam);
+    const double log_pm = (*m * ll_dm_log(lam / *m) + (*m - lam)) - 0.5 * ll_dm_log(LL_PHYS_TWO_PI * *m) -
+                          ll_phys_stirling_tail(*m);
+    *pm = ll_dm_exp(log_pm);
+    *lo = ll_dm_max(*m - ll_dm_floor(7.0 * ll_dm_sqrt(lam)) - 5.0, 0.0);
+    *cap = *m + ll_dm_floor(10.0 * ll_dm_sqrt(lam)) + 20.0;
+}
+
+// The normal approximation for huge rates.
+LL_HD double ll_phys_poisson_normal(double lam, double u)
+{
+    return ll_dm_max(ll_dm_floor(lam + ll_dm_sqrt(lam) * ll_dm_ndtri(u) + 0.5), 0.0);
+}
+
 // physics.poisson_counts for one site: the smallest k with CDF(k) > u.
 LL_HD double ll_phys_poisson(double lam, double u)
 {
     if (!(lam > 0)) return 0.0;
     if (lam < LL_PHYS_LAMBDA_SMALL) {
         double p = ll_dm_exp(-lam), f = p, k = 0.0;
-        while (f <= u) {
-            k += 1.0;
-            p = p * lam / k;
-            f += p;
-            if (!(k < LL_PHYS_SMALL_CAP)) break;
-        }
+        while (f <= u && ll_phys_up_step(lam, LL_PHYS_SMALL_CAP, p, k, f)) {}
         return k;
     }
-    if (lam > LL_PHYS_LAMBDA_EXACT_MAX)
-        return ll_dm_max(ll_dm_floor(lam + ll_dm_sqrt(lam) * ll_dm_ndtri(u) + 0.5), 0.0);
-    const double m = ll_dm_floor(lam);
-    const double log_pm = (m * ll_dm_log(lam / m) + (m - lam)) - 0.5 * ll_dm_log(LL_PHYS_TWO_PI * m) -
-                          ll_phys_stirling_tail(m);
-    const double pm = ll_dm_exp(log_pm);
-    const double lo = ll_dm_max(m - ll_dm_floor(7.0 * ll_dm_sqrt(lam)) - 5.0, 0.0);
+    if (lam > LL_PHYS_LAMBDA_EXACT_MAX) return ll_phys_poisson_normal(lam, u);
+    double m, pm, lo, cap;
+    ll_phys_mode_start(lam, &m, &pm, &lo, &cap);
     double f = pm, p = pm, k = m;
-    while (k > lo) {  // CDF(m): the pmf summed from m down to lo
-        p = p * k / lam;
-        k -= 1.0;
-        f += p;
-    }
+    while (k > lo) ll_phys_down_term(lam, p, k, f);  // CDF(m): the pmf summed from m down to lo
     k = m;
     p = pm;
     if (u < f) {
-        while (k > 0) {  // down while CDF(k - 1) > u
-            const double fp = f - p;
-            if (!(fp > u)) break;
-            f = fp;
-            p = p * k / lam;
-            k -= 1.0;
-        }
+        while (k > 0 && ll_phys_down_step(lam, u, p, k, f)) {}  // down while CDF(k - 1) > u
         return k;
     }
-    const double cap = m + ll_dm_floor(10.0 * ll_dm_sqrt(lam)) + 20.0;
-    while (f <= u) {  // up while CDF(k) <= u
-        k += 1.0;
-        p = p * lam / k;
-        f += p;
-        if (!(k < cap)) break;
-    }
+    while (f <= u && ll_phys_up_step(lam, cap, p, k, f)) {}  // up while CDF(k) <= u
     return k;
 }
 
@@ -125,24 +150,43 @@ LL_HD double ll_phys_row_normal(const ll_phys_params& p, long long row)
 // RGGB: the colour (0 R, 1 G, 2 B) of raster cell (r & 1) * 2 + (c & 1).
 LL_HD int ll_phys_channel(int cell) { return cell == 0 ? 0 : (cell == 3 ? 2 : 1); }
 
-// physics.add_sensor_noise for one site: clean DN x -> sensor DN in [-black, white - black].
-LL_HD double ll_phys_sensor(const ll_phys_params& p, double x, long long r, long long c)
+// The Philox words of site i = r * W + c: (shot word, read word) of its block (stream STREAM_SITES).
+LL_HD void ll_phys_site_words(const ll_phys_params& p, long long r, long long c, unsigned int* shot,
+                              unsigned int* read)
 {
     const unsigned long long i = (unsigned long long)(r * p.width + c);
     const unsigned long long block = i >> 1;
     const ll_words w = ll_philox4x32_10((unsigned int)block, (unsigned int)(block >> 32), p.step,
                                         LL_PHYS_STREAM_SITES, p.key0, p.key1);
     const int at = (int)(i & 1) * 2;
-    if (p.flags & LL_PHYS_SHOT) x = ll_phys_poisson(x / p.K, ll_phys_uniform(w.w[at])) * p.K;
+    *shot = w.w[at];
+    *read = w.w[at + 1];
+}
+
+// physics.add_sensor_noise after the shot noise: read, row, bias, quantisation, then the ADC's range.
+// `row_z` is ll_phys_row_normal of the site's row (read only when the row component is on).
+LL_HD double ll_phys_after_shot(const ll_phys_params& p, double x, unsigned int read_word, double row_z,
+                                long long r, long long c)
+{
     if (p.flags & LL_PHYS_TUKEY) {
-        x = x + p.read_scale * ll_phys_tukey(ll_phys_uniform(w.w[at + 1]), p.read_lambda);
+        x = x + p.read_scale * ll_phys_tukey(ll_phys_uniform(read_word), p.read_lambda);
     } else if (p.flags & LL_PHYS_GAUSS) {
-        x = x + p.read_scale * ll_dm_ndtri(ll_phys_uniform(w.w[at + 1]));
+        x = x + p.read_scale * ll_dm_ndtri(ll_phys_uniform(read_word));
     }
-    if (p.flags & LL_PHYS_ROW) x = x + p.row_sigma * ll_phys_row_normal(p, r);
+    if (p.flags & LL_PHYS_ROW) x = x + p.row_sigma * row_z;
     if (p.flags & LL_PHYS_BIAS) x = x + p.bias[(int)((r & 1) * 2 + (c & 1))];
     if (p.flags & LL_PHYS_QUANT) x = ll_dm_floor(x + 0.5);
     return ll_dm_min(ll_dm_max(x, -p.black), p.scale);
+}
+
+// physics.add_sensor_noise for one site: clean DN x -> sensor DN in [-black, white - black].
+LL_HD double ll_phys_sensor(const ll_phys_params& p, double x, long long r, long long c)
+{
+    unsigned int shot, read;
+    ll_phys_site_words(p, r, c, &shot, &read);
+    if (p.flags & LL_PHYS_SHOT) x = ll_phys_poisson(x / p.K, ll_phys_uniform(shot)) * p.K;
+    const double row_z = (p.flags & LL_PHYS_ROW) ? ll_phys_row_normal(p, r) : 0.0;
+    return ll_phys_after_shot(p, x, read, row_z, r, c);
 }
 
 // physics.to_dn: DN above black to a raw file value.
@@ -152,19 +196,35 @@ LL_HD unsigned short ll_phys_to_dn(const ll_phys_params& p, double x)
     return (unsigned short)ll_dm_min(ll_dm_max(v, 0.0), p.white);
 }
 
+// The clean value of a mosaic site in DN above black (physics.mosaic_rows before the noise): unprocess
+// the pixel, keep its CFA colour, undo the white balance; and that colour (0 R, 1 G, 2 B).
+LL_HD double ll_phys_clean(const ll_phys_params& p, const double* lut, const unsigned char* rgb, long long r,
+                           long long c, int* channel)
+{
+    const int ch = ll_phys_channel((int)((r & 1) * 2 + (c & 1)));
+    const unsigned char* px = rgb + 3 * (r * p.width + c);
+    const double* row = p.rgb2cam + 3 * ch;
+    const double cam = (row[0] * lut[px[0]] + row[1] * lut[px[1]]) + row[2] * lut[px[2]];
+    const double raw = ll_dm_min(ll_dm_max(cam / p.gains[ch], 0.0), 1.0);
+    *channel = ch;
+    return raw * p.scale;
+}
+
+// physics.gained: sensor DN back to a white-balanced value in [0, 1].
+LL_HD double ll_phys_gained(const ll_phys_params& p, double s, int ch)
+{
+    return ll_dm_min(ll_dm_max((s / p.scale) * p.gains[ch], 0.0), 1.0);
+}
+
 // One mosaic site (physics.mosaic_rows + physics.gained): writes m[i] and, inside the even crop, the raw values.
 LL_HD void ll_phys_site(const ll_phys_params& p, const double* lut, const unsigned char* rgb, double* m,
                         unsigned short* raw_clean, unsigned short* raw_low, long long i)
 {
     const long long r = i / p.width, c = i % p.width;
-    const int ch = ll_phys_channel((int)((r & 1) * 2 + (c & 1)));
-    const unsigned char* px = rgb + 3 * i;
-    const double* row = p.rgb2cam + 3 * ch;
-    const double cam = (row[0] * lut[px[0]] + row[1] * lut[px[1]]) + row[2] * lut[px[2]];
-    const double raw = ll_dm_min(ll_dm_max(cam / p.gains[ch], 0.0), 1.0);
-    const double x = raw * p.scale;
+    int ch;
+    const double x = ll_phys_clean(p, lut, rgb, r, c, &ch);
     const double s = ll_phys_sensor(p, x, r, c);
-    if (m) m[i] = ll_dm_min(ll_dm_max((s / p.scale) * p.gains[ch], 0.0), 1.0);
+    if (m) m[i] = ll_phys_gained(p, s, ch);
     if (raw_clean && r < p.raw_height && c < p.raw_width) {
         raw_clean[r * p.raw_width + c] = ll_phys_to_dn(p, x);
         raw_low[r * p.raw_width + c] = ll_phys_to_dn(p, s);
@@ -179,28 +239,25 @@ LL_HD long long ll_phys_mirror(long long i, long long n)
     return i < 0 ? 0 : (i > n - 1 ? n - 1 : i);
 }
 
-// The number of thresholds <= v (numpy.searchsorted(t, v, side="right")).
+// The number of thresholds <= v (numpy.searchsorted(t, v, side="right")) over the 255 sorted thresholds:
+// eight fixed steps (128, 64, ..., 1), each reading an index below 255, with no data-dependent branch.
 LL_HD int ll_phys_code(const double* t, double v)
 {
-    int lo = 0, hi = LL_PHYS_THRESHOLDS;
-    while (lo < hi) {
-        const int mid = (lo + hi) >> 1;
-        if (t[mid] <= v) lo = mid + 1; else hi = mid;
-    }
+    int lo = 0;
+    for (int step = 128; step > 0; step >>= 1) lo += (t[lo + step - 1] <= v) ? step : 0;
     return lo;
 }
 
-// One output pixel (physics.demosaic + physics.to_codes) from the gained mosaic m.
-LL_HD void ll_phys_pixel(const ll_phys_params& p, const double* thresholds, const double* m, unsigned char* out,
-                         long long i)
+// One output pixel (physics.demosaic + physics.to_codes) at column c of row r, from the gained mosaic rows
+// above (mirrored), at and below it; out points at the pixel's three bytes.
+LL_HD void ll_phys_pixel_rows(const ll_phys_params& p, const double* thresholds, const double* mu,
+                              const double* mc, const double* md, unsigned char* out, long long r, long long c)
 {
-    const long long r = i / p.width, c = i % p.width;
-    const long long h = p.height, w = p.width;
-    const long long ru = ll_phys_mirror(r - 1, h) * w, rc = r * w, rd = ll_phys_mirror(r + 1, h) * w;
+    const long long w = p.width;
     const long long cl = ll_phys_mirror(c - 1, w), cr = ll_phys_mirror(c + 1, w);
-    const double ctr = m[rc + c];
-    const double up = m[ru + c], down = m[rd + c], left = m[rc + cl], right = m[rc + cr];
-    const double ul = m[ru + cl], ur = m[ru + cr], dl = m[rd + cl], dr = m[rd + cr];
+    const double ctr = mc[c];
+    const double up = mu[c], down = md[c], left = mc[cl], right = mc[cr];
+    const double ul = mu[cl], ur = mu[cr], dl = md[cl], dr = md[cr];
     const double cross = ((up + down) + (left + right)) * 0.25;
     const double diag = ((ul + ur) + (dl + dr)) * 0.25;
     const double vert = (up + down) * 0.5;
@@ -212,8 +269,18 @@ LL_HD void ll_phys_pixel(const ll_phys_params& p, const double* thresholds, cons
     for (int j = 0; j < 3; ++j) {
         const double* k = p.cam2rgb + 3 * j;
         const double v = ll_dm_min(ll_dm_max((k[0] * red + k[1] * green) + k[2] * blue, 0.0), 1.0);
-        out[3 * i + j] = (unsigned char)ll_phys_code(thresholds, v);
+        out[j] = (unsigned char)ll_phys_code(thresholds, v);
     }
+}
+
+// One output pixel i of the whole gained mosaic m.
+LL_HD void ll_phys_pixel(const ll_phys_params& p, const double* thresholds, const double* m, unsigned char* out,
+                         long long i)
+{
+    const long long r = i / p.width, c = i % p.width;
+    const long long h = p.height, w = p.width;
+    ll_phys_pixel_rows(p, thresholds, m + ll_phys_mirror(r - 1, h) * w, m + r * w, m + ll_phys_mirror(r + 1, h) * w,
+                       out + 3 * i, r, c);
 }
 
 #if defined(__CUDACC__)
