@@ -171,16 +171,12 @@ LL_HD double ll_dm_log_ext(double x, double* lo_out)
     return ll_dm_two_sum(hi, lo, lo_out);
 }
 
-// detmath.exp.
-LL_HD double ll_dm_exp(double x)
+// detmath.exp for x in [EXP_MIN, EXP_MAX] (no special case to select).
+LL_HD double ll_dm_exp_core(double xc)
 {
     const double p1 = 1.66666666666666019037e-01, p2 = -2.77777777770155933842e-03,
                  p3 = 6.61375632143793436117e-05, p4 = -1.65339022054652515390e-06,
                  p5 = 4.13813679705723846039e-08;
-    if (x != x) return x;
-    if (x > LL_DM_EXP_MAX) return ll_dm_inf();
-    if (x < LL_DM_EXP_MIN) return 0.0;
-    const double xc = ll_dm_min(ll_dm_max(x, -746.0), 710.0);
     const double kd = ll_dm_floor(xc * LL_DM_INVLN2 + 0.5);
     const double hi = xc - kd * LL_DM_LN2_HI;
     const double lo = kd * LL_DM_LN2_LO;
@@ -191,6 +187,15 @@ LL_HD double ll_dm_exp(double x)
     const long long k = (long long)kd;
     const long long k1 = k >> 1;
     return y * ll_dm_pow2(k1) * ll_dm_pow2(k - k1);
+}
+
+// detmath.exp.
+LL_HD double ll_dm_exp(double x)
+{
+    if (x != x) return x;
+    if (x > LL_DM_EXP_MAX) return ll_dm_inf();
+    if (x < LL_DM_EXP_MIN) return 0.0;
+    return ll_dm_exp_core(ll_dm_min(ll_dm_max(x, -746.0), 710.0));
 }
 
 // detmath.expm1.
@@ -241,6 +246,20 @@ LL_HD double ll_dm_pow(double x, double y)
     e = e + yc * lo;
     const double r = ll_dm_exp(p);
     return r < ll_dm_inf() ? r + r * e : r;
+}
+
+// ll_dm_pow for 2**-33 <= x < 1 and |y| <= LL_DM_POW_UNIT_MAX_Y, with no branch: there |y log x| < 700, so
+// none of pow's special cases can occur and exp needs no range checks (the same bits as ll_dm_pow).
+#define LL_DM_POW_UNIT_MAX_Y 30.0
+LL_HD double ll_dm_pow_unit(double x, double y)
+{
+    double lo;
+    const double hi = ll_dm_log_ext(x, &lo);
+    double e;
+    const double p = ll_dm_two_prod(y, hi, &e);
+    e = e + y * lo;
+    const double r = ll_dm_exp_core(p);
+    return y == 0 ? 1.0 : (y == 1 ? x : r + r * e);
 }
 
 // detmath.sincos for |x| <= SINCOS_MAX.

@@ -439,7 +439,15 @@ static void phys_sensor_row(const ll_phys_params& p, const double* lut, const un
         for (long long c = 0; c < n; ++c) r->s[c] = x[c];
     }
     const double row_z = (p.flags & LL_PHYS_ROW) ? ll_phys_row_normal(p, row) : 0.0;
-    for (long long c = 0; c < n; ++c) r->s[c] = ll_phys_after_shot(p, r->s[c], r->read[c], row_z, row, c);
+    double* read = r->lam;  // free again: the read noise of each site
+    const double lam = p.read_lambda;
+    if ((p.flags & LL_PHYS_TUKEY) && lam != 0 && lam >= -LL_DM_POW_UNIT_MAX_Y && lam <= LL_DM_POW_UNIT_MAX_Y) {
+        // ll_phys_read_noise's Tukey branch for a real sensor's shape, as one straight loop
+        for (long long c = 0; c < n; ++c) read[c] = p.read_scale * ll_phys_tukey_unit(ll_phys_uniform(r->read[c]), lam);
+    } else {
+        for (long long c = 0; c < n; ++c) read[c] = ll_phys_read_noise(p, r->read[c]);
+    }
+    for (long long c = 0; c < n; ++c) r->s[c] = ll_phys_after_shot(p, r->s[c], read[c], row_z, row, c);
 }
 
 // The physics low image of an (H, W, 3) uint8 image into out; m is scratch for three gained rows (3 W doubles).

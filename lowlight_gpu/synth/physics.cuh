@@ -131,11 +131,19 @@ LL_HD double ll_phys_poisson(double lam, double u)
     return k;
 }
 
-// physics.tukey_lambda.
+// physics.tukey_lambda for a shape 0 < |lam| <= LL_DM_POW_UNIT_MAX_Y (branch-free; see ll_phys_tukey).
+LL_HD double ll_phys_tukey_unit(double u, double lam)
+{
+    return (ll_dm_pow_unit(u, lam) - ll_dm_pow_unit(1.0 - u, lam)) / lam;
+}
+
+// physics.tukey_lambda.  u and 1 - u are uniforms in [2**-33, 1), so for the shapes of real sensors
+// (|lam| <= LL_DM_POW_UNIT_MAX_Y) pow needs none of its special cases.
 LL_HD double ll_phys_tukey(double u, double lam)
 {
     const double v = 1.0 - u;
     if (lam == 0) return ll_dm_log(u) - ll_dm_log(v);
+    if (lam >= -LL_DM_POW_UNIT_MAX_Y && lam <= LL_DM_POW_UNIT_MAX_Y) return ll_phys_tukey_unit(u, lam);
     return (ll_dm_pow(u, lam) - ll_dm_pow(v, lam)) / lam;
 }
 
@@ -163,16 +171,20 @@ LL_HD void ll_phys_site_words(const ll_phys_params& p, long long r, long long c,
     *read = w.w[at + 1];
 }
 
-// physics.add_sensor_noise after the shot noise: read, row, bias, quantisation, then the ADC's range.
-// `row_z` is ll_phys_row_normal of the site's row (read only when the row component is on).
-LL_HD double ll_phys_after_shot(const ll_phys_params& p, double x, unsigned int read_word, double row_z,
-                                long long r, long long c)
+// The read noise of a site in DN from its read word: Tukey-lambda or Gaussian, by the components (0 if neither).
+LL_HD double ll_phys_read_noise(const ll_phys_params& p, unsigned int read_word)
 {
-    if (p.flags & LL_PHYS_TUKEY) {
-        x = x + p.read_scale * ll_phys_tukey(ll_phys_uniform(read_word), p.read_lambda);
-    } else if (p.flags & LL_PHYS_GAUSS) {
-        x = x + p.read_scale * ll_dm_ndtri(ll_phys_uniform(read_word));
-    }
+    if (p.flags & LL_PHYS_TUKEY) return p.read_scale * ll_phys_tukey(ll_phys_uniform(read_word), p.read_lambda);
+    if (p.flags & LL_PHYS_GAUSS) return p.read_scale * ll_dm_ndtri(ll_phys_uniform(read_word));
+    return 0.0;
+}
+
+// physics.add_sensor_noise after the shot noise: read (ll_phys_read_noise), row, bias, quantisation, then the
+// ADC's range.  `row_z` is ll_phys_row_normal of the site's row (read only when the row component is on).
+LL_HD double ll_phys_after_shot(const ll_phys_params& p, double x, double read, double row_z, long long r,
+                                long long c)
+{
+    if (p.flags & (LL_PHYS_TUKEY | LL_PHYS_GAUSS)) x = x + read;
     if (p.flags & LL_PHYS_ROW) x = x + p.row_sigma * row_z;
     if (p.flags & LL_PHYS_BIAS) x = x + p.bias[(int)((r & 1) * 2 + (c & 1))];
     if (p.flags & LL_PHYS_QUANT) x = ll_dm_floor(x + 0.5);
@@ -186,7 +198,7 @@ LL_HD double ll_phys_sensor(const ll_phys_params& p, double x, long long r, long
     ll_phys_site_words(p, r, c, &shot, &read);
     if (p.flags & LL_PHYS_SHOT) x = ll_phys_poisson(x / p.K, ll_phys_uniform(shot)) * p.K;
     const double row_z = (p.flags & LL_PHYS_ROW) ? ll_phys_row_normal(p, r) : 0.0;
-    return ll_phys_after_shot(p, x, read, row_z, r, c);
+    return ll_phys_after_shot(p, x, ll_phys_read_noise(p, read), row_z, r, c);
 }
 
 // physics.to_dn: DN above black to a raw file value.
