@@ -124,6 +124,17 @@ LL_API void ll_log_ext_array(const double* x, double* hi, double* lo, long long 
     for (long long i = 0; i < n; ++i) hi[i] = ll_dm_log_ext(x[i], lo + i);
 }
 
+// The physics samplers on arrays (ll_phys_poisson, ll_phys_tukey): for tests and statistics.
+LL_API void ll_phys_poisson_array(const double* lam, const double* u, double* out, long long n)
+{
+    for (long long i = 0; i < n; ++i) out[i] = ll_phys_poisson(lam[i], u[i]);
+}
+
+LL_API void ll_phys_tukey_array(const double* u, double lam, double* out, long long n)
+{
+    for (long long i = 0; i < n; ++i) out[i] = ll_phys_tukey(u[i], lam);
+}
+
 // ---------------------------------------------------------------- Poisson tables
 
 #define LL_GRID 16777216.0  // 2**24: log(k) split into a multiple of 2**-24 (summed exactly) and a remainder

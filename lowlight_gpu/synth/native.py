@@ -63,6 +63,8 @@ _SIGNATURES = {
     "ll_ndtri_array": (None, (_P, _P, _I64)),
     "ll_log_ext_array": (None, (_P, _P, _P, _I64)),
     "ll_log_factorials": (None, (_P, _I64)),
+    "ll_phys_poisson_array": (None, (_P, _P, _P, _I64)),
+    "ll_phys_tukey_array": (None, (_P, ctypes.c_double, _P, _I64)),
     "ll_build_tables": (_I64, (_P, _P, _P, _P, _P, _P, _P, _P)),
     "ll_render_noisy": (None, (_P, _P, _I64, _P, _P)),
     "ll_phys_render": (ctypes.c_int, (_P, _P, _P, _P, _P, _P)),
@@ -193,6 +195,22 @@ def _pair(name):
 
 sincos = _pair("ll_sincos_array")
 log_ext = _pair("ll_log_ext_array")
+
+
+def phys_poisson(lam, u):
+    """Poisson counts (float64) of rates lam from uniforms u in (0, 1): physics.cuh's exact inversion."""
+    (lf, uf), shape = _broadcast(lam, u)
+    out = np.empty_like(lf)
+    lib().ll_phys_poisson_array(_ptr(lf), _ptr(uf), _ptr(out), lf.size)
+    return out.reshape(shape)
+
+
+def phys_tukey(u, lam):
+    """Tukey-lambda quantiles of uniforms u in (0, 1) for the shape lam (physics.cuh)."""
+    (uf,), shape = _broadcast(u)
+    out = np.empty_like(uf)
+    lib().ll_phys_tukey_array(_ptr(uf), float(lam), _ptr(out), uf.size)
+    return out.reshape(shape)
 
 
 # ---------------------------------------------------------------- Poisson tables
