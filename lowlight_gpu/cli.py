@@ -320,9 +320,6 @@ def _end_report(config):
 
 def _summary(config, args, result):
     """The closing line: pairs, errors, pairs/s of the pairs made, skipped files; notes on stderr."""
-    if result.compile_seconds and not args.quiet:
-        print(f"lowlight-gpu: compiled the CPU noise kernel in {result.compile_seconds:.1f} s (once: numba caches "
-              "it for later runs); not counted in pairs/s", file=sys.stderr)
     reused = f" ({result.skipped} already done)" if result.skipped else ""
     where = f"shard {args.shard[0]}/{args.shard[1]} of " if args.shard else ""
     kept = f"; {result.kept} beyond --limit kept as they were" if result.kept else ""

@@ -1,4 +1,4 @@
-"""PNG encoders: fpng (fast) or Pillow, chosen once per run by ``save.encoder``.
+"""Encoders: PNG by fpng (fast) or Pillow, chosen once per run by ``save.encoder``; .npy for raw mosaics.
 
 Both write standard, metadata-free PNGs that every decoder reads to the same
 pixels; the pixels are the contract, the bytes belong to one encoder (and its
@@ -148,3 +148,10 @@ def _fpng():
             fpng = None
         _FPNG_MODULE.append(fpng)
     return _FPNG_MODULE[0]
+
+
+def npy_bytes(arr):
+    """The .npy file of an array as bytes (format 1.0: the same bytes for the same array everywhere)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False, version=(1, 0))
+    return buf.getvalue()

@@ -8,7 +8,7 @@ a parameter never shifts the values of the others.
 
 import math
 
-from . import rng
+from .synth import rng
 from .hashing import SEED_BITS, pair_seed  # noqa: F401 - pair_seed's old home
 from .synth import cameras, detmath
 from .synth.signal import progressive_schedule

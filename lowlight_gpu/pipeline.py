@@ -45,7 +45,6 @@ class RunResult:
     skipped: int = 0  # of pairs: reused from earlier runs (kept included)
     kept: int = 0  # of skipped: earlier pairs beyond --limit, kept as they were
     seconds: float = 0.0
-    compile_seconds: float = 0.0  # compiling the CPU noise kernel before the timed run (first run only)
     removed: int = 0  # files of pairs whose source is gone
     merged: dict = field(default_factory=dict)
     scan: ScanStats = field(default_factory=ScanStats)
@@ -141,14 +140,12 @@ def synthesize_and_write(src, decoded, ctx):
 
 def render_raw(backend, rgb, params, raw_plan):
     """The .npy bytes of each planned raw mosaic (layout.plan_raw): [(role, t, rel, bytes), ...] in plan order."""
-    from .synth.physics import npy_bytes
-
     mosaics = {}
     out = []
     for role, t, rel in raw_plan:
         if t not in mosaics:  # one render gives the step's clean and noisy mosaics
             mosaics[t] = dict(zip(layout.RAW_ROLES, backend.render_raw(rgb, params, t)))
-        out.append((role, t, rel, npy_bytes(mosaics[t][role])))
+        out.append((role, t, rel, encode.npy_bytes(mosaics[t][role])))
     return out
 
 
@@ -369,7 +366,7 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     fsutil.allow_open_files()  # resuming reads the parts of every earlier shard job side by side
     result = RunResult()
     # Before the lock and the journal are opened: forked workers must not hold their file descriptors.
-    executor, workers, result.compile_seconds = start_workers(config, backend, engine)
+    executor, workers = start_workers(config, backend, engine)
     os.makedirs(config.output, exist_ok=True)
     lock = manifest.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
     try:
@@ -380,21 +377,22 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
 
 
 def start_workers(config, backend, engine=None):
-    """Start the run's worker processes (worker_pool) with the noise kernels loaded; (executor, workers, compile s)."""
+    """Start the run's worker processes (worker_pool) with the model loaded; (executor, workers)."""
     workers = worker_pool.resolve_workers(config.workers)
     executor = worker_pool.choose_executor(backend, workers, engine, config.decode.device == "gpu")
     method = worker_pool.start_method(executor, backend, config.decode.device == "gpu")
     if executor == "processes" and method == "loky":  # each worker loads the kernels itself, side by side
         pool = worker_pool.pool(workers, method)
-        seconds = max(f.result() for f in [pool.submit(get_ready, backend, config) for _ in range(workers)])
+        for future in [pool.submit(get_ready, backend) for _ in range(workers)]:
+            future.result()
     elif method == "fork":  # loaded here once; the forked workers inherit them
-        seconds = get_ready(backend, config)
+        get_ready(backend)
         worker_pool.pool(workers, method)
     else:
         if executor == "encode-pool":
-            worker_pool.pool(workers, method)  # the workers start while this process warms up
-        seconds = get_ready(backend, config)
-    return executor, workers, seconds
+            worker_pool.pool(workers, method)  # the workers start while this process gets ready
+        get_ready(backend)
+    return executor, workers
 
 
 def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers):
@@ -483,35 +481,16 @@ def remove_gone(config, shard, passed, unlistable, stats):
     return manifest.remove_orphans(config.output, gone, part)
 
 
-def get_ready(backend, config):
-    """Load now what making a pair of config loads on first use: the backend, the decoders, fpng, the noise
-    kernels (warm_up); returns warm_up's compile seconds.  Run where pairs are made, before the first one."""
+def get_ready(backend):
+    """Load now what making a pair loads on first use: the backend (and the model's CPU library), the decoders
+    and fpng.  Run where pairs are made, before the first one."""
     synth.get(backend)
+    if backend == "numpy":
+        from .synth import native
+
+        native.lib()
     imageio.load_decoders()
     encode.fpng_version()
-    return warm_up(backend, config)
-
-
-def warm_up(backend, config):
-    """Load the CPU noise kernels (numba's cache, or a compile) before the clock starts; returns compile seconds.
-
-    0.0 when they came from the cache, so the summary can say that a first run's time went into compiling.
-    The load may have happened before this call, in the process this worker was forked from (worker_pool).
-    """
-    if backend != "numpy" or config.noise.model == "none":
-        return 0.0
-    from .synth import cpu_kernel
-
-    loads = [cpu_kernel.LOAD] if cpu_kernel.warmup() else []
-    if config.noise.model == "physics":
-        from .synth import physics
-
-        if physics.compiled() is not None:
-            from .synth import physics_numba
-
-            loads.append(physics_numba.LOAD)
-    # Loading from the cache can take a second on a busy machine too: only a compile is reported as one.
-    return sum(load["seconds"] for load in loads if load["compiled"])
 
 
 def _config_difference(recorded, config):

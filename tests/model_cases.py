@@ -127,7 +127,7 @@ def _primitives():
     try:
         from lowlight_gpu.synth import rng
     except ImportError:
-        from lowlight_gpu import rng
+        from lowlight_gpu import rng  # before the one-source rewrite
     try:
         from lowlight_gpu.synth import native
 

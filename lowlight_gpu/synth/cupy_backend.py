@@ -25,18 +25,19 @@ import threading
 
 import numpy as np
 
-from .. import rng
+from . import rng
 from . import cupy_batch, cupy_compile, cupy_transfer
 from .cupy_batch import MAX_BATCH_JOBS, Request as _Request  # noqa: F401 - names tests and gpu_check use
-from .cupy_compile import (COMPILE_OPTIONS, CUPY_ADDED_OPTIONS, FAST_MATH, KERNEL_FILE,  # noqa: F401
+from .cupy_compile import (COMPILE_OPTIONS, CUPY_ADDED_OPTIONS, KERNEL_FILE,  # noqa: F401
                            SOURCE_DIR, kernel_source, source_files)
 from .cupy_transfer import device_views as _device_views
 from .cupy_transfer import fill as _fill
 from .cupy_transfer import layout as _layout
 from .cupy_transfer import padded as _padded
-from .numpy_backend import noise_step, noise_tables
+from . import native, records
 from .numpy_backend import render as numpy_render
-from .signal import clean_lut, step_constants32, step_signal, working_codes
+from .records import noise_step, noise_tables  # noqa: F401 - names tests use
+from .signal import clean_lut
 
 NAME = "cupy"
 
@@ -45,16 +46,14 @@ THREADS_PER_BLOCK = 256
 MAX_GRID = 1 << 20           # grid-stride loops cover anything larger
 MIN_SLICE_VALUES = 1 << 16   # smallest slice the out-of-memory fallback tries
 
-_MODELS = {"poisson-gaussian": 0, "brooks": 0, "poisson": 1, "gaussian": 2}  # LL_MODEL_* in noise.cuh
 
 # Images up to this many values (87K RGB pixels, e.g. 256 x 341) are batched across threads.  For
 # them the per-image CUDA calls and synchronisation cost as much as the work; larger images gain
 # nothing, and each thread rendering its own keeps their copies running in parallel.
 SMALL_IMAGE_VALUES = 1 << 18
 
-_NOISE_PARAM_FIELDS = [("key0", "<u4"), ("key1", "<u4"), ("step", "<u4"), ("model", "<i4"), ("darken", "<i4"),
-                       ("linear", "<i4"), ("inv_peak", "<f4"), ("sigma", "<f4"), ("alpha", "<f4"),
-                       ("beta", "<f4"), ("gamma", "<f4")]  # ll_noise_params, in noise_args order
+_NOISE_PARAM_FIELDS = [(name, native.NOISE_PARAMS_DTYPE.fields[name][0].str)
+                       for name in native.NOISE_PARAMS_DTYPE.names]  # ll_noise_params, in noise_args order
 # ll_job of batch.cuh, field for field (tests/test_cuda_sources.py checks the C layout against it).
 JOB_DTYPE = np.dtype([("codes", "<i8"), ("out", "<i8"), ("n", "<i8"), ("tables", "<i8", (6,)),
                       *_NOISE_PARAM_FIELDS, ("clean", "<i4")], align=True)
@@ -74,8 +73,8 @@ _available = None
 
 
 def effective_name(model):
-    """What the manifest records as this backend: 'cupy', or 'cupy-fast-math' outside the contract."""
-    return "cupy-fast-math" if FAST_MATH and model in _MODELS else NAME  # fast math reaches noise.cuh only
+    """What the manifest records as this backend: 'cupy'."""
+    return NAME
 
 
 # ---------------------------------------------------------------- availability and configuration
@@ -106,10 +105,8 @@ def _probe():
         batched = _render_batch([_Request(rgb, [_Job(params, t, n) for t, n in specs])])  # the batch kernel
     except Exception as exc:
         return False, f"CuPy could not run the kernels: {type(exc).__name__}: {exc}"
-    # Both images must equal the numpy reference's to the bit (with fast math a single value may be off by 1).
-    diff = np.abs(noisy.astype(np.int16) - numpy_render(rgb, params))
-    if (not np.array_equal(clean, clean_lut(params, None, "srgb")[rgb]) or diff.max() > int(FAST_MATH)
-            or np.count_nonzero(diff) > int(FAST_MATH)
+    # Both images must equal the CPU library's to the bit.
+    if (not np.array_equal(clean, clean_lut(params, None, "srgb")[rgb]) or not np.array_equal(noisy, numpy_render(rgb, params))
             or not all(np.array_equal(a, b) for a, b in zip(batched, (noisy, clean)))):
         return False, "CuPy kernels ran but returned wrong values"
     return True, ""
@@ -140,34 +137,12 @@ def _even(n):
 # ---------------------------------------------------------------- per-image parameters (CPU)
 
 def noise_args(params, t):
-    """The scalar kernel arguments of one noisy image, in ll_noise_kernel's order."""
-    noise = params["noise"]
-    model = noise["model"]
-    key0, key1 = rng.split_key(params["seed"])
-    if model == "gaussian":
-        inv_peak, sigma = 0.0, noise["sigma"]
-    else:
-        inv_peak, sigma = 1.0 / noise["peak"], noise.get("read_sigma", 0.0)
-    alpha, beta, gamma = step_constants32(params, t)
-    return (np.uint32(key0), np.uint32(key1), np.uint32(noise_step(params, t)),
-            np.int32(_MODELS[model]), np.int32(noise["order"] == "before"),
-            np.int32(noise["space"] == "linear"),
-            np.float32(inv_peak), np.float32(sigma), alpha, beta, gamma)
+    """The scalar kernel arguments of one noisy image, in ll_noise_kernel's order (records.noise_record's fields)."""
+    rec = records.noise_record(params, t)[0]
+    return tuple(rec[name] for name in rec.dtype.names)
 
 
-def noise_sections(params, t):
-    """The per-code arrays of one noisy image, in ll_noise_kernel's pointer order."""
-    noise = params["noise"]
-    space = noise["space"]
-    before = noise["order"] == "before"
-    signal = working_codes(space) if before else step_signal(working_codes(space), params, t)
-    tables = noise_tables(noise, signal)
-    if tables is None:  # gaussian: only the float32 signal is read
-        empty = (np.zeros(0, np.uint32), np.zeros(0, np.int32), np.zeros(0, np.int32),
-                 np.zeros(0, np.uint8), np.zeros(0, np.float64))
-        return (*empty, signal.astype(np.float32))
-    return (tables.thresholds, tables.guide, tables.kshift, tables.normal.view(np.uint8),
-            tables.lam.astype(np.float64), signal.astype(np.float32))
+noise_sections = records.noise_sections
 
 
 class _Job:
@@ -187,9 +162,9 @@ class _Job:
 
 # ---------------------------------------------------------------- kernel launches
 
-def _launch(job, views, d_codes, d_out, first, fast_math=None):
+def _launch(job, views, d_codes, d_out, first):
     """Run the job's kernel on one slice of codes whose first value has global index `first`."""
-    kernels = cupy_compile.kernels(fast_math)
+    kernels = cupy_compile.kernels()
     n = d_codes.size
     if job.clean:
         grid = max(1, min(LUT_MAX_GRID, -(-n // (16 * THREADS_PER_BLOCK))))

@@ -1,4 +1,4 @@
-"""Compiling the CuPy backend's CUDA kernels: the inlined source, the options, one build per device and variant.
+"""Compiling the CuPy backend's CUDA kernels: the inlined source, the options, one build per device.
 
 The kernels are compiled once per process (under a lock) by NVRTC the first time
 they are needed, which takes about a second; CuPy also caches the binary on disk
@@ -6,7 +6,6 @@ they are needed, which takes about a second; CuPy also caches the binary on disk
 milliseconds.
 """
 
-import os
 import re
 import threading
 from pathlib import Path
@@ -18,12 +17,9 @@ KERNEL_FILE = "kernels.cu"
 # output code (they quantize to 0 either way), so it is left as CuPy sets it.
 COMPILE_OPTIONS = ("--std=c++17", "--fmad=false")
 CUPY_ADDED_OPTIONS = ("-ftz=true",)
-# LOWLIGHT_GPU_FAST_MATH=1: float32 hardware log/sincos in Box-Muller (see noise.cuh); off by default:
-# it leaves the reproducibility contract, and rows made with it say so (cupy_backend.effective_name).
-FAST_MATH = os.environ.get("LOWLIGHT_GPU_FAST_MATH", "") == "1"
 
 _compile_lock = threading.Lock()
-_modules = {}                # (device id, fast math) -> Kernels
+_modules = {}                # device id -> Kernels
 
 
 def kernel_source():
@@ -53,30 +49,30 @@ def _inline(path, seen):
 def source_files():
     """Paths of the CUDA files the backend compiles (for tests and packaging checks)."""
     return [SOURCE_DIR / KERNEL_FILE, SOURCE_DIR / "batch.cuh", SOURCE_DIR / "noise.cuh", SOURCE_DIR / "philox.cuh",
-            SOURCE_DIR / "detmath.cuh", SOURCE_DIR / "physics.cuh"]  # physics.cuh: its own module (physics_gpu)
+            SOURCE_DIR / "detmath.cuh", SOURCE_DIR / "physics.cuh"]
 
 
 class Kernels:
-    """The compiled kernels of one device and variant."""
+    """The compiled kernels of one device: the Lv models' and the physics model's."""
 
     def __init__(self, module):
         self.noise = module.get_function("ll_noise_kernel")
         self.lut = module.get_function("ll_lut_kernel")
         self.batch = module.get_function("ll_batch_kernel")
+        self.mosaic = module.get_function("ll_phys_mosaic_kernel")
+        self.process = module.get_function("ll_phys_process_kernel")
 
 
-def kernels(fast_math=None):
-    """The Kernels of the current device, compiled once per process and variant."""
+def kernels():
+    """The Kernels of the current device, compiled once per process."""
     import cupy
 
-    fast = FAST_MATH if fast_math is None else fast_math
-    key = (cupy.cuda.runtime.getDevice(), fast)
+    key = cupy.cuda.runtime.getDevice()
     kernels = _modules.get(key)
     if kernels is None:
         with _compile_lock:
             kernels = _modules.get(key)
             if kernels is None:
-                options = COMPILE_OPTIONS + (("-DLL_FAST_MATH",) if fast else ())
-                kernels = Kernels(cupy.RawModule(code=kernel_source(), options=options))
+                kernels = Kernels(cupy.RawModule(code=kernel_source(), options=COMPILE_OPTIONS))
                 _modules[key] = kernels
     return kernels

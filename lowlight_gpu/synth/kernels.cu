@@ -5,6 +5,7 @@
 // a build of stale headers.  Compile with --fmad=false (see noise.cuh).
 #include "noise.cuh"
 #include "batch.cuh"
+#include "physics.cuh"  // ll_phys_mosaic_kernel and ll_phys_process_kernel (synth/physics_gpu.py drives them)
 
 // One fused pass per noisy output image: uint8 code -> Philox words -> Poisson
 // search / Box-Muller -> compose -> clip -> optional darkening and sRGB curve ->

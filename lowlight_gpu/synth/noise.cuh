@@ -55,14 +55,7 @@ struct ll_tables {
 };
 
 // float32 transcendentals: detmath in double, rounded once.
-// With LL_FAST_MATH (LOWLIGHT_GPU_FAST_MATH=1) the Box-Muller log and sincos use the float32
-// hardware approximations instead: faster, and OUTSIDE the reproducibility contract (a few values
-// per million move by 1 LSB, so such a dataset does not verify; its rows say backend "cupy-fast-math").
-#if defined(__CUDA_ARCH__) && defined(LL_FAST_MATH)
-LL_HD float ll_logf(float x) { return __logf(x); }
-#else
 LL_HD float ll_logf(float x) { return (float)ll_dm_log_core((double)x); }  // x = u1 is positive and normal
-#endif
 // signal.pow32: float32 x ** y (x >= 0, y > 0) as exp(y * log x) in double, rounded once.
 LL_HD float ll_powf(float x, float y) { return (float)ll_dm_exp((double)y * ll_dm_log((double)x)); }
 
@@ -75,13 +68,8 @@ LL_HD void ll_box_muller(unsigned int w_radius, unsigned int w_angle, float* n0,
     const float u1 = ((float)(w_radius >> 9) + 0.5f) * inv_2_23;  // 23 bits + 0.5 is exact: u1 in (0, 1)
     const float theta = (float)(w_angle >> 8) * inv_2_24 * two_pi;
     const float radius = sqrtf(-2.0f * ll_logf(u1));
-#if defined(__CUDA_ARCH__) && defined(LL_FAST_MATH)
-    float s, c;
-    __sincosf(theta, &s, &c);
-#else
     double s, c;
     ll_dm_sincos_core((double)theta, &s, &c);  // theta in [0, 2 pi)
-#endif
     *n0 = radius * (float)c;
     *n1 = radius * (float)s;
 }

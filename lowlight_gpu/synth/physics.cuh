@@ -24,7 +24,7 @@
 #define LL_PHYS_INV_2_32 2.3283064365386963e-10
 #define LL_PHYS_THRESHOLDS 255
 
-// noise.components as bits (physics_gpu.component_flags)
+// noise.components as bits (native.PHYS_FLAGS; tests/test_model.py checks the two agree)
 #define LL_PHYS_SHOT 1
 #define LL_PHYS_TUKEY 2
 #define LL_PHYS_GAUSS 4
@@ -32,7 +32,7 @@
 #define LL_PHYS_QUANT 16
 #define LL_PHYS_BIAS 32
 
-// One image's scalars (physics_gpu.PARAMS_DTYPE mirrors this layout; a host test compares them).
+// One image's scalars (native.PHYS_PARAMS_DTYPE mirrors this layout; tests/test_model.py compares them).
 struct ll_phys_params {
     unsigned int key0, key1;  // rng.split_key(seed)
     unsigned int step;        // the progressive step word (0: the final image)

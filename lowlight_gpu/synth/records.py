@@ -8,7 +8,7 @@ records, so their arithmetic starts from the same bits.
 
 import numpy as np
 
-from .. import rng
+from . import rng
 from . import native, physics
 from .signal import is_final_step, step_constants32, step_signal, working_codes
 
