@@ -1,37 +1,37 @@
-"""synth/detmath.py, the specification of every transcendental, against its twins and against math.*.
+"""detmath.cuh, the one source of every transcendental, through the model's CPU library.
 
-One shared table of inputs (``cases()``, edge cases plus values spread over each
-function's domain, made with integer and power-of-two operations only so the
-table itself is the same on every machine) is evaluated by:
-
-* the numpy functions of synth/detmath.py (the specification);
-* their numba twins in synth/cpu_kernel.py, compiled and as plain Python;
-* their C++ twins in synth/detmath.cuh, compiled for the CPU with g++ -ffp-contract=off
-  (tests/host_philox.cu; the same header is what NVRTC compiles with --fmad=false).
-
-All three must give the same bits.  Accuracy against Python's math module is
-checked separately, and a hash of the whole table's results pins the
-specification: changing it changes output bytes, so it must come with a
-dataset format version bump (tests/test_golden.py).
+One table of inputs (``cases()``, edge cases plus values spread over each function's
+domain, made with integer and power-of-two operations only so the table itself is the same on
+every machine) is evaluated by the library, which runs the very header the GPU compiles.  A
+hash of the whole table's results pins it: these are the bits every dataset of this format
+version holds (they equal those of the numpy specification and its numba twin that the header
+replaced), so a change must come with a dataset format version bump (tests/test_golden.py).
+Every instruction-set build of the library (baseline, AVX2, AVX-512) gives those bits, and the
+accuracy against Python's math module is measured.
 """
 
-import ctypes
 import hashlib
 import math
-import shutil
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lowlight_gpu.synth import cpu_kernel, detmath
+from lowlight_gpu.synth import detmath, native
 
 REPO = Path(__file__).resolve().parent.parent
-HARNESS = REPO / "tests" / "host_philox.cu"
-SYNTH = REPO / "lowlight_gpu" / "synth"
-GXX = shutil.which("g++")
-NAN, INF = float("nan"), float("inf")
+INF, NAN = math.inf, math.nan
+# The inputs' landmarks (detmath.cuh's LL_DM_* constants).
+MIN_NORMAL = 2.2250738585072014e-308
+SQRT2 = 1.4142135623730951
+LN2_HI = 6.93147180369123816490e-01
+EXP_MAX = 7.09782712893383973096e+02
+EXP_MIN = -7.45133219101941108420e+02
+SINCOS_MAX = 1048576.0
+ACKLAM_LOW = 0.02425
 
 # sha256 of every function's results on cases(), as float64 bytes in FUNCTIONS order.
 SPEC_SHA256 = "9f53d1c880d717f2bc7363ff926960ebc5351ae3df89858a6b9ecbb152d5ac86"
@@ -54,15 +54,15 @@ def cases():
     """{function name: (x, y)} of float64 inputs, y None except for pow."""
     g = np.random.default_rng(20261130)
     up = np.nextafter
-    specials = [0.0, -0.0, INF, -INF, NAN, 1.0, -1.0, 2.0, 0.5, 5e-324, detmath.MIN_NORMAL,
-                up(detmath.MIN_NORMAL, 0), 1.7976931348623157e308]
-    log_x = np.concatenate([specials, [detmath.SQRT2, up(detmath.SQRT2, 3), up(detmath.SQRT2, 0),
+    specials = [0.0, -0.0, INF, -INF, NAN, 1.0, -1.0, 2.0, 0.5, 5e-324, MIN_NORMAL,
+                up(MIN_NORMAL, 0), 1.7976931348623157e308]
+    log_x = np.concatenate([specials, [SQRT2, up(SQRT2, 3), up(SQRT2, 0),
                                        up(1.0, 2), up(1.0, 0), 1 / 255, 0.04045, 3.0],
                             _floats(g, 1, 2046, 1500), _floats(g, 0, 0, 100), _grid(g, 0.5, 2.0, 400),
                             1.0 + _grid(g, -1e-6, 1e-6, 100, 52)])
-    ln2h = 0.5 * detmath.LN2_HI
-    exp_x = np.concatenate([specials, [detmath.EXP_MAX, up(detmath.EXP_MAX, INF), detmath.EXP_MIN,
-                                       up(detmath.EXP_MIN, -INF), -708.5, -740.0, 709.0, ln2h, -ln2h,
+    ln2h = 0.5 * LN2_HI
+    exp_x = np.concatenate([specials, [EXP_MAX, up(EXP_MAX, INF), EXP_MIN,
+                                       up(EXP_MIN, -INF), -708.5, -740.0, 709.0, ln2h, -ln2h,
                                        up(ln2h, INF), -up(ln2h, INF), 0.25, -0.25, -0.2500001],
                             _grid(g, -750, 712, 1500), _grid(g, -1, 1, 300), _floats(g, 900, 1020, 200, True)])
     expm1_x = np.concatenate([exp_x, [-40.0, -40.5, -45.0, 13.5, 14.2, 38.0, 39.5, 40.0, -0.7, -1.2, -1.6],
@@ -74,9 +74,9 @@ def cases():
                              3.0, -3.0, 2.4, 1 / 2.4],
                             _grid(g, -4, 4, 1000), _grid(g, -30, 30, 400), _grid(g, -1.5, 1.5, 300)])
     sin_x = np.concatenate([specials, [math.pi, -math.pi, math.pi / 2, math.pi / 4, 2 * math.pi, 1e-300,
-                                       detmath.SINCOS_MAX, up(detmath.SINCOS_MAX, INF), 1e7],
+                                       SINCOS_MAX, up(SINCOS_MAX, INF), 1e7],
                             _grid(g, 0, 2 * math.pi, 1000), _grid(g, -100, 100, 500), _grid(g, -2 ** 20, 2 ** 20, 300)])
-    p_x = np.concatenate([[0.5, detmath.ACKLAM_LOW, up(detmath.ACKLAM_LOW, 0), 1 - detmath.ACKLAM_LOW,
+    p_x = np.concatenate([[0.5, ACKLAM_LOW, up(ACKLAM_LOW, 0), 1 - ACKLAM_LOW,
                            1e-300, 5e-324, 0.5 / 2 ** 32, 1 - 0.5 / 2 ** 32, 0.975, 0.025],
                           (g.integers(1, 1 << 53, 1500, dtype=np.int64) / 2.0 ** 53),
                           _floats(g, 1, 1020, 300)])
@@ -88,98 +88,35 @@ def cases():
 
 FUNCTIONS = list(cases())  # also the host harness's function numbers, in this order
 
-NUMPY = {
+FUNCTIONS_BY_NAME = {
     "log": detmath.log, "exp": detmath.exp, "expm1": detmath.expm1, "pow": detmath.pow,
     "sin": lambda x: detmath.sincos(x)[0], "cos": lambda x: detmath.sincos(x)[1], "ndtri": detmath.ndtri,
     "log_ext_hi": lambda x: detmath.log_ext(x)[0], "log_ext_lo": lambda x: detmath.log_ext(x)[1],
 }
 
 
-def _scalar_twins(py):
-    """The cpu_kernel twins (compiled, or their Python source when py) as scalar functions by name."""
-    f = {name: getattr(cpu_kernel, name) for name in
-         ("log_f64", "exp_f64", "expm1_f64", "pow_f64", "sincos_f64", "ndtri_f64", "log_ext_f64")}
-    if py:
-        f = {k: getattr(v, "py_func", v) for k, v in f.items()}
-    return {"log": f["log_f64"], "exp": f["exp_f64"], "expm1": f["expm1_f64"], "pow": f["pow_f64"],
-            "sin": lambda x: f["sincos_f64"](x)[0], "cos": lambda x: f["sincos_f64"](x)[1],
-            "ndtri": f["ndtri_f64"], "log_ext_hi": lambda x: f["log_ext_f64"](x)[0],
-            "log_ext_lo": lambda x: f["log_ext_f64"](x)[1]}
-
-
 def evaluate_numpy(name, x, y):
-    """The specification's results on one table column."""
-    return np.asarray(NUMPY[name](x) if y is None else NUMPY[name](x, y), np.float64)
-
-
-def evaluate_scalar(fns, name, x, y):
-    """A scalar twin's results, one call per input."""
-    f = fns[name]
-    if y is None:
-        return np.array([float(f(np.float64(v))) for v in x])
-    return np.array([float(f(np.float64(a), np.float64(b))) for a, b in zip(x, y)])
+    """The library's results on one table column."""
+    return np.asarray(FUNCTIONS_BY_NAME[name](x) if y is None else FUNCTIONS_BY_NAME[name](x, y), np.float64)
 
 
 def assert_same_bits(got, want, x, name):
     """Equal float64 bit patterns, or a message naming the first input that differs."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    bad = np.flatnonzero(got.view(np.uint64) != want.view(np.uint64))
-    assert bad.size == 0, (f"{name}: {bad.size} of {got.size} differ; first at x={x[bad[0]]!r}: "
-                           f"{got[bad[0]]!r} != {want[bad[0]]!r}")
+    bad = np.flatnonzero(got.view(np.int64) != want.view(np.int64))
+    assert bad.size == 0, f"{name}({x[bad[0]]!r}): {got[bad[0]]!r} != {want[bad[0]]!r} ({bad.size} inputs differ)"
 
 
 TABLE = cases()
 
 
-@pytest.mark.parametrize("name", FUNCTIONS)
-def test_numba_twins_match_the_specification(name):
-    if not cpu_kernel.AVAILABLE:
-        pytest.skip("numba is not available")
-    x, y = TABLE[name]
-    assert_same_bits(evaluate_scalar(_scalar_twins(False), name, x, y), evaluate_numpy(name, x, y), x, name)
-
-
-@pytest.mark.parametrize("name", FUNCTIONS)
-def test_python_twins_match_the_specification(name):
-    x, y = TABLE[name]
-    x, y = x[::7], (None if y is None else y[::7])  # plain Python is slow; every 7th input
-    assert_same_bits(evaluate_scalar(_scalar_twins(True), name, x, y), evaluate_numpy(name, x, y), x, name)
-
-
-@pytest.fixture(scope="module")
-def host_cpp(tmp_path_factory):
-    """tests/host_philox.cu (which includes synth/detmath.cuh) built by g++ as C++ without contraction."""
-    if GXX is None:
-        pytest.skip("g++ is not on PATH")
-    out = tmp_path_factory.mktemp("detmath") / "libdetmath.so"
-    subprocess.run([GXX, "-x", "c++", "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
-                    "-I", str(SYNTH), str(HARNESS), "-o", str(out)], check=True, capture_output=True)
-    return ctypes.CDLL(str(out))
-
-
-def evaluate_host(lib, name, x, y):
-    """The C++ twin's results on one table column."""
-    x = np.ascontiguousarray(x, np.float64)
-    y = np.ascontiguousarray(np.zeros_like(x) if y is None else y, np.float64)
-    out = np.empty_like(x)
-    ptr = ctypes.c_void_p
-    lib.ll_host_detmath(ctypes.c_int(FUNCTIONS.index(name)), ptr(x.ctypes.data), ptr(y.ctypes.data),
-                        ptr(out.ctypes.data), ctypes.c_longlong(x.size))
-    return out
-
-
-@pytest.mark.parametrize("name", FUNCTIONS)
-def test_cuda_twins_compiled_for_the_host_match_the_specification(host_cpp, name):
-    x, y = TABLE[name]
-    assert_same_bits(evaluate_host(host_cpp, name, x, y), evaluate_numpy(name, x, y), x, name)
-
-
-def test_cuda_header_constants_are_the_specifications():
-    text = (SYNTH / "detmath.cuh").read_text()
-    defines = dict(line.split()[1:3] for line in text.splitlines() if line.startswith("#define LL_DM_"))
-    assert len(defines) >= 10
-    for macro, value in defines.items():
-        assert float(value) == getattr(detmath, macro[len("LL_DM_"):]), macro
+def table_digest():
+    """sha256 of every function's results on the table, as float64 bytes in FUNCTIONS order."""
+    digest = hashlib.sha256()
+    for name in FUNCTIONS:
+        x, y = TABLE[name]
+        digest.update(evaluate_numpy(name, x, y).tobytes())
+    return digest.hexdigest()
 
 
 def ulps(got, want):
@@ -255,8 +192,16 @@ def test_vectorised_and_scalar_calls_agree():
 
 
 def test_specification_is_pinned():
-    digest = hashlib.sha256()
-    for name in FUNCTIONS:
-        x, y = TABLE[name]
-        digest.update(evaluate_numpy(name, x, y).tobytes())
-    assert digest.hexdigest() == SPEC_SHA256
+    assert table_digest() == SPEC_SHA256
+
+
+@pytest.mark.parametrize("level", [0, 3])
+def test_every_instruction_set_build_gives_the_pinned_bits(level):
+    """LOWLIGHT_CPU_LEVEL caps the build the library loads: the baseline and AVX2 builds compute the same bits."""
+    code = ("import sys; sys.path.insert(0, 'tests'); import test_detmath as t; from lowlight_gpu.synth import native; "
+            "print(native.level(), t.table_digest())")
+    env = {**os.environ, "LOWLIGHT_CPU_LEVEL": str(level)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got_level, digest = proc.stdout.split()
+    assert int(got_level) <= level and digest == SPEC_SHA256

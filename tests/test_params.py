@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lowlight_gpu import params as P
-from lowlight_gpu import rng
+from lowlight_gpu.synth import rng
 from lowlight_gpu.config import config_from_dict
 
 
