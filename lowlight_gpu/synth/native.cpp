@@ -124,6 +124,20 @@ LL_API void ll_log_ext_array(const double* x, double* hi, double* lo, long long 
     for (long long i = 0; i < n; ++i) hi[i] = ll_dm_log_ext(x[i], lo + i);
 }
 
+// noise.cuh's Box-Muller and Poisson search on arrays: for tests and statistics.
+LL_API void ll_box_muller_array(const unsigned int* w_radius, const unsigned int* w_angle, float* n0, float* n1,
+                                long long n)
+{
+    for (long long i = 0; i < n; ++i) ll_box_muller(w_radius[i], w_angle[i], n0 + i, n1 + i);
+}
+
+LL_API void ll_poisson_array(const ll_tables* tables, const unsigned char* codes, const unsigned int* words,
+                             long long* out, long long n)
+{
+    const ll_tables tb = *tables;
+    for (long long i = 0; i < n; ++i) out[i] = ll_poisson(tb, codes[i], words[i]);
+}
+
 // The physics samplers on arrays (ll_phys_poisson, ll_phys_tukey): for tests and statistics.
 LL_API void ll_phys_poisson_array(const double* lam, const double* u, double* out, long long n)
 {

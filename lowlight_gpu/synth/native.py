@@ -64,6 +64,8 @@ _SIGNATURES = {
     "ll_log_ext_array": (None, (_P, _P, _P, _I64)),
     "ll_log_factorials": (None, (_P, _I64)),
     "ll_phys_poisson_array": (None, (_P, _P, _P, _I64)),
+    "ll_box_muller_array": (None, (_P, _P, _P, _P, _I64)),
+    "ll_poisson_array": (None, (_P, _P, _P, _P, _I64)),
     "ll_phys_tukey_array": (None, (_P, ctypes.c_double, _P, _I64)),
     "ll_build_tables": (_I64, (_P, _P, _P, _P, _P, _P, _P, _P)),
     "ll_render_noisy": (None, (_P, _P, _I64, _P, _P)),
@@ -195,6 +197,25 @@ def _pair(name):
 
 sincos = _pair("ll_sincos_array")
 log_ext = _pair("ll_log_ext_array")
+
+
+def box_muller(w_radius, w_angle):
+    """noise.cuh's Box-Muller: two float32 N(0, 1) arrays from two arrays of 32-bit words."""
+    a, b = _in(w_radius, np.uint32).reshape(-1), _in(w_angle, np.uint32).reshape(-1)
+    n0, n1 = np.empty(a.size, np.float32), np.empty(a.size, np.float32)
+    lib().ll_box_muller_array(_ptr(a), _ptr(b), _ptr(n0), _ptr(n1), a.size)
+    return n0, n1
+
+
+def poisson_sample(thresholds, guide, kshift, normal, lam, codes, words):
+    """noise.cuh's Poisson counts (int64) of codes (uint8) from one uint32 word each, through the image's tables."""
+    arrays = (_in(thresholds, np.uint32), _in(guide, np.int32), _in(kshift, np.int32), _in(normal, np.uint8),
+              _in(lam, np.float64))
+    tables = _Tables(*(_ptr(a) for a in arrays), None)
+    codes, words = _in(codes, np.uint8).reshape(-1), _in(words, np.uint32).reshape(-1)
+    out = np.empty(codes.size, np.int64)
+    lib().ll_poisson_array(ctypes.addressof(tables), _ptr(codes), _ptr(words), _ptr(out), codes.size)
+    return out
 
 
 def phys_poisson(lam, u):

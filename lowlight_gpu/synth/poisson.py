@@ -61,3 +61,9 @@ def build_tables(lam):
     logfact = native.log_factorials(int(hi.max(initial=0)) + 1)  # log(k!) summed in one fixed order
     thresholds, guide, kshift = native.build_tables(lam, log_lam, lo, hi, logfact)
     return PoissonTables(lam, thresholds, guide, kshift, normal)
+
+
+def sample(tables, codes, words):
+    """Poisson counts (int64) for codes (uint8) from one uint32 word each: noise.cuh's search, through the library."""
+    thresholds = tables.thresholds if tables.thresholds.size else np.zeros(1, np.uint32)
+    return native.poisson_sample(thresholds, tables.guide, tables.kshift, tables.normal, tables.lam, codes, words)
