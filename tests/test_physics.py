@@ -13,7 +13,7 @@ from conftest import read_jsonl, read_png
 from lowlight_gpu import cli
 from lowlight_gpu.config import ConfigError, config_from_dict
 from lowlight_gpu.params import sample_params
-from lowlight_gpu.synth import cameras, numpy_backend, physics
+from lowlight_gpu.synth import cameras, native, numpy_backend, physics, records
 from lowlight_gpu.synth.signal import clean_lut
 
 NOISE = {"K": 4.0, "read_scale": 3.0, "read_lambda": 0.14, "row_sigma": 2.0, "bias": [1.0, -2.0, 3.0, 0.5],
@@ -26,7 +26,12 @@ def flat_noise(components, level, seed=11):
     """Noisy DN minus clean DN of a flat ROWS x COLS mosaic at `level`, with NOISE's values."""
     noise = dict(NOISE, components=components)
     x = np.full((ROWS, COLS), level)
-    return physics.sensor_rows(x, np.arange(ROWS), seed, 0, noise) - x, noise
+    return native.sensor_noise(records.sensor_record(noise, seed, 0, x.shape), x) - x, noise
+
+
+def uniform(w):
+    """Words to the model's uniforms (w + 0.5) / 2**32 in (0, 1), exact in float64."""
+    return (np.asarray(w, dtype=np.float64) + 0.5) / 2.0 ** 32
 
 
 def read_variance(noise):
@@ -64,24 +69,24 @@ def test_photon_transfer_fit_recovers_gain_read_and_row(components):
 def test_tukey_lambda_variance_matches_closed_form(lam):
     n = 1 << 18
     u = (np.arange(n) + 0.5) / n  # midpoint rule over (0, 1): E[Q(U)^2]
-    q = physics.tukey_lambda(u, lam)
+    q = native.phys_tukey(u, lam)
     assert abs(q.mean()) < 1e-9
     assert np.mean(q * q) == pytest.approx(physics.tukey_variance(lam), rel=2e-3)
 
 
 def test_tukey_lambda_is_scipys_quantile():
     stats = pytest.importorskip("scipy.stats")
-    u = physics.uniform(np.array([1, 2 ** 20, 2 ** 31, 2 ** 32 - 5], dtype=np.uint64))
+    u = uniform(np.array([1, 2 ** 20, 2 ** 31, 2 ** 32 - 5], dtype=np.uint64))
     for lam in (-0.26, 0.0, 0.102):
-        np.testing.assert_allclose(physics.tukey_lambda(u, lam), stats.tukeylambda.ppf(u, lam), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(native.phys_tukey(u, lam), stats.tukeylambda.ppf(u, lam), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("lam", [0.2, 7.5, 29.99, 30.0, 123.4, 4321.0])
 def test_poisson_inversion_is_exact(lam):
     stats = pytest.importorskip("scipy.stats")
     w = np.random.default_rng(3).integers(0, 2 ** 32, 20000, dtype=np.uint64)
-    u = physics.uniform(w)
-    k = physics.poisson_counts(np.full(u.shape, lam), u)
+    u = uniform(w)
+    k = native.phys_poisson(np.full(u.shape, lam), u)
     np.testing.assert_array_equal(k, stats.poisson.ppf(u, lam))
 
 
@@ -131,17 +136,24 @@ def test_same_seed_same_bytes_and_json_replay():
     replayed = json.loads(json.dumps(params))
     assert np.array_equal(a, numpy_backend.render(img, replayed))
     assert not np.array_equal(a, numpy_backend.render(img, physics_params(5, camera="CanonEOS5D4")))
-    c1, l1 = physics.render_raw(img, params)
-    c2, l2 = physics.render_raw(img, replayed)
+    c1, l1 = numpy_backend.render_raw(img, params)
+    c2, l2 = numpy_backend.render_raw(img, replayed)
     assert np.array_equal(c1, c2) and np.array_equal(l1, l2)
 
 
-def test_band_size_does_not_change_the_image(monkeypatch):
+def test_the_row_driver_equals_the_gpu_kernels_site_by_site():
+    """The CPU library renders row by row with many sites' Poisson chains side by side; every site must take the
+    very steps of ll_phys_site, so the sensor values equal ll_phys_sensor applied site by site."""
     img = smooth_image(23, 37)
-    params = physics_params(4)
-    whole = numpy_backend.render(img, params)
-    monkeypatch.setattr(physics, "CHUNK_SITES", 37 * 2)  # two rows per band
-    assert np.array_equal(whole, numpy_backend.render(img, params))
+    for components in ("ptrqc", "pgrqc", "p"):
+        params = physics_params(4, camera="SonyA7S2", components=components, gain=[0.5, 40.0])
+        clean, low = numpy_backend.render_raw(img, params)
+        rec = records.physics_record(params, None, clean.shape)
+        noise = params["noise"]
+        x = clean.astype(np.float64) - noise["black_level"]  # whole DN: the clean DN differs in its fraction
+        sites = native.sensor_noise(rec, x)
+        assert np.abs(np.floor(sites + noise["black_level"] + 0.5) - low).max() <= 2 * noise["K"] + 8 or \
+            components == "p"
 
 
 def test_params_record_the_drawn_noise_and_isp():
@@ -176,8 +188,8 @@ def test_progressive_steps_get_noise_of_their_own_exposure():
     assert np.array_equal(final, numpy_backend.render(img, params, None))
     step1 = numpy_backend.render(img, params, 1)
     assert step1.mean() > final.mean()  # brighter exposure
-    c1, l1 = physics.render_raw(img, params, 1)
-    c3, l3 = physics.render_raw(img, params, 3)
+    c1, l1 = numpy_backend.render_raw(img, params, 1)
+    c3, l3 = numpy_backend.render_raw(img, params, 3)
     assert c1.mean() > c3.mean()
     # Step 1's noise is its own draw, not step 3's noise on another signal.
     assert not np.array_equal(l1.astype(int) - c1, l3.astype(int) - c3)
@@ -187,20 +199,18 @@ def test_progressive_steps_get_noise_of_their_own_exposure():
 def test_raw_mosaics_are_even_cropped_uint16(shape):
     img = smooth_image(*shape)
     params = physics_params(1, camera="IMX686")
-    clean, low = physics.render_raw(img, params)
+    clean, low = numpy_backend.render_raw(img, params)
     even = (shape[0] // 2 * 2, shape[1] // 2 * 2)
     assert clean.dtype == low.dtype == np.uint16 and clean.shape == low.shape == even
     noise = params["noise"]
     assert clean.size == 0 or (clean.min() >= noise["black_level"] and low.max() <= noise["white_level"])
     assert numpy_backend.render(img, params).shape == shape + (3,)  # the sRGB image keeps every pixel
-    planes = physics.pack_rggb(clean)
-    assert planes.shape == (4, even[0] // 2, even[1] // 2)
 
 
 def test_photon_transfer_report_hook_follows_the_declared_line():
     ramp = np.repeat(np.linspace(30, 200, 96).astype(np.uint8)[None, :, None], 64, axis=0).repeat(3, axis=2)
     params = physics_params(6, camera="virtual", components="ptrq", gain=[3.0, 3.0])
-    clean, low = physics.render_raw(ramp, params)
+    clean, low = numpy_backend.render_raw(ramp, params)
     pt = physics.photon_transfer(clean, low, params["noise"], bins=6)
     assert set(pt) == {"mean", "variance", "count", "declared"} and len(pt["mean"]) >= 4
     good = pt["count"] > 300

@@ -15,6 +15,7 @@
 // It must be compiled WITHOUT multiply-add contraction (-ffp-contract=off) and without -ffast-math:
 // the bytes then do not depend on the compiler, the instruction set or the machine (ARCHITECTURE.md,
 // "Reproducibility").  On x86-64 it is built for three instruction-set levels (ll_cpu_level).
+#include "batch.cuh"
 #include "noise.cuh"
 #include "physics.cuh"
 
@@ -147,6 +148,15 @@ LL_API void ll_phys_poisson_array(const double* lam, const double* u, double* ou
 LL_API void ll_phys_tukey_array(const double* u, double lam, double* out, long long n)
 {
     for (long long i = 0; i < n; ++i) out[i] = ll_phys_tukey(u[i], lam);
+}
+
+// ll_phys_sensor over a whole H x W mosaic of clean DN values x (row r of the record's sensor): for tests,
+// statistics and calibration checks.
+LL_API void ll_phys_sensor_mosaic(const ll_phys_params* params, const double* x, double* out)
+{
+    const ll_phys_params p = *params;
+    for (long long r = 0; r < p.height; ++r)
+        for (long long c = 0; c < p.width; ++c) out[r * p.width + c] = ll_phys_sensor(p, x[r * p.width + c], r, c);
 }
 
 // ---------------------------------------------------------------- Poisson tables
@@ -522,4 +532,83 @@ LL_API int ll_phys_raw(const ll_phys_params* params, const double* lut, const un
     }
     free(r.block);
     return 0;
+}
+
+// ---------------------------------------------------------------- the GPU kernels' bodies, run serially
+//
+// What one CUDA thread computes, looped over every index as the grid-stride loops of kernels.cu and
+// physics.cuh do.  Tests compare the CPU drivers above with these, so every CPU run also checks the
+// arithmetic each GPU thread performs.
+
+// ll_noise_kernel's body over values [first, first + n) of an image (first even).
+LL_API void ll_noise_kernel_serial(const unsigned char* codes, unsigned char* out, long long n, long long first,
+                                   const ll_noise_params* params, const ll_tables* tables)
+{
+    for (long long j = 0; j < (n + 1) / 2; ++j) ll_noise_pair(*params, *tables, codes, out, n, first, j);
+}
+
+// ll_batch_kernel's body over every value pair of every job.
+LL_API void ll_batch_kernel_serial(const unsigned char* blob, unsigned char* out, const ll_job* jobs, int njobs)
+{
+    for (int k = 0; k < njobs; ++k)
+        for (long long j = 0; j < (jobs[k].n + 1) / 2; ++j) ll_batch_pair(blob, out, jobs[k], j);
+}
+
+// ll_phys_mosaic_kernel's body over every site (m, raw_clean and raw_low may each be null).
+LL_API void ll_phys_mosaic_serial(const ll_phys_params* params, const double* lut, const unsigned char* rgb, double* m,
+                                  unsigned short* raw_clean, unsigned short* raw_low)
+{
+    for (long long i = 0; i < params->height * params->width; ++i)
+        ll_phys_site(*params, lut, rgb, m, raw_clean, raw_low, i);
+}
+
+// ll_phys_process_kernel's body over every pixel.
+LL_API void ll_phys_process_serial(const ll_phys_params* params, const double* thresholds, const double* m,
+                                   unsigned char* out)
+{
+    for (long long i = 0; i < params->height * params->width; ++i) ll_phys_pixel(*params, thresholds, m, out, i);
+}
+
+// sizeof and field offsets of the records both drivers share (native.py's dtypes are checked against them):
+// which 0 = ll_noise_params, 1 = ll_phys_params, 2 = ll_job.  Returns the number of fields written after out[0].
+LL_API int ll_record_layout(int which, long long* out)
+{
+    if (which == 0) {
+        ll_noise_params p;
+        const char* b = (const char*)&p;
+        const void* f[] = {&p.key0, &p.key1, &p.step, &p.model, &p.darken, &p.linear, &p.inv_peak, &p.sigma,
+                           &p.alpha, &p.beta, &p.gamma};
+        out[0] = (long long)sizeof p;
+        for (int i = 0; i < 11; ++i) out[i + 1] = (long long)((const char*)f[i] - b);
+        return 11;
+    }
+    if (which == 1) {
+        ll_phys_params p;
+        const char* b = (const char*)&p;
+        const void* f[] = {&p.key0, &p.key1, &p.step, &p.flags, &p.height, &p.width, &p.raw_width, &p.raw_height,
+                           &p.K, &p.read_scale, &p.read_lambda, &p.row_sigma, &p.black, &p.white, &p.scale, &p.bias,
+                           &p.rgb2cam, &p.cam2rgb, &p.gains};
+        out[0] = (long long)sizeof p;
+        for (int i = 0; i < 19; ++i) out[i + 1] = (long long)((const char*)f[i] - b);
+        return 19;
+    }
+    ll_job j;
+    const char* b = (const char*)&j;
+    const void* f[] = {&j.codes, &j.out, &j.n, &j.tables, &j.p.key0, &j.p.key1, &j.p.step, &j.p.model, &j.p.darken,
+                       &j.p.linear, &j.p.inv_peak, &j.p.sigma, &j.p.alpha, &j.p.beta, &j.p.gamma, &j.clean};
+    out[0] = (long long)sizeof j;
+    for (int i = 0; i < 16; ++i) out[i + 1] = (long long)((const char*)f[i] - b);
+    return 16;
+}
+
+// The model's codes and flags (native.py's MODEL_CODES and PHYS_FLAGS are checked against them):
+// LL_MODEL_POISSON_READ, LL_MODEL_POISSON, LL_MODEL_GAUSSIAN, then the six LL_PHYS_* flags, then the streams.
+LL_API int ll_constants(long long* out)
+{
+    const long long v[] = {LL_MODEL_POISSON_READ, LL_MODEL_POISSON, LL_MODEL_GAUSSIAN, LL_PHYS_SHOT, LL_PHYS_TUKEY,
+                           LL_PHYS_GAUSS, LL_PHYS_ROW, LL_PHYS_QUANT, LL_PHYS_BIAS, LL_STREAM_PARAMS, LL_STREAM_NOISE,
+                           LL_PHYS_STREAM_SITES, LL_PHYS_STREAM_ROWS};
+    const int n = (int)(sizeof v / sizeof v[0]);
+    for (int i = 0; i < n; ++i) out[i] = v[i];
+    return n;
 }

@@ -28,6 +28,8 @@ GUIDE_BUCKETS = 256
 
 # physics.cuh's component flags (ll_phys_params.flags), by noise.components letter.
 PHYS_FLAGS = {"p": 1, "t": 2, "g": 4, "r": 8, "q": 16, "c": 32}
+# Counter word 3 of each purpose's draws (philox.cuh, physics.cuh).
+STREAMS = {"params": 0, "noise": 1, "physics sites": 80, "physics rows": 81}
 
 # ll_noise_params of noise.cuh, field for field (tests check the C layout against it).
 NOISE_PARAMS_DTYPE = np.dtype([("key0", "<u4"), ("key1", "<u4"), ("step", "<u4"), ("model", "<i4"),
@@ -71,6 +73,13 @@ _SIGNATURES = {
     "ll_render_noisy": (None, (_P, _P, _I64, _P, _P)),
     "ll_phys_render": (ctypes.c_int, (_P, _P, _P, _P, _P, _P)),
     "ll_phys_raw": (ctypes.c_int, (_P, _P, _P, _P, _P)),
+    "ll_phys_sensor_mosaic": (None, (_P, _P, _P)),
+    "ll_noise_kernel_serial": (None, (_P, _P, _I64, _I64, _P, _P)),
+    "ll_batch_kernel_serial": (None, (_P, _P, _P, ctypes.c_int)),
+    "ll_phys_mosaic_serial": (None, (_P, _P, _P, _P, _P, _P)),
+    "ll_phys_process_serial": (None, (_P, _P, _P, _P)),
+    "ll_record_layout": (ctypes.c_int, (ctypes.c_int, _P)),
+    "ll_constants": (ctypes.c_int, (_P,)),
 }
 
 _lock = threading.Lock()
@@ -299,3 +308,68 @@ def render_physics_raw(record, lut, rgb):
     if rh and rw and lib().ll_phys_raw(_ptr(record), _ptr(_in(lut, np.float64)), _ptr(rgb), _ptr(clean), _ptr(low)):
         raise MemoryError(f"no memory for the physics rows of a {rw}-pixel-wide mosaic")
     return clean, low
+
+
+def sensor_noise(record, x):
+    """Sensor DN of a clean (H, W) DN mosaic x under one ll_phys_params record (its height and width are x's)."""
+    x = _in(x, np.float64)
+    record = _in(record, PHYS_PARAMS_DTYPE)
+    assert x.shape == (int(record["height"][0]), int(record["width"][0])), "the record's size is the mosaic's"
+    out = np.empty_like(x)
+    if x.size:
+        lib().ll_phys_sensor_mosaic(_ptr(record), _ptr(x), _ptr(out))
+    return out
+
+
+# ---------------------------------------------------------------- the GPU kernels' bodies, serially (tests)
+
+def noise_kernel_serial(codes, record, thresholds, guide, kshift, normal, lam, signal32, first=0):
+    """ll_noise_kernel's body over the flat codes, as values [first, first + n) of an image: one GPU thread's work."""
+    codes = _in(codes, np.uint8).reshape(-1)
+    record = _in(record, NOISE_PARAMS_DTYPE)
+    arrays = (_in(thresholds, np.uint32), _in(guide, np.int32), _in(kshift, np.int32), _in(normal, np.uint8),
+              _in(lam, np.float64), _in(signal32, np.float32))
+    tables = _Tables(*(_ptr(a) for a in arrays))
+    out = np.empty_like(codes)
+    lib().ll_noise_kernel_serial(_ptr(codes), _ptr(out), codes.size, int(first), _ptr(record), ctypes.addressof(tables))
+    return out
+
+
+def batch_kernel_serial(blob, out_size, jobs):
+    """ll_batch_kernel's body over every job of a structured job table (cupy_backend.JOB_DTYPE)."""
+    blob = _in(blob, np.uint8)
+    jobs = np.ascontiguousarray(jobs)
+    out = np.zeros(int(out_size), np.uint8)
+    lib().ll_batch_kernel_serial(_ptr(blob), _ptr(out), _ptr(jobs), len(jobs))
+    return out
+
+
+def physics_kernels_serial(record, lut, thresholds, rgb, image=True, raw=False):
+    """(image, raw_clean, raw_low) by the two physics kernels' bodies site by site and pixel by pixel."""
+    rgb = _in(rgb, np.uint8)
+    record = _in(record, PHYS_PARAMS_DTYPE)
+    h, w = rgb.shape[:2]
+    m = np.empty(h * w, np.float64) if image else None
+    rh, rw = int(record["raw_height"][0]), int(record["raw_width"][0])
+    clean = np.empty((rh, rw), np.uint16) if raw else None
+    low = np.empty((rh, rw), np.uint16) if raw else None
+    lib().ll_phys_mosaic_serial(_ptr(record), _ptr(_in(lut, np.float64)), _ptr(rgb), _ptr(m), _ptr(clean), _ptr(low))
+    out = None
+    if image:
+        out = np.empty((h, w, 3), np.uint8)
+        lib().ll_phys_process_serial(_ptr(record), _ptr(_in(thresholds, np.float64)), _ptr(m), _ptr(out))
+    return out, clean, low
+
+
+def record_layout(which):
+    """(size, field offsets) of a C record: 'noise' (ll_noise_params), 'physics' (ll_phys_params) or 'job' (ll_job)."""
+    out = np.zeros(32, np.int64)
+    n = lib().ll_record_layout({"noise": 0, "physics": 1, "job": 2}[which], _ptr(out))
+    return int(out[0]), [int(v) for v in out[1:n + 1]]
+
+
+def constants():
+    """The C side's model codes, component flags and streams, in native.cpp's ll_constants order."""
+    out = np.zeros(32, np.int64)
+    n = lib().ll_constants(_ptr(out))
+    return [int(v) for v in out[:n]]

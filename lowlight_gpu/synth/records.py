@@ -71,23 +71,29 @@ def component_flags(components):
     return sum(native.PHYS_FLAGS[c] for c in components)
 
 
-def physics_record(params, t, shape):
-    """The ll_phys_params record of one physics image of `shape` (H, W, ...) at step t."""
-    noise = params["noise"]
+def sensor_record(noise, seed, step, shape):
+    """The sensor fields of an ll_phys_params record (key, step, components, size, noise levels, black and white)."""
     h, w = shape[:2]
-    key0, key1 = rng.split_key(params["seed"])
+    key0, key1 = rng.split_key(seed)
     rec = np.zeros(1, native.PHYS_PARAMS_DTYPE)
-    rec["key0"], rec["key1"], rec["step"] = key0, key1, noise_step(params, t)
+    rec["key0"], rec["key1"], rec["step"] = key0, key1, step
     rec["flags"] = component_flags(noise["components"])
     rec["height"], rec["width"] = h, w
     rec["raw_height"], rec["raw_width"] = (h // 2) * 2, (w // 2) * 2
     rec["K"] = noise["K"]
     rec["read_scale"] = noise["read_scale"]
-    rec["read_lambda"] = noise["read_lambda"] or 0.0
+    rec["read_lambda"] = noise.get("read_lambda") or 0.0
     rec["row_sigma"] = noise["row_sigma"]
     rec["black"], rec["white"] = float(noise["black_level"]), float(noise["white_level"])
     rec["scale"] = physics.full_scale(noise)
     rec["bias"] = noise["bias"]
+    return rec
+
+
+def physics_record(params, t, shape):
+    """The ll_phys_params record of one physics image of `shape` (H, W, ...) at step t."""
+    noise = params["noise"]
+    rec = sensor_record(noise, params["seed"], noise_step(params, t), shape)
     rec["rgb2cam"] = np.ravel(noise["ccm"])
     rec["cam2rgb"] = np.ravel(physics.invert3(noise["ccm"]))
     rec["gains"] = physics.channel_gains(noise)
