@@ -452,7 +452,7 @@ class OutputLock:
                 holders = [_holder(p) for p in glob.glob(os.path.join(self.parts, f"shard-*-of-{other:05d}.lock"))
                            if _is_locked(p)]
                 raise LockHeld(f"output '{os.path.dirname(self.parts)}' is in use by a run of {other} shard(s)"
-                               f" ({', '.join(holders) or 'holder unknown'}); wait for it, or use another output")
+                               f" ({', '.join(holders) or 'holder unknown'})")
         return self
 
     def acquire_merge(self):

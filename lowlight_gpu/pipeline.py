@@ -353,19 +353,59 @@ def execute(items, ctx, workers, engine, executor="threads"):
     return worker_pool.in_threads(calls, workers)
 
 
-def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
-    """Generate the pairs of one shard into config.output; merge at once when there is a single shard."""
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks before a run resolved: the config with absolute paths, the codecs and the backend."""
+
+    config: object
+    encoder: encode.Encoder
+    codecs: dict
+    backend: str
+
+
+def preflight(config, backend=None, quiet=False):
+    """Every check a run makes before it writes anything (a dry run makes the same); returns a Preflight.
+
+    ConfigError (exit 2): a codec, container package or Dask missing, an output made with another config,
+    an input without a single image.  BackendUnavailable (exit 2): backend cupy without a working GPU.
+    """
     config = absolute_paths(config)
-    encoder, codecs = resolve_codecs(config)
+    encoder, codecs = resolve_codecs(config)  # save.encoder, decode.device
     check_output(config, codecs)
     # An explicit numpy needs no probe, and worker processes import the backend themselves.
-    backend = backend or ("numpy" if config.backend == "numpy" else synth.select(config.backend).NAME)
+    backend = backend or ("numpy" if config.backend == "numpy" else synth.select(config.backend, quiet=quiet).NAME)
+    containers.check_available(config.save.container)
+    if config.distributed.engine == "dask":
+        from .distributed import _import_distributed
+
+        _import_distributed()
+    check_input_has_images(config)
+    return Preflight(config, encoder, codecs, backend)
+
+
+def check_input_has_images(config):
+    """ConfigError when the whole input holds no image at all: an empty, emptied or unmounted folder.
+
+    Checked before anything is written, so an earlier dataset in the output stays exactly as it is.  The
+    scan stops at the first image; a shard without sources of its own in a non-empty input is fine.
+    """
+    stats = ScanStats()
+    if next(iter(plan_sources(config, (0, 1), None, stats)), None) is not None:
+        return
+    skipped = f" (skipped: {stats.describe()})" if stats.describe() else ""
+    note = f"; {stats.heif_note()}" if stats.heif_note() else ""
+    raise ConfigError(f"input: no images in '{config.input}'{skipped}{note}; set input to a folder of images")
+
+
+def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
+    """Generate the pairs of one shard into config.output; merge at once when there is a single shard."""
+    checked = preflight(config, backend)
+    config, encoder, codecs, backend = checked.config, checked.encoder, checked.codecs, checked.backend
     if backend == "cupy":
         synth.get("cupy").configure(config.gpu.batch_megapixels, config.gpu.memory_limit_gb)
         _PREPARED.append(True)
     if limit == 0:  # nothing to make, and an existing dataset stays exactly as it is
         return RunResult()
-    containers.check_available(config.save.container)
     fsutil.allow_open_files()  # resuming reads the parts of every earlier shard job side by side
     result = RunResult()
     # Before the lock and the journal are opened: forked workers must not hold their file descriptors.
@@ -561,9 +601,11 @@ def _intact_in(store, prior):
     return None
 
 
-def dry_run(config, shard=(0, 1), limit=None, out=None):
-    """Print what a run would do, writing nothing; returns the number of sources."""
+def dry_run(config, shard=(0, 1), limit=None, out=None, quiet=False):
+    """Make the checks a run makes before writing (preflight: ConfigError, BackendUnavailable), then print what
+    it would do, writing nothing; returns the number of sources."""
     out = out if out is not None else sys.stdout  # looked up per call, so redirected stdout is honoured
+    preflight(config, quiet=quiet)
     n = 0
     stats = ScanStats()
     for src in plan_sources(config, shard, None, stats):  # the whole tree, so the skip counts are complete
