@@ -291,6 +291,7 @@ def _tool_actions(args, config):
         counts = pipeline.merge(config)  # takes the merge lock
         print(f"lowlight-gpu: merged {counts['shards']} shard(s): {counts['pairs']} pairs, "
               f"{counts['errors']} errors -> {config.output}")
+        _meta_info_note(config, counts.get("meta_info_left_out", 0))
         code = EXIT_FAILED_INPUTS if counts["errors"] else EXIT_OK
         if counts["pairs"] and not args.report:  # the merged dataset gets the report a whole run gets
             _end_report(config)
@@ -378,6 +379,14 @@ def _end_report(config):
         print(f"lowlight-gpu: warning: no report ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
+def _meta_info_note(config, left_out):
+    """One line on stderr when meta_info.txt could not list every pair (containers/metainfo.py says why)."""
+    if left_out:
+        print(f"lowlight-gpu: meta_info.txt leaves out {left_out} pair(s) whose names BasicSR's meta_info loader "
+              f"cannot read (a folder, a space or a line break in the name); {config.output}/manifest.jsonl "
+              "lists every pair", file=sys.stderr)
+
+
 def _summary(config, args, result):
     """The closing line: pairs, errors, pairs/s of the pairs made, skipped files; notes on stderr."""
     if result.compile_seconds and not args.quiet:
@@ -392,6 +401,7 @@ def _summary(config, args, result):
           f"{result.pairs_per_second:.1f} pairs/s -> {config.output}{kept}{skipped}")
     if result.scan.heif_note():
         print(f"lowlight-gpu: {result.scan.heif_note()}", file=sys.stderr)
+    _meta_info_note(config, result.meta_info_left_out)
     if result.removed:
         print(f"lowlight-gpu: removed {result.removed} file(s) of pairs whose source is gone", file=sys.stderr)
     if result.errors:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from . import __version__, containers, encode, fsutil, imageio, layout, manifest, synth
 from . import worker_pool
 from .config import ConfigError
-from .errors import StorageError
-from .params import pair_seed, sample_params
+from .errors import LockHeld, MergeError, StorageError
+from .params import pair_seed, sample_params, size_problem
 from .sources import ScanStats, scan, shard_of
 from .synth.spec import FORMAT_VERSION
 
@@ -48,6 +48,7 @@ class RunResult:
     compile_seconds: float = 0.0  # compiling the CPU noise kernel before the timed run (first run only)
     removed: int = 0  # files of pairs whose source is gone
     merged: dict = field(default_factory=dict)
+    meta_info_left_out: int = 0  # pairs whose names BasicSR's meta_info cannot carry (containers/metainfo.py)
     scan: ScanStats = field(default_factory=ScanStats)
 
     @property
@@ -77,6 +78,9 @@ def make_pair(src, prior, ctx):
         decoded = decode_source(src.path, config)
     except imageio.DecodeError as exc:
         return "error", {"source": src.rel, "error": str(exc)}
+    too_small = size_problem(decoded.rgb.shape[1], decoded.rgb.shape[0], config.noise.model)
+    if too_small:
+        return "error", {"source": src.rel, "error": too_small}
     try:
         return "row", synthesize_and_write(src, decoded, ctx)
     except encode.EncoderUnavailable as exc:  # a worker without the run's encoder: the pair waits for one with it
@@ -363,15 +367,19 @@ class Preflight:
     backend: str
 
 
-def preflight(config, backend=None, quiet=False):
+def preflight(config, backend=None, quiet=False, shard=(0, 1)):
     """Every check a run makes before it writes anything (a dry run makes the same); returns a Preflight.
 
     ConfigError (exit 2): a codec, container package or Dask missing, an output made with another config,
-    an input without a single image.  BackendUnavailable (exit 2): backend cupy without a working GPU.
+    an input without a single image, an output holding finished shards of another shard count.
+    BackendUnavailable (exit 2): backend cupy without a working GPU.
     """
     config = absolute_paths(config)
     encoder, codecs = resolve_codecs(config)  # save.encoder, decode.device
     check_output(config, codecs)
+    mixed = manifest.other_count_refusal(config.output, *shard)
+    if mixed:
+        raise ConfigError(mixed)
     # An explicit numpy needs no probe, and worker processes import the backend themselves.
     backend = backend or ("numpy" if config.backend == "numpy" else synth.select(config.backend, quiet=quiet).NAME)
     containers.check_available(config.save.container)
@@ -399,7 +407,7 @@ def check_input_has_images(config):
 
 def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
     """Generate the pairs of one shard into config.output; merge at once when there is a single shard."""
-    checked = preflight(config, backend)
+    checked = preflight(config, backend, shard=shard)
     config, encoder, codecs, backend = checked.config, checked.encoder, checked.codecs, checked.backend
     if backend == "cupy":
         synth.get("cupy").configure(config.gpu.batch_megapixels, config.gpu.memory_limit_gb)
@@ -486,7 +494,7 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
         with manifest.OutputLock(config.output).acquire_merge():
             result.merged = manifest.merge(config.output, dataset_info(config), count=1,
                                            prepare=functools.partial(containers.assemble, config))
-            containers.write_meta_info(config)
+            result.meta_info_left_out = containers.write_meta_info(config).left_out
     result.removed = remove_gone(config, shard, prior.passed, unlistable, result.scan)
     result.seconds = time.perf_counter() - start
     return result
@@ -587,10 +595,19 @@ def merge(config):
     """Combine finished shard parts of config.output into the dataset files."""
     config = absolute_paths(config)
     fsutil.allow_open_files()  # the parts of every shard job are read (and rewritten) side by side
+    running = manifest.OutputLock(config.output).runs_in_progress()
+    if running:  # a whole run merges its own output when it ends; shards still being made are not done
+        raise LockHeld(f"output '{config.output}' is in use: " + "; ".join(
+            f"{manifest.runs_of(n)} is in progress ({who})" for n, who in running))
+    recorded = _read_run(config)
+    if recorded is not None and recorded.get("fingerprint") != config.fingerprint():
+        raise MergeError(f"cannot merge: the shards in '{config.output}' were made with a different config "
+                         f"({_config_difference(recorded, config)}); merge with the --config and --set of the "
+                         "shard jobs")
     with manifest.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
         merged = manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
                                 prepare=functools.partial(containers.assemble, config))
-        containers.write_meta_info(config)
+        merged["meta_info_left_out"] = containers.write_meta_info(config).left_out
     return merged
 
 
@@ -605,7 +622,7 @@ def dry_run(config, shard=(0, 1), limit=None, out=None, quiet=False):
     """Make the checks a run makes before writing (preflight: ConfigError, BackendUnavailable), then print what
     it would do, writing nothing; returns the number of sources."""
     out = out if out is not None else sys.stdout  # looked up per call, so redirected stdout is honoured
-    preflight(config, quiet=quiet)
+    preflight(config, quiet=quiet, shard=shard)
     n = 0
     stats = ScanStats()
     for src in plan_sources(config, shard, None, stats):  # the whole tree, so the skip counts are complete
