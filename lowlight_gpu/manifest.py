@@ -305,7 +305,9 @@ def other_count_refusal(out_root, index, count):
     belongs to that run: mixing the two would give a dataset no merge can build.  A killed run leaves no
     done-marker, so changing the count after one stays allowed (its journals are reused).
     """
-    others = {n: m for n, m in done_markers(out_root).items() if n != count}
+    # A run of that count still in progress is refused by its lock instead (exit 5: wait for it).
+    others = {n: m for n, m in done_markers(out_root).items()
+              if n != count and not _is_locked(os.path.join(out_root, PARTS, f"count-{n}.lock"))}
     if not others:
         return None
     this = f"this job is --shard {index}/{count}" if count > 1 else "this run is a whole run (no --shard)"

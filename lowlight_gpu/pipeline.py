@@ -370,9 +370,9 @@ class Preflight:
 def preflight(config, backend=None, quiet=False, shard=(0, 1)):
     """Every check a run makes before it writes anything (a dry run makes the same); returns a Preflight.
 
-    ConfigError (exit 2): a codec, container package or Dask missing, an output made with another config,
-    an input without a single image, an output holding finished shards of another shard count.
-    BackendUnavailable (exit 2): backend cupy without a working GPU.
+    ConfigError (exit 2): a codec, container package or Dask missing, an output made with another config or
+    holding finished shards of another shard count.  BackendUnavailable (exit 2): backend cupy without a
+    working GPU.  (An input without a single image is found by the scan itself: check_found.)
     """
     config = absolute_paths(config)
     encoder, codecs = resolve_codecs(config)  # save.encoder, decode.device
@@ -387,22 +387,29 @@ def preflight(config, backend=None, quiet=False, shard=(0, 1)):
         from .distributed import _import_distributed
 
         _import_distributed()
-    check_input_has_images(config)
     return Preflight(config, encoder, codecs, backend)
 
 
-def check_input_has_images(config):
-    """ConfigError when the whole input holds no image at all: an empty, emptied or unmounted folder.
-
-    Checked before anything is written, so an earlier dataset in the output stays exactly as it is.  The
-    scan stops at the first image; a shard without sources of its own in a non-empty input is fine.
-    """
-    stats = ScanStats()
-    if next(iter(plan_sources(config, (0, 1), None, stats)), None) is not None:
+def check_found(config, stats):
+    """ConfigError when a scan (its ScanStats) found no image in the whole input: an empty, emptied or unmounted
+    folder.  A shard without sources of its own in an input that has some is fine."""
+    if stats.found:
         return
     skipped = f" (skipped: {stats.describe()})" if stats.describe() else ""
     note = f"; {stats.heif_note()}" if stats.heif_note() else ""
     raise ConfigError(f"input: no images in '{config.input}'{skipped}{note}; set input to a folder of images")
+
+
+def start_scan(config, shard, stats):
+    """The run's one scan of its sources, started until it has found an image in any shard (check_found).
+
+    Called before anything is written, so a refused input leaves an earlier dataset exactly as it is; the
+    scan goes on from there in the run, so every folder is still listed once.
+    """
+    sources = iter(plan_sources(config, shard, None, stats))
+    first = next(sources, None)  # a shard without sources of its own scans the whole tree here, once
+    check_found(config, stats)
+    return itertools.chain([first], sources) if first is not None else sources
 
 
 def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
@@ -418,13 +425,29 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     result = RunResult()
     # Before the lock and the journal are opened: forked workers must not hold their file descriptors.
     executor, workers, result.compile_seconds = start_workers(config, backend, engine)
-    os.makedirs(config.output, exist_ok=True)
+    made = make_folders(config.output)  # before the scan, which counts the output among the skipped folders
+    try:
+        sources = start_scan(config, shard, result.scan)  # after the fork: workers need no folder of the scan
+    except ConfigError:
+        for folder in made:  # refused: leave no empty output folder behind
+            fsutil.remove_empty_folder(folder)
+        raise
     lock = manifest.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
     try:
         return _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor,
-                           workers)
+                           workers, sources)
     finally:
         lock.release()
+
+
+def make_folders(path):
+    """Create folder path and its missing parents; returns the folders it made, deepest first."""
+    made, folder = [], os.path.abspath(path)
+    while not os.path.exists(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
+    os.makedirs(path, exist_ok=True)
+    return made
 
 
 def start_workers(config, backend, engine=None):
@@ -445,13 +468,14 @@ def start_workers(config, backend, engine=None):
     return executor, workers, seconds
 
 
-def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers):
-    """run() once it holds the output's lock."""
+def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers,
+                sources):
+    """run() once it holds the output's lock; sources is its scan (start_scan), counting into result.scan."""
     record_run(config, codecs)
     start = time.perf_counter()
     prior = manifest.PriorRows(config.output, shard)
     unlistable = []  # ids of folders the scan could not list: pairs below them are not "gone"
-    sources = _watch(plan_sources(config, shard, None, result.scan), unlistable)
+    sources = _watch(sources, unlistable)
     head = itertools.islice(sources, limit) if limit is not None else sources
     store = containers.open_store(config, shard)
     items = ((src, _intact_in(store, prior.pop(src.rel))) for src in head)
@@ -632,6 +656,7 @@ def dry_run(config, shard=(0, 1), limit=None, out=None, quiet=False):
             plan = layout.plan_outputs(src.out_rel, config, layout.split_of(src.rel, config.split))
             print(f"  {src.rel} -> " + ", ".join(rel for _, _, _, rel in plan), file=out)
         n += 1
+    check_found(config, stats)  # refused as the run refuses it
     skipped = f"; skipped: {stats.describe()}" if stats.describe() else ""
     print(f"dry run: {n} input(s) in '{config.input}' would go to '{config.output}' "
           f"(shard {shard[0]}/{shard[1]}){skipped}; nothing written", file=out)
