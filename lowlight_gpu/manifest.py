@@ -306,8 +306,7 @@ def other_count_refusal(out_root, index, count):
     done-marker, so changing the count after one stays allowed (its journals are reused).
     """
     # A run of that count still in progress is refused by its lock instead (exit 5: wait for it).
-    others = {n: m for n, m in done_markers(out_root).items()
-              if n != count and not _is_locked(os.path.join(out_root, PARTS, f"count-{n}.lock"))}
+    others = {n: m for n, m in done_markers(out_root).items() if n != count and not _count_in_progress(out_root, n)}
     if not others:
         return None
     this = f"this job is --shard {index}/{count}" if count > 1 else "this run is a whole run (no --shard)"
@@ -317,6 +316,12 @@ def other_count_refusal(out_root, index, count):
     goal = f"{count} shards" if count > 1 else "a whole run"
     return (f"output '{out_root}' holds finished shards of {held}, and {this}; run {same}, or delete "
             f"{PARTS}/shard-*-of-{first:05d}.done to go on with {goal} (the pairs already made are reused)")
+
+
+def _count_in_progress(out_root, count):
+    """Whether a run of count shards holds its lock on out_root now (probed without creating a lock file)."""
+    path = os.path.join(out_root, PARTS, f"count-{count}.lock")
+    return os.path.exists(path) and _is_locked(path)
 
 
 def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
