@@ -560,7 +560,8 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, (str, int, float, bool)) or key is None:
                 if key in seen:
-                    raise DuplicateKey(problem=f"key '{key}' is given twice; keep one", problem_mark=key_node.start_mark)
+                    raise DuplicateKey(problem=f"key '{key}' is given twice; keep one",
+                                       problem_mark=key_node.start_mark)
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

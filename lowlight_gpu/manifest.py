@@ -350,7 +350,7 @@ def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
         raise MergeError(f"cannot merge: {_done_files(out_root, count, other)} record(s) another config than "
                          f"this one (fingerprint {have[other[0]].get('fingerprint')}, this config {fingerprint}); "
                          "merge with the --config and --set of the shard jobs, or run those shards again")
-    codecs = _shared_codecs(have)
+    codecs = _shared_codecs(have, count)
     parts = os.path.join(out_root, PARTS)
     shards = [(f"shard {i}/{count}", os.path.join(parts, shard_tag(i, count)), have[i]) for i in range(count)]
     container = prepare([f"{base}.jsonl" for _, base, _ in shards]) if prepare is not None else None
@@ -370,7 +370,7 @@ def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
     return dict(info["counts"], shards=count)
 
 
-def _shared_codecs(markers):
+def _shared_codecs(markers, count=None):
     """{"encoder": ..., "decoder": ...} the done-markers recorded (the same in all), or MergeError naming both."""
     found = {}
     for role, key in (("encoder", "save.encoder"), ("decoder", "decode.device")):
@@ -378,8 +378,9 @@ def _shared_codecs(markers):
         if len(seen) > 1:
             (_, i), (_, j) = sorted(seen.items(), key=lambda kv: kv[1])[:2]
             a, b = _codec_label(markers[i].get(role)), _codec_label(markers[j].get(role))
-            raise MergeError(f"cannot merge: {key}: shard {i} was written with {role} {a}, shard {j} with {b} "
-                             f"(their {PARTS}/shard-*.done files say so); run shard {j} again with {a} installed")
+            where = f" ({PARTS}/{shard_tag(i, count)}.done, {PARTS}/{shard_tag(j, count)}.done)" if count else ""
+            raise MergeError(f"cannot merge: {key}: shard {i} was written with {role} {a}, shard {j} with {b}{where}; "
+                             f"run shard {j} again with {a} installed")
         value = markers[min(markers)].get(role) if markers else None
         if value is not None:  # parts from before codecs were recorded have none
             found[role] = value

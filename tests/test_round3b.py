@@ -200,6 +200,17 @@ def test_merge_of_two_shard_counts_names_them_and_the_files(run_cli, four, out_d
     assert "shard-00001-of-00002.done" in line and "shard-00002-of-00003.done" in line
 
 
+def test_merge_of_shards_with_two_encoders_names_the_files(run_cli, four, out_dir):
+    for i in range(2):
+        assert run_cli(*_io(four, out_dir), "--shard", f"{i}/2").code == 0
+    marker = out_dir / "parts" / "shard-00001-of-00002.done"
+    body = json.loads(marker.read_text())
+    marker.write_text(json.dumps(dict(body, encoder={"name": "pillow", "version": "0.0"})) + "\n")
+    line = _one_line(run_cli(*_io(four, out_dir), "--merge"))
+    assert "save.encoder" in line and "pillow 0.0" in line
+    assert "shard-00000-of-00002.done" in line and "shard-00001-of-00002.done" in line
+
+
 def test_merge_during_a_whole_run_says_a_run_is_in_progress(run_cli, four, out_dir):
     lock = manifest.OutputLock(str(out_dir)).acquire_shard(0, 1)  # a whole run holding the output
     try:
