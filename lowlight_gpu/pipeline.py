@@ -403,8 +403,9 @@ def check_found(config, stats):
 def start_scan(config, shard, stats):
     """The run's one scan of its sources, started until it has found an image in any shard (check_found).
 
-    Called before anything is written, so a refused input leaves an earlier dataset exactly as it is; the
-    scan goes on from there in the run, so every folder is still listed once.
+    Called before anything but the output folder is made (run() removes it again when it made it), so a
+    refused input leaves an earlier dataset exactly as it is; the run goes on with this scan, so every folder
+    is still listed once.
     """
     sources = iter(plan_sources(config, shard, None, stats))
     first = next(sources, None)  # a shard without sources of its own scans the whole tree here, once
