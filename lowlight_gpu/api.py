@@ -94,6 +94,9 @@ def render(backend, image, params, t, noisy, xp):
     if not (image.dtype == xp.uint8 or is_float) or image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ValueError(f"synthesize: expected a uint8 (H, W, 3) or (H, W, 4) image (or float in [0, 1]), "
                          f"got {image.dtype} {tuple(image.shape)}")
+    too_small = _params.size_problem(image.shape[1], image.shape[0], params["noise"]["model"]) if noisy else None
+    if too_small:
+        raise ValueError(f"synthesize: {too_small}")
     rgb = image[:, :, :3]
     if is_float:
         # The model is defined on 8-bit codes (lookup tables, Poisson tables per code), so float input in

@@ -49,7 +49,7 @@ def parse_shard(text):
     """'I/N' -> (I, N) with 0 <= I < N."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
     if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
-        raise argparse.ArgumentTypeError(f"--shard expects I/N with 0 <= I < N, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (e.g. 0/4), got '{text}'")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -103,9 +103,22 @@ def build_parser():
     return p
 
 
+def attach_shard_value(argv):
+    """argv with '--shard -1/2' written '--shard=-1/2', so parse_shard names the bad value.
+
+    argparse takes a value that starts with '-' (and is not a plain negative number) for an option, and would
+    only say that --shard "expected one argument".
+    """
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--shard" and re.match(r"-\d", out[i + 1]):
+            out[i:i + 2] = [f"--shard={out[i + 1]}", None]
+    return [a for a in out if a is not None]
+
+
 def main(argv=None):
     """Entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_shard_value(sys.argv[1:] if argv is None else argv))
     if args.list_cameras:
         from .synth.cameras import listing
 
@@ -124,11 +137,54 @@ def command(argv=None):
     At exit the interpreter collects every object it still tracks -- numpy's, numba's, matplotlib's --
     for nothing: the process is ending.  Freezing them first skips that; files are all closed by then.
     """
-    code = main(argv)
+    sys.stdout = _PipeSafe(sys.stdout)
+    try:
+        code = main(argv)
+        sys.stdout.flush()
+    finally:
+        sys.stdout = sys.stdout.stream
     import gc
 
     gc.freeze()
     return code
+
+
+class _PipeSafe:
+    """stdout that a closed reader (`generate.py | head -1`) cannot fail: once the pipe is gone, output goes nowhere.
+
+    The run's outcome, not the reader's, decides the exit code; a traceback (and exit 1, or 120 from the
+    interpreter's last flush) after a good run would say it failed.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        """Write text, or drop it once the reader has gone."""
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self):
+        """Flush, or drop what is buffered once the reader has gone."""
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self):
+        """Point the stream's descriptor at /dev/null, so the buffered rest (and the final flush) go nowhere."""
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture): nothing to redirect
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def config_path(given):
@@ -157,8 +213,11 @@ def _main(args):
         return _fail(exc)
     actions = [a for a in ("merge", "preview", "report") if getattr(args, a)] + \
         (["verify"] if args.verify is not None else [])
-    if args.dry_run:
-        pipeline.dry_run(config, args.shard or (0, 1), args.limit)
+    if args.dry_run:  # the checks of a real run (pipeline.preflight), then the plan
+        try:
+            pipeline.dry_run(config, args.shard or (0, 1), args.limit, quiet=args.quiet)
+        except (ConfigError, BackendUnavailable) as exc:
+            return _fail(exc)
         return EXIT_OK
     if actions:
         try:
@@ -194,7 +253,8 @@ def _main(args):
 
 def _locked(exc):
     """Print who holds the output and return its exit code."""
-    print(f"lowlight-gpu: {exc}; wait for that run to end (or stop it), then re-run", file=sys.stderr)
+    print(f"lowlight-gpu: {exc}; wait for that run to end (or stop it) and re-run, or use another output",
+          file=sys.stderr)
     return EXIT_LOCKED
 
 
@@ -231,6 +291,7 @@ def _tool_actions(args, config):
         counts = pipeline.merge(config)  # takes the merge lock
         print(f"lowlight-gpu: merged {counts['shards']} shard(s): {counts['pairs']} pairs, "
               f"{counts['errors']} errors -> {config.output}")
+        _meta_info_note(config, counts.get("meta_info_left_out", 0))
         code = EXIT_FAILED_INPUTS if counts["errors"] else EXIT_OK
         if counts["pairs"] and not args.report:  # the merged dataset gets the report a whole run gets
             _end_report(config)
@@ -318,6 +379,14 @@ def _end_report(config):
         print(f"lowlight-gpu: warning: no report ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
+def _meta_info_note(config, left_out):
+    """One line on stderr when meta_info.txt could not list every pair (containers/metainfo.py says why)."""
+    if left_out:
+        print(f"lowlight-gpu: meta_info.txt leaves out {left_out} pair(s) whose names BasicSR's meta_info loader "
+              f"cannot read (a folder, a space or a line break in the name); {config.output}/manifest.jsonl "
+              "lists every pair", file=sys.stderr)
+
+
 def _summary(config, args, result):
     """The closing line: pairs, errors, pairs/s of the pairs made, skipped files; notes on stderr."""
     reused = f" ({result.skipped} already done)" if result.skipped else ""
@@ -329,6 +398,7 @@ def _summary(config, args, result):
           f"{result.pairs_per_second:.1f} pairs/s -> {config.output}{kept}{skipped}")
     if result.scan.heif_note():
         print(f"lowlight-gpu: {result.scan.heif_note()}", file=sys.stderr)
+    _meta_info_note(config, result.meta_info_left_out)
     if result.removed:
         print(f"lowlight-gpu: removed {result.removed} file(s) of pairs whose source is gone", file=sys.stderr)
     if result.errors:

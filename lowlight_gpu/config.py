@@ -7,8 +7,10 @@ import json
 import math
 import numbers
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass, make_dataclass
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Tuple, Union
@@ -31,6 +33,11 @@ def _show(value: Any) -> str:
     """Repr a user value, shortened so the message stays readable."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def yaml_text(value: Any) -> str:
+    """A value as a user writes it in YAML (null, true, [1.5, 5.0]), for hints: never Python's None or True."""
+    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def _type_error(key: str, what: str, value: Any) -> ConfigError:
@@ -135,7 +142,7 @@ def _range(key: str, v: Any, bounds: Tuple[float, bool, float, bool, str]) -> Ra
     lo_b, lo_in, hi_b, hi_in, text = bounds
     inside = lambda x: (x >= lo_b if lo_in else x > lo_b) and (x <= hi_b if hi_in else x < hi_b)
     if not all(map(inside, pair)):
-        example = f"{key}: {DEFAULTS[key.split('.')[0]][key.split('.')[1]]}"
+        example = f"{key}: {yaml_text(DEFAULTS[key.split('.')[0]][key.split('.')[1]])}"
         raise ConfigError(f"config key '{key}' must lie in {text}, got {_show(v)}; e.g. {example}")
     lo, hi = pair
     if lo > hi:
@@ -154,8 +161,9 @@ NOISE_COMPONENTS = "ptgrqc"  # ELD/LED letters: shot, Tukey read, Gaussian read,
 
 def _components(key: str, v: Any) -> str:
     """Validate a string of distinct physics-noise letters from NOISE_COMPONENTS ('' for none)."""
-    if v is None:
-        v = ""
+    if v is None:  # null could mean "the default" (as for noise.gain) or "none": a user must say which
+        raise ConfigError(f"config key '{key}' is null; write {DEFAULTS['noise']['components']} for the default "
+                          "components, or '' for no sensor noise (the bare ISP round trip)")
     if not isinstance(v, str):
         raise _type_error(key, f"a string of letters from '{NOISE_COMPONENTS}' (e.g. ptrqc), or ''", v)
     bad = sorted(set(v) - set(NOISE_COMPONENTS))
@@ -316,6 +324,7 @@ DEFAULTS: dict = _defaults()
 _LEAVES = tuple(f.key for f in FIELDS)
 _SECTIONS = tuple(dict.fromkeys(f.key.partition(".")[0] for f in FIELDS if "." in f.key))
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {f.key: f.check for f in FIELDS}
+_TYPES = {f.key: f.type for f in FIELDS}
 _FINGERPRINTED = frozenset(f.key for f in FIELDS if f.fingerprinted)
 
 
@@ -421,6 +430,26 @@ def _merge(raw: Mapping) -> dict:
     return merged
 
 
+# A YAML 1.2 number with an exponent but no dot ('1e6', '2E-3'): PyYAML follows YAML 1.1 and leaves it a string.
+_EXPONENT_NUMBER = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+")
+_TEXT_TYPES = (str, bool, Optional[str])  # keys whose values are never numbers: their text stays text
+
+
+def as_number(value: Any) -> Any:
+    """value with each '1e6'-style string read as YAML 1.2 reads it (lists and mappings too); the rest unchanged.
+
+    An integral value becomes an int (1e3 -> 1000, so a count may be written so), any other a float.
+    """
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        number = Decimal(value.strip())
+        return int(number) if number == number.to_integral_value() and abs(number) < _SEED_LIMIT else float(number)
+    if isinstance(value, list):
+        return [as_number(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: as_number(v) for k, v in value.items()}
+    return value
+
+
 def _check_paths(cfg: Config) -> None:
     """Fail early on input/output folders that cannot work, before any image is touched."""
     inp, out = Path(cfg.input), Path(cfg.output)
@@ -449,12 +478,15 @@ def config_from_dict(raw: Mapping, *, check_paths: bool = False) -> Config:
     for leaf in _LEAVES:
         section, _, sub = leaf.partition(".")
         value = merged[section][sub] if sub else merged[section]
+        if _TYPES[leaf] not in _TEXT_TYPES:
+            value = as_number(value)
         flat[leaf] = _CHECKS[leaf](leaf, value)
     steps = flat["progressive.steps"]
     flat["progressive.save"] = _save_steps("progressive.save", flat["progressive.save"], steps)
     if flat["save.raw"] and flat["noise.model"] != "physics":
         raise ConfigError(f"config key 'save.raw' writes the raw mosaics of noise.model physics, but noise.model is "
                           f"{flat['noise.model']!r}; set noise.model: physics, or save.raw: false")
+    _refuse_keys_that_do_not_apply(flat)
     top = {k: v for k, v in flat.items() if "." not in k}
     for section, cls in SECTION_CLASSES.items():
         top[section] = cls(**{f.name: flat[f"{section}.{f.name}"] for f in fields(cls)})
@@ -462,6 +494,29 @@ def config_from_dict(raw: Mapping, *, check_paths: bool = False) -> Config:
     if check_paths:
         _check_paths(cfg)
     return cfg
+
+
+PHYSICS_ONLY = ("noise.camera", "noise.components", "noise.gain")  # (and save.raw, refused above)
+NOT_FOR_PHYSICS = ("noise.order", "noise.space")  # physics makes its noise in raw space, inside the ISP
+
+
+def _refuse_keys_that_do_not_apply(flat: dict) -> None:
+    """ConfigError for a key set away from its default where noise.model ignores it (the rule of save.raw).
+
+    A key at its default is fine (config.yaml lists every key), so a run that works keeps its fingerprint.
+    """
+    model = flat["noise.model"]
+    for key in NOT_FOR_PHYSICS if model == "physics" else PHYSICS_ONLY:
+        section, _, sub = key.partition(".")
+        default = DEFAULTS[section][sub]
+        if flat[key] == _CHECKS[key](key, default):
+            continue
+        if model == "physics":
+            raise ConfigError(f"config key '{key}' does not apply to noise.model physics (its noise is made in raw "
+                              f"space, inside the ISP), got {_show(flat[key])}; leave {key} at "
+                              f"{yaml_text(default)}, or pick another noise.model")
+        raise ConfigError(f"config key '{key}' applies to noise.model physics only, but noise.model is {model!r}; "
+                          f"set noise.model: physics, or leave {key} at {yaml_text(default)}")
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -475,9 +530,10 @@ def apply_override(raw: dict, item: str) -> None:
     if key not in _LEAVES and key not in _SECTIONS and not (parts[0] == "split" and len(parts) == 2):
         raise _unknown_key(key)
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value '{text}' is not valid YAML ({_problem(exc)}); quote it") from None
+        fix = "" if isinstance(exc, DuplicateKey) else "; quote it"
+        raise ConfigError(f"--set {key}: value '{text}' is not valid YAML ({_problem(exc)}){fix}") from None
     node = raw
     for part in parts[:-1]:
         if node.get(part) is None:
@@ -486,6 +542,33 @@ def apply_override(raw: dict, item: str) -> None:
             raise _not_mapping(part, node[part])
         node = node[part]
     node[parts[-1]] = value
+
+
+class DuplicateKey(yaml.MarkedYAMLError):
+    """A mapping names one key twice: YAML says keys are unique, and PyYAML would keep the last silently."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        """The mapping of node; DuplicateKey (with its line and column) when a key repeats."""
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' merges: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise DuplicateKey(problem=f"key '{key}' is given twice; keep one",
+                                       problem_mark=key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as data (safe types only); a duplicate key is an error, as YAML requires."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 def _problem(exc: yaml.YAMLError) -> str:
@@ -506,7 +589,7 @@ def _read_yaml(path: Union[str, os.PathLike]) -> dict:
     if not p.is_file():
         raise ConfigError(f"config file '{name}' is not a file; pass --config PATH to a YAML file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = parse_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{name}' is not valid YAML ({_problem(exc)})") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -111,4 +111,6 @@ class PairDataset(_Base):
         if not self.as_tensor:
             # A copy: decode's arrays are read-only, which torch's default_collate warns about.
             return np.array(rgb)
-        return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)
+        # np.array always copies: ascontiguousarray would hand torch the read-only array itself where the
+        # transpose is already contiguous (a 1x1 image), and torch warns that it is not writable.
+        return torch.from_numpy(np.array(rgb.transpose(2, 0, 1), order="C")).float().div_(255.0)

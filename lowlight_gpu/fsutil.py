@@ -167,3 +167,11 @@ def remove_if_present(path) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+def remove_empty_folder(path) -> None:
+    """Remove a folder if it is empty; anything else (not empty, gone) leaves it as it is."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

@@ -12,7 +12,8 @@ Decoding rules, in short:
 * The header size is checked against ``max_pixels`` before pixels are decoded.
   Pillow's own bomb check in ``Image.open`` still applies, so an image above
   ``2 * Image.MAX_IMAGE_PIXELS`` is refused whatever ``max_pixels`` says (and one
-  above ``Image.MAX_IMAGE_PIXELS`` makes Pillow emit a DecompressionBombWarning).
+  above ``Image.MAX_IMAGE_PIXELS`` would make Pillow emit a DecompressionBombWarning, which this module
+  filters out: the errors row, or max_pixels, already says it).
   Pillow's global settings are never changed.
 * EXIF orientation (or XMP ``tiff:Orientation``) is applied, with the same
   mapping as ``ImageOps.exif_transpose``; a broken EXIF block only loses the
@@ -55,6 +56,7 @@ import functools
 import io
 import os
 import stat
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +72,11 @@ from .fsutil import SYNC_FILE_RANGE_WRITE, start_writeback, temp_name, write_ato
 # blocks (and so larger IDAT chunks) make it a few calls per image.  Raising the limit only
 # changes how IDAT data is chunked, never the pixels, and leaves larger settings alone.
 ImageFile.MAXBLOCK = max(ImageFile.MAXBLOCK, 1 << 22)
+
+# decode() checks every image's size against max_pixels itself and makes an oversized one an errors row, so
+# Pillow's DecompressionBombWarning (above Image.MAX_IMAGE_PIXELS) would only repeat that row on stderr, or
+# warn about an image that max_pixels allows.  A filter, not a setting: Pillow's own limit stays as it is.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning, module=r"PIL\.Image")
 
 __all__ = [
     "IMAGE_EXTENSIONS",

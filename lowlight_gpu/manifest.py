@@ -286,6 +286,44 @@ def done_markers(out_root):
     return found
 
 
+def _done_files(out_root, count, indexes=None):
+    """'parts/shard-00000-of-00002.done, ...' of count's done-markers (the first three, then how many more)."""
+    names = [f"{PARTS}/{shard_tag(i, count)}.done" for i in sorted(indexes if indexes is not None
+                                                                    else done_markers(out_root).get(count, {}))]
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def runs_of(count):
+    """'a whole run' for one shard, else 'a 3-shard run'."""
+    return "a whole run" if count == 1 else f"a {count}-shard run"
+
+
+def other_count_refusal(out_root, index, count):
+    """Why a job of shard index/count must not write into out_root (one line), or None when it may.
+
+    An output holding finished shards of another count (a whole run's done-marker counts as a count of 1)
+    belongs to that run: mixing the two would give a dataset no merge can build.  A killed run leaves no
+    done-marker, so changing the count after one stays allowed (its journals are reused).
+    """
+    # A run of that count still in progress is refused by its lock instead (exit 5: wait for it).
+    others = {n: m for n, m in done_markers(out_root).items() if n != count and not _count_in_progress(out_root, n)}
+    if not others:
+        return None
+    this = f"this job is --shard {index}/{count}" if count > 1 else "this run is a whole run (no --shard)"
+    held = "; ".join(f"{runs_of(n)} ({_done_files(out_root, n, m)})" for n, m in sorted(others.items()))
+    first = min(others)
+    same = f"with --shard I/{first} as they were (then --merge)" if first > 1 else "without --shard, as it was"
+    goal = f"{count} shards" if count > 1 else "a whole run"
+    return (f"output '{out_root}' holds finished shards of {held}, and {this}; run {same}, or delete "
+            f"{PARTS}/shard-*-of-{first:05d}.done to go on with {goal} (the pairs already made are reused)")
+
+
+def _count_in_progress(out_root, count):
+    """Whether a run of count shards holds its lock on out_root now (probed without creating a lock file)."""
+    path = os.path.join(out_root, PARTS, f"count-{count}.lock")
+    return os.path.exists(path) and _is_locked(path)
+
+
 def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
     """Combine the shard parts into manifest.jsonl, errors.jsonl and dataset.json; returns the counts.
 
@@ -296,9 +334,10 @@ def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
     if count is None:
         if not markers:
             raise MergeError(f"no finished shards under '{os.path.join(out_root, PARTS)}'; run the shards first")
-        if len(markers) > 1:
-            raise MergeError(f"'{os.path.join(out_root, PARTS)}' holds shards of several splits "
-                             f"({', '.join(map(str, sorted(markers)))} shards); remove the stale ones")
+        if len(markers) > 1:  # refused since when a job starts: an output from before that check
+            held = "; ".join(f"{runs_of(n)} ({_done_files(out_root, n)})" for n in sorted(markers))
+            raise MergeError(f"cannot merge: '{os.path.join(out_root, PARTS)}' holds finished shards of {held}; "
+                             f"delete the files of the count you gave up ({PARTS}/shard-*-of-NNNNN.*)")
         count = next(iter(markers))
     have = markers.get(count, {})
     missing = [i for i in range(count) if i not in have]
@@ -306,11 +345,12 @@ def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
         names = ", ".join(f"{i}/{count}" for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise MergeError(f"cannot merge: shard {names} not done (no parts/{shard_tag(missing[0], count)}.done); "
                          f"run it with --shard {missing[0]}/{count} first")
-    prints = {m.get("fingerprint") for m in have.values()}
-    if fingerprint is not None and prints != {fingerprint}:
-        raise MergeError("cannot merge: the shards were made with a different config than this one "
-                         f"(fingerprints {sorted(map(str, prints))}, config {fingerprint})")
-    codecs = _shared_codecs(have)
+    other = sorted(i for i, m in have.items() if m.get("fingerprint") != fingerprint)
+    if fingerprint is not None and other:  # run.json names the keys (pipeline.merge); this is the last guard
+        raise MergeError(f"cannot merge: {_done_files(out_root, count, other)} record(s) another config than "
+                         f"this one (fingerprint {have[other[0]].get('fingerprint')}, this config {fingerprint}); "
+                         "merge with the --config and --set of the shard jobs, or run those shards again")
+    codecs = _shared_codecs(have, count)
     parts = os.path.join(out_root, PARTS)
     shards = [(f"shard {i}/{count}", os.path.join(parts, shard_tag(i, count)), have[i]) for i in range(count)]
     container = prepare([f"{base}.jsonl" for _, base, _ in shards]) if prepare is not None else None
@@ -330,7 +370,7 @@ def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
     return dict(info["counts"], shards=count)
 
 
-def _shared_codecs(markers):
+def _shared_codecs(markers, count=None):
     """{"encoder": ..., "decoder": ...} the done-markers recorded (the same in all), or MergeError naming both."""
     found = {}
     for role, key in (("encoder", "save.encoder"), ("decoder", "decode.device")):
@@ -338,7 +378,8 @@ def _shared_codecs(markers):
         if len(seen) > 1:
             (_, i), (_, j) = sorted(seen.items(), key=lambda kv: kv[1])[:2]
             a, b = _codec_label(markers[i].get(role)), _codec_label(markers[j].get(role))
-            raise MergeError(f"cannot merge: {key}: shard {i} was written with {role} {a}, shard {j} with {b}; "
+            where = f" ({PARTS}/{shard_tag(i, count)}.done, {PARTS}/{shard_tag(j, count)}.done)" if count else ""
+            raise MergeError(f"cannot merge: {key}: shard {i} was written with {role} {a}, shard {j} with {b}{where}; "
                              f"run shard {j} again with {a} installed")
         value = markers[min(markers)].get(role) if markers else None
         if value is not None:  # parts from before codecs were recorded have none
@@ -452,8 +493,19 @@ class OutputLock:
                 holders = [_holder(p) for p in glob.glob(os.path.join(self.parts, f"shard-*-of-{other:05d}.lock"))
                            if _is_locked(p)]
                 raise LockHeld(f"output '{os.path.dirname(self.parts)}' is in use by a run of {other} shard(s)"
-                               f" ({', '.join(holders) or 'holder unknown'}); wait for it, or use another output")
+                               f" ({', '.join(holders) or 'holder unknown'})")
         return self
+
+    def runs_in_progress(self):
+        """[(count, 'pid 1 on host h, ...')] of the runs writing into this output now (their count lock is held)."""
+        found = []
+        for path in sorted(glob.glob(os.path.join(self.parts, "count-*.lock"))):
+            count = int(re.search(r"count-(\d+)\.lock$", path).group(1))
+            if _is_locked(path):
+                locks = sorted(glob.glob(os.path.join(self.parts, f"shard-*-of-{count:05d}.lock")))
+                holders = [_holder(p) for p in locks if _is_locked(p)]
+                found.append((count, ", ".join(holders) or "holder unknown"))
+        return found
 
     def acquire_merge(self):
         """Wait for the merge lock."""

@@ -141,6 +141,18 @@ def sample_isp(seed):
             "red_gain": red, "blue_gain": blue}
 
 
+def size_problem(width, height, noise_model):
+    """Why an image of width x height cannot get noise_model's noise (one line), or None when it can.
+
+    Physics noise is made on an RGGB mosaic: an image narrower or lower than one full 2x2 cell has no
+    complete cell, so its raw mosaic would be empty and its colours lost.  Such an input becomes an errors row.
+    """
+    if noise_model == "physics" and (width < 2 or height < 2):
+        return (f"image is {width}x{height} pixels; noise.model physics needs at least 2x2 "
+                "(one full RGGB cell of the raw mosaic)")
+    return None
+
+
 def sample_params(seed, config):
     """Every parameter of the pair with this pair seed, as plain, JSON-ready data."""
     config = _as_config(config)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from . import __version__, containers, encode, fsutil, imageio, layout, manifest, synth
 from . import worker_pool
 from .config import ConfigError
-from .errors import StorageError
-from .params import pair_seed, sample_params
+from .errors import LockHeld, MergeError, StorageError
+from .params import pair_seed, sample_params, size_problem
 from .sources import ScanStats, scan, shard_of
 from .synth.spec import FORMAT_VERSION
 
@@ -47,6 +47,7 @@ class RunResult:
     seconds: float = 0.0
     removed: int = 0  # files of pairs whose source is gone
     merged: dict = field(default_factory=dict)
+    meta_info_left_out: int = 0  # pairs whose names BasicSR's meta_info cannot carry (containers/metainfo.py)
     scan: ScanStats = field(default_factory=ScanStats)
 
     @property
@@ -76,6 +77,9 @@ def make_pair(src, prior, ctx):
         decoded = decode_source(src.path, config)
     except imageio.DecodeError as exc:
         return "error", {"source": src.rel, "error": str(exc)}
+    too_small = size_problem(decoded.rgb.shape[1], decoded.rgb.shape[0], config.noise.model)
+    if too_small:
+        return "error", {"source": src.rel, "error": too_small}
     try:
         return "row", synthesize_and_write(src, decoded, ctx)
     except encode.EncoderUnavailable as exc:  # a worker without the run's encoder: the pair waits for one with it
@@ -350,30 +354,98 @@ def execute(items, ctx, workers, engine, executor="threads"):
     return worker_pool.in_threads(calls, workers)
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks before a run resolved: the config with absolute paths, the codecs and the backend."""
+
+    config: object
+    encoder: encode.Encoder
+    codecs: dict
+    backend: str
+
+
+def preflight(config, backend=None, quiet=False, shard=(0, 1)):
+    """Every check a run makes before it writes anything (a dry run makes the same); returns a Preflight.
+
+    ConfigError (exit 2): a codec, container package or Dask missing, an output made with another config or
+    holding finished shards of another shard count.  BackendUnavailable (exit 2): backend cupy without a
+    working GPU.  (An input without a single image is found by the scan itself: check_found.)
+    """
+    config = absolute_paths(config)
+    encoder, codecs = resolve_codecs(config)  # save.encoder, decode.device
+    check_output(config, codecs)
+    mixed = manifest.other_count_refusal(config.output, *shard)
+    if mixed:
+        raise ConfigError(mixed)
+    # An explicit numpy needs no probe, and worker processes import the backend themselves.
+    backend = backend or ("numpy" if config.backend == "numpy" else synth.select(config.backend, quiet=quiet).NAME)
+    containers.check_available(config.save.container)
+    if config.distributed.engine == "dask":
+        from .distributed import _import_distributed
+
+        _import_distributed()
+    return Preflight(config, encoder, codecs, backend)
+
+
+def check_found(config, stats):
+    """ConfigError when a scan (its ScanStats) found no image in the whole input: an empty, emptied or unmounted
+    folder.  A shard without sources of its own in an input that has some is fine."""
+    if stats.found:
+        return
+    skipped = f" (skipped: {stats.describe()})" if stats.describe() else ""
+    note = f"; {stats.heif_note()}" if stats.heif_note() else ""
+    raise ConfigError(f"input: no images in '{config.input}'{skipped}{note}; set input to a folder of images")
+
+
+def start_scan(config, shard, stats):
+    """The run's one scan of its sources, started until it has found an image in any shard (check_found).
+
+    Called before anything but the output folder is made (run() removes it again when it made it), so a
+    refused input leaves an earlier dataset exactly as it is; the run goes on with this scan, so every folder
+    is still listed once.
+    """
+    sources = iter(plan_sources(config, shard, None, stats))
+    first = next(sources, None)  # a shard without sources of its own scans the whole tree here, once
+    check_found(config, stats)
+    return itertools.chain([first], sources) if first is not None else sources
+
+
 def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
     """Generate the pairs of one shard into config.output; merge at once when there is a single shard."""
-    config = absolute_paths(config)
-    encoder, codecs = resolve_codecs(config)
-    check_output(config, codecs)
-    # An explicit numpy needs no probe, and worker processes import the backend themselves.
-    backend = backend or ("numpy" if config.backend == "numpy" else synth.select(config.backend).NAME)
+    checked = preflight(config, backend, shard=shard)
+    config, encoder, codecs, backend = checked.config, checked.encoder, checked.codecs, checked.backend
     if backend == "cupy":
         synth.get("cupy").configure(config.gpu.batch_megapixels, config.gpu.memory_limit_gb)
         _PREPARED.append(True)
     if limit == 0:  # nothing to make, and an existing dataset stays exactly as it is
         return RunResult()
-    containers.check_available(config.save.container)
     fsutil.allow_open_files()  # resuming reads the parts of every earlier shard job side by side
     result = RunResult()
     # Before the lock and the journal are opened: forked workers must not hold their file descriptors.
     executor, workers = start_workers(config, backend, engine)
-    os.makedirs(config.output, exist_ok=True)
+    made = make_folders(config.output)  # before the scan, which counts the output among the skipped folders
+    try:
+        sources = start_scan(config, shard, result.scan)  # after the fork: workers need no folder of the scan
+    except ConfigError:
+        for folder in made:  # refused: leave no empty output folder behind
+            fsutil.remove_empty_folder(folder)
+        raise
     lock = manifest.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
     try:
         return _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor,
-                           workers)
+                           workers, sources)
     finally:
         lock.release()
+
+
+def make_folders(path):
+    """Create folder path and its missing parents; returns the folders it made, deepest first."""
+    made, folder = [], os.path.abspath(path)
+    while not os.path.exists(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
+    os.makedirs(path, exist_ok=True)
+    return made
 
 
 def start_workers(config, backend, engine=None):
@@ -395,13 +467,14 @@ def start_workers(config, backend, engine=None):
     return executor, workers
 
 
-def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers):
-    """run() once it holds the output's lock."""
+def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers,
+                sources):
+    """run() once it holds the output's lock; sources is its scan (start_scan), counting into result.scan."""
     record_run(config, codecs)
     start = time.perf_counter()
     prior = manifest.PriorRows(config.output, shard)
     unlistable = []  # ids of folders the scan could not list: pairs below them are not "gone"
-    sources = _watch(plan_sources(config, shard, None, result.scan), unlistable)
+    sources = _watch(sources, unlistable)
     head = itertools.islice(sources, limit) if limit is not None else sources
     store = containers.open_store(config, shard)
     items = ((src, _intact_in(store, prior.pop(src.rel))) for src in head)
@@ -444,7 +517,7 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
         with manifest.OutputLock(config.output).acquire_merge():
             result.merged = manifest.merge(config.output, dataset_info(config), count=1,
                                            prepare=functools.partial(containers.assemble, config))
-            containers.write_meta_info(config)
+            result.meta_info_left_out = containers.write_meta_info(config).left_out
     result.removed = remove_gone(config, shard, prior.passed, unlistable, result.scan)
     result.seconds = time.perf_counter() - start
     return result
@@ -526,10 +599,19 @@ def merge(config):
     """Combine finished shard parts of config.output into the dataset files."""
     config = absolute_paths(config)
     fsutil.allow_open_files()  # the parts of every shard job are read (and rewritten) side by side
+    running = manifest.OutputLock(config.output).runs_in_progress()
+    if running:  # a whole run merges its own output when it ends; shards still being made are not done
+        raise LockHeld(f"output '{config.output}' is in use: " + "; ".join(
+            f"{manifest.runs_of(n)} is in progress ({who})" for n, who in running))
+    recorded = _read_run(config)
+    if recorded is not None and recorded.get("fingerprint") != config.fingerprint():
+        raise MergeError(f"cannot merge: the shards in '{config.output}' were made with a different config "
+                         f"({_config_difference(recorded, config)}); merge with the --config and --set of the "
+                         "shard jobs")
     with manifest.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
         merged = manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
                                 prepare=functools.partial(containers.assemble, config))
-        containers.write_meta_info(config)
+        merged["meta_info_left_out"] = containers.write_meta_info(config).left_out
     return merged
 
 
@@ -540,9 +622,11 @@ def _intact_in(store, prior):
     return None
 
 
-def dry_run(config, shard=(0, 1), limit=None, out=None):
-    """Print what a run would do, writing nothing; returns the number of sources."""
+def dry_run(config, shard=(0, 1), limit=None, out=None, quiet=False):
+    """Make the checks a run makes before writing (preflight: ConfigError, BackendUnavailable), then print what
+    it would do, writing nothing; returns the number of sources."""
     out = out if out is not None else sys.stdout  # looked up per call, so redirected stdout is honoured
+    preflight(config, quiet=quiet, shard=shard)
     n = 0
     stats = ScanStats()
     for src in plan_sources(config, shard, None, stats):  # the whole tree, so the skip counts are complete
@@ -552,6 +636,7 @@ def dry_run(config, shard=(0, 1), limit=None, out=None):
             plan = layout.plan_outputs(src.out_rel, config, layout.split_of(src.rel, config.split))
             print(f"  {src.rel} -> " + ", ".join(rel for _, _, _, rel in plan), file=out)
         n += 1
+    check_found(config, stats)  # refused as the run refuses it
     skipped = f"; skipped: {stats.describe()}" if stats.describe() else ""
     print(f"dry run: {n} input(s) in '{config.input}' would go to '{config.output}' "
           f"(shard {shard[0]}/{shard[1]}){skipped}; nothing written", file=out)

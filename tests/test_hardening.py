@@ -353,8 +353,10 @@ def test_an_empty_input_removes_nothing(run_cli, five, out_dir):
     files = tree_bytes(out_dir)
     for p in five.iterdir():
         p.unlink()
-    assert run_cli(*_io(five, out_dir)).code == 0
-    assert tree_bytes(out_dir) == files
+    before = tree_mtimes(out_dir)
+    res = run_cli(*_io(five, out_dir))
+    assert res.code == 2 and "no images in" in res.err  # refused before writing: not even a rewrite
+    assert tree_bytes(out_dir) == files and tree_mtimes(out_dir) == before
 
 
 def test_backend_note_obeys_quiet(run_cli, five, out_dir, monkeypatch):

@@ -94,7 +94,7 @@ def label_lines(row):
         lines.append(f"split {row['split']}")
     lines.append(f"alpha {p.get('alpha', 0):.3f}  beta {p.get('beta', 0):.3f}")
     lines.append(f"gamma {p.get('gamma', 0):.3f}")
-    lines.append(f"noise {noise.get('model', '?')} ({noise.get('space', '?')}, {noise.get('order', '?')})")
+    lines.append(noise_label(noise))
     levels = [f"{k} {noise[k]:.4g}" for k in ("peak", "read_sigma", "sigma") if k in noise]
     if levels:
         lines.append("  ".join(levels[:2]))
@@ -103,6 +103,15 @@ def label_lines(row):
         lines.append(f"progressive T={p['progressive']['steps']} eta {p['progressive']['eta']:.3f}")
     lines.append(f"{row.get('width', '?')}x{row.get('height', '?')}, seed {row.get('seed', '?')}")
     return lines
+
+
+def noise_label(noise):
+    """The noise line of a label: physics names its camera and gain K (order and space do not apply to it)."""
+    model = noise.get("model", "?")
+    if model == "physics":
+        k = noise.get("K")
+        return f"noise physics {noise.get('camera', '?')}, K " + (f"{k:.3g}" if isinstance(k, (int, float)) else "?")
+    return f"noise {model} ({noise.get('space', '?')}, {noise.get('order', '?')})"
 
 
 def draw_label(draw, font, row, left, top):
