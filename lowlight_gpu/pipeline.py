@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import __version__, containers, encode, fsutil, imageio, layout, manifest, synth
+from . import __version__, containers, encode, fsutil, imageio, interrupts, layout, manifest, synth
 from . import worker_pool
 from .config import ConfigError
 from .errors import StorageError
@@ -24,6 +24,7 @@ from .synth.spec import FORMAT_VERSION
 
 # Failures of the output's storage: every later pair would fail the same way, so they stop the run (exit 4).
 STORAGE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EIO", "EROFS") if hasattr(errno, n))
+UNWRITABLE = "_unwritable"  # an error row's private mark: its output name cannot exist, so a rerun cannot help
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class RunResult:
     seconds: float = 0.0
     compile_seconds: float = 0.0  # compiling the CPU noise kernel before the timed run (first run only)
     removed: int = 0  # files of pairs whose source is gone
+    unwritable: int = 0  # of errors: inputs whose output name cannot exist (too long); a rerun cannot help
+    rebuilt: list = field(default_factory=list)  # LMDB databases found damaged and rebuilt
     merged: dict = field(default_factory=dict)
     scan: ScanStats = field(default_factory=ScanStats)
 
@@ -84,7 +87,18 @@ def make_pair(src, prior, ctx):
     except OSError as exc:  # permissions, a name too long: record it, the next run retries
         if exc.errno in STORAGE_ERRNOS:  # the disk, not this pair: stop the run
             raise StorageError(exc.errno, exc.strerror, exc.filename) from None
+        if exc.errno == errno.ENAMETOOLONG:
+            return "error", {"source": src.rel, "error": name_too_long(exc.filename, config.output), UNWRITABLE: True}
         return "error", {"source": src.rel, "error": f"cannot write output: {exc.strerror or exc}"}
+
+
+def name_too_long(path, out_root):
+    """The errors row text of an output whose name cannot exist on the output's filesystem."""
+    rel = os.path.relpath(path, out_root) if path else "?"
+    longest = max((len(os.fsencode(part)) for part in rel.split(os.sep)), default=0)
+    return (f"cannot write output: its name cannot exist on this filesystem ('{rel}' has a name of {longest} bytes, "
+            f"the limit is {fsutil.NAME_MAX} per name and about 4096 per path); rename the source "
+            "(or use save.container: webdataset or lmdb, which store any name)")
 
 
 def decode_source(path, config):
@@ -353,8 +367,12 @@ def execute(items, ctx, workers, engine, executor="threads"):
     return worker_pool.in_threads(calls, workers)
 
 
-def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
-    """Generate the pairs of one shard into config.output; merge at once when there is a single shard."""
+def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None, repair=False):
+    """Generate the pairs of one shard into config.output; merge at once when there is a single shard.
+
+    repair: check the checksum of every earlier pair's stored bytes (not only their sizes) before reusing
+    them, so a pair damaged in place is redone (--repair).
+    """
     config = absolute_paths(config)
     encoder, codecs = resolve_codecs(config)
     check_output(config, codecs)
@@ -374,7 +392,7 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     lock = manifest.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
     try:
         return _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor,
-                           workers)
+                           workers, repair)
     finally:
         lock.release()
 
@@ -397,11 +415,12 @@ def start_workers(config, backend, engine=None):
     return executor, workers, seconds
 
 
-def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers):
+def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers,
+                repair=False):
     """run() once it holds the output's lock."""
     record_run(config, codecs)
     start = time.perf_counter()
-    prior = manifest.PriorRows(config.output, shard)
+    prior = manifest.PriorRows(config.output, shard, check_all=repair)
     unlistable = []  # ids of folders the scan could not list: pairs below them are not "gone"
     sources = _watch(plan_sources(config, shard, None, result.scan), unlistable)
     head = itertools.islice(sources, limit) if limit is not None else sources
@@ -412,11 +431,13 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     try:
         for kind, row in execute(items, ctx, workers, engine, executor):
             if kind == "error":
+                result.unwritable += bool(row.pop(UNWRITABLE, False))
                 writer.add_error(row)
                 result.errors += 1
             else:
-                for stored in store.put(kind, row):  # in manifest order, once their bytes are stored
-                    writer.add_row(stored)
+                with interrupts.deferred():  # stored and journaled together, so an interrupt keeps both
+                    for stored in store.put(kind, row):  # in manifest order, once their bytes are stored
+                        writer.add_row(stored)
                 result.pairs += 1
                 result.skipped += kind == "skip"
             if progress is not None:
@@ -434,10 +455,21 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
                 writer.add_error(error)  # listed again, not retried: this run's own errors decide its exit code
         for stored in store.finish():
             writer.add_row(stored)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (interrupts.py): keep every pair that is whole
+        try:
+            with interrupts.deferred():
+                for stored in store.salvage():
+                    writer.add_row(stored)
+        finally:
+            store.abandon()
+            writer.abandon()
+        raise
     except BaseException:
         store.abandon()
         writer.abandon()
         raise
+    finally:
+        result.rebuilt = list(getattr(store, "rebuilt", []))
     prior.drain()
     writer.finish({"fingerprint": config.fingerprint(), "version": __version__, "limit": limit, **codecs,
                    "skipped": result.scan.counts})
