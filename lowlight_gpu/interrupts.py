@@ -3,9 +3,11 @@
 The command line installs ``handle`` for both signals (``installed``).  It raises KeyboardInterrupt for
 SIGINT and Terminated (a KeyboardInterrupt) for SIGTERM, which SLURM sends on a time-out or a preemption,
 so every ``except KeyboardInterrupt`` path (commit what is done, keep the journal) serves both.  Inside
-``deferred()`` -- while a pair's images go into an LMDB transaction, or a commit and its journal rows are
-written -- the signal only takes note, and the exception is raised when the block ends, so an interrupted
-run never holds half a pair in an open transaction.
+``deferred()`` -- the run's loop over pairs, a pair going into an LMDB transaction, a commit and its journal
+rows -- the signal only takes note; the exception is raised at the loop's next ``check()`` (after the pair
+in hand is stored) or when the block ends.  So an interrupted run never holds half a pair in an open
+transaction, and the exception never lands inside a compiled kernel (which numba would turn into a
+SystemError).  A second signal while one is pending raises at once: a user who presses Ctrl-C twice means it.
 """
 
 import contextlib
@@ -23,10 +25,18 @@ class Terminated(KeyboardInterrupt):
 def handle(signum, frame):
     """The signal handler: raise now, or at the end of the current deferred() block."""
     exc = Terminated() if signum == getattr(signal, "SIGTERM", None) else KeyboardInterrupt()
-    if _state["depth"]:
-        _state["pending"] = _state["pending"] or exc
+    if _state["depth"] and _state["pending"] is None:
+        _state["pending"] = exc
         return
+    _state["pending"] = None
     raise exc
+
+
+def check():
+    """Raise the interrupt a deferred() block has noted, if any (call where stopping is safe)."""
+    exc, _state["pending"] = _state["pending"], None
+    if exc is not None:
+        raise exc
 
 
 @contextlib.contextmanager

@@ -429,19 +429,20 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     writer = manifest.ShardWriter(config.output, *shard)
     ctx = RunContext(config, backend, encoder, workers if executor == "encode-pool" else 0)
     try:
-        for kind, row in execute(items, ctx, workers, engine, executor):
-            if kind == "error":
-                result.unwritable += bool(row.pop(UNWRITABLE, False))
-                writer.add_error(row)
-                result.errors += 1
-            else:
-                with interrupts.deferred():  # stored and journaled together, so an interrupt keeps both
+        with interrupts.deferred():  # Ctrl-C, SIGTERM: noted, then raised between pairs (check)
+            for kind, row in execute(items, ctx, workers, engine, executor):
+                if kind == "error":
+                    result.unwritable += bool(row.pop(UNWRITABLE, False))
+                    writer.add_error(row)
+                    result.errors += 1
+                else:
                     for stored in store.put(kind, row):  # in manifest order, once their bytes are stored
                         writer.add_row(stored)
-                result.pairs += 1
-                result.skipped += kind == "skip"
-            if progress is not None:
-                progress(kind, row)
+                    result.pairs += 1
+                    result.skipped += kind == "skip"
+                if progress is not None:
+                    progress(kind, row)
+                interrupts.check()
         prior_errors = manifest.PriorErrors(config.output, shard) if limit is not None else None
         for src in sources:  # beyond --limit: earlier pairs (and failed inputs) stay as they are, none is made
             row = keep_prior(src, _intact_in(store, prior.pop(src.rel)), config.output)

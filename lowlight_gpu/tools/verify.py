@@ -68,6 +68,8 @@ def main(config, n=None, out=None):
                 print(f"{kind}: {name}: {detail}", file=out)
     print(summary(checked, total, files, counts), file=out)
     if counts[DIFFERS] or counts[MISSING]:
+        print("lowlight-gpu: verify: to make them again, byte for byte, run the same command with --repair "
+              "instead of --verify", file=out)
         return EXIT_DIFFERS
     return EXIT_UNREPLAYABLE if counts[UNREPLAYABLE] else EXIT_OK
 
