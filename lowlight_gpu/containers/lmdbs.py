@@ -300,7 +300,7 @@ def check_damaged(root, part_paths, store):
         if lost and not state.get("at"):  # its images were only in the damaged database
             raise manifest.MergeError(
                 f"cannot merge: LMDB database '{os.path.join(root, lost[0])}' is damaged (truncated?) and held "
-                f"the images of '{row.get('source')}'; run the shard of {os.path.basename(part_paths[i])} again "
-                "(it redoes the pairs of a damaged database), then --merge")
+                f"the images of '{row.get('source')}'; run --shard {'/'.join(map(str, manifest.file_shard(part_paths[i])))}"
+                " again (it redoes the pairs of a damaged database; so do the other shard jobs), then --merge")
     for db in sorted(damaged):
         store._env(db)  # starts it again from empty: every pair it held is staged
