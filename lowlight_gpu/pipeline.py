@@ -461,6 +461,8 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
             with interrupts.deferred():
                 for stored in store.salvage():
                     writer.add_row(stored)
+        except Exception:  # noqa: BLE001 - the interrupt stands; a journal row is CRC-checked on resume anyway
+            pass
         finally:
             store.abandon()
             writer.abandon()
