@@ -298,9 +298,10 @@ def check_damaged(root, part_paths, store):
         state = row.get(manifest.STATE) or {}
         lost = sorted({m[3] for m in state.get("members", [])} & damaged)
         if lost and not state.get("at"):  # its images were only in the damaged database
+            shard = "/".join(map(str, manifest.file_shard(part_paths[i])))
             raise manifest.MergeError(
                 f"cannot merge: LMDB database '{os.path.join(root, lost[0])}' is damaged (truncated?) and held "
-                f"the images of '{row.get('source')}'; run --shard {'/'.join(map(str, manifest.file_shard(part_paths[i])))}"
+                f"the images of '{row.get('source')}'; run --shard {shard}"
                 " again (it redoes the pairs of a damaged database; so do the other shard jobs), then --merge")
     for db in sorted(damaged):
         store._env(db)  # starts it again from empty: every pair it held is staged
