@@ -361,7 +361,7 @@ def _summary(config, args, result):
         retry = "re-run the same command to retry them"
         if result.unwritable:  # a rerun cannot give them a name the filesystem allows
             retry = (f"{result.unwritable} of them have an output name too long for the filesystem: rename those "
-                     "sources" + (f"; re-run the same command to retry the others" if result.unwritable < result.errors
+                     "sources" + ("; re-run the same command to retry the others" if result.unwritable < result.errors
                                   else ""))
         print(f"lowlight-gpu: failed inputs are listed in {config.output}/errors.jsonl; {retry}", file=sys.stderr)
 
