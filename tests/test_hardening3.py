@@ -411,3 +411,21 @@ def test_readme_lists_every_member_tag(run_cli, tmp_path):
     listed = readme[readme.index("Tags: `high`"):].split("\n\n")[0]
     missing = {t for t in tags if f"`{re.sub(r't[0-9]+$', 'tNN', t)}`" not in listed}
     assert not missing and "raw_low_t01" in tags
+
+
+def test_an_interrupt_inside_a_deferred_block_waits_for_it_and_a_second_one_does_not():
+    from lowlight_gpu import interrupts
+
+    done = []
+    with pytest.raises(interrupts.Terminated):
+        with interrupts.deferred():
+            interrupts.handle(signal.SIGTERM, None)  # noted, not raised: the block finishes its work
+            done.append("stored")
+    assert done == ["stored"]
+    with pytest.raises(KeyboardInterrupt) as caught:
+        with interrupts.deferred():
+            interrupts.handle(signal.SIGINT, None)
+            interrupts.handle(signal.SIGINT, None)  # a second Ctrl-C: at once
+            done.append("never")
+    assert done == ["stored"] and not isinstance(caught.value, interrupts.Terminated)
+    interrupts.check()  # nothing left pending
