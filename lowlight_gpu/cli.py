@@ -3,7 +3,8 @@
 Exit codes: 0 every input done; 2 bad usage or config (nothing written);
 3 the run finished but some inputs failed (listed in errors.jsonl);
 4 stopped by the environment (the output's disk full, over quota, failing or read-only; re-run to resume);
-5 another run is using this output (or this shard of it); 1 --verify found a difference.
+5 another run is using this output (or this shard of it); 1 --verify found a difference (or a tool found a
+damaged LMDB); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished pairs are kept, re-run to resume.
 """
 
 import argparse
@@ -16,6 +17,8 @@ import threading
 from . import __version__
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED_INPUTS, EXIT_STOPPED, EXIT_LOCKED = 0, 2, 3, 4, 5
+EXIT_DAMAGED = 1  # a tool (--verify, --preview, --report) met a damaged LMDB database
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as a shell reports them
 DEFAULT_CONFIG = "config.yaml"
 
 DESCRIPTION = """\
@@ -35,13 +38,17 @@ examples:
   python generate.py --set progressive.enabled=true --set progressive.save=all
   python generate.py --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT   # then: --merge
   python generate.py --verify 100                      # replay 100 rows, compare with the files
+  python generate.py --repair                          # redo every pair whose stored bytes changed
 
 exit codes: 0 all inputs done, 2 bad usage or config (nothing written),
             3 finished but some inputs failed (see OUTPUT/errors.jsonl; re-run to retry),
             4 stopped by the environment: the output's disk is full, over quota, failing or
               read-only (finished pairs are kept; fix it and re-run to resume),
             5 another run is using this output (its pid and host are named),
-            1 --verify found a file that differs from its replay (each one is named)
+            1 --verify found a file that differs from its replay (each one is named),
+              or a tool found a damaged LMDB database (named; re-running the generation rebuilds it),
+            130 interrupted (Ctrl-C), 143 terminated (SIGTERM): the finished pairs are kept;
+              re-run the same command to resume
 """
 
 
@@ -94,6 +101,9 @@ def build_parser():
                    help="combine finished shard parts into manifest.jsonl, errors.jsonl and dataset.json")
     p.add_argument("--verify", nargs="?", const=-1, type=positive_int, metavar="N",
                    help="replay N manifest rows (all if N is left out) and compare them with the files")
+    p.add_argument("--repair", action="store_true",
+                   help="run, checking the checksum of every stored image (not only its size) before reusing it: "
+                        "whatever --verify found damaged is made again, byte for byte")
     p.add_argument("--preview", action="store_true", help="write OUTPUT/preview.png, a contact sheet")
     p.add_argument("--report", action="store_true", help="write OUTPUT/report.png and report.md")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -124,11 +134,18 @@ def main(argv=None):
 
         print("\n".join(listing()))
         return EXIT_OK
+    from . import interrupts
+
     try:
-        return _main(args)
+        with interrupts.installed():  # SIGTERM (SLURM's time-out, preemption) stops a run as Ctrl-C does
+            return _main(args)
+    except interrupts.Terminated:
+        print("lowlight-gpu: terminated (SIGTERM); finished pairs are kept; re-run the same command to resume",
+              file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("lowlight-gpu: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        print("lowlight-gpu: interrupted; finished pairs are kept; re-run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def command(argv=None):
@@ -204,7 +221,7 @@ def _main(args):
     """Load the config, then run the requested action."""
     from . import pipeline, synth, worker_pool
     from .config import load_config
-    from .errors import BackendUnavailable, ConfigError, LockHeld, MergeError
+    from .errors import BackendUnavailable, ConfigError, DamagedDatabase, LockHeld, MergeError
 
     try:
         config = load_config(config_path(args.config), args.overrides, check_paths=not (args.merge or args.verify is not None
@@ -226,6 +243,9 @@ def _main(args):
             return _fail(exc)
         except LockHeld as exc:
             return _locked(exc)
+        except DamagedDatabase as exc:
+            print(f"lowlight-gpu: error: {exc}", file=sys.stderr)
+            return EXIT_DAMAGED
         except OSError as exc:
             return _stopped(exc, config)
     if args.limit == 0:  # say so rather than run: an existing dataset stays exactly as it is
@@ -237,7 +257,7 @@ def _main(args):
         backend = "numpy" if config.backend == "numpy" else synth.select(config.backend, quiet=args.quiet).NAME
         with _progress(args, config) as progress:
             result = pipeline.run(config, shard=args.shard or (0, 1), limit=args.limit,
-                                  progress=progress, engine=engine, backend=backend)
+                                  progress=progress, engine=engine, backend=backend, repair=args.repair)
     except (ConfigError, BackendUnavailable) as exc:
         return _fail(exc)
     except LockHeld as exc:
@@ -401,9 +421,16 @@ def _summary(config, args, result):
     _meta_info_note(config, result.meta_info_left_out)
     if result.removed:
         print(f"lowlight-gpu: removed {result.removed} file(s) of pairs whose source is gone", file=sys.stderr)
+    if result.rebuilt:
+        print(f"lowlight-gpu: rebuilt damaged LMDB database(s) {', '.join(result.rebuilt)}: their pairs were made "
+              "again", file=sys.stderr)
     if result.errors:
-        print(f"lowlight-gpu: failed inputs are listed in {config.output}/errors.jsonl; "
-              "re-run the same command to retry them", file=sys.stderr)
+        retry = "re-run the same command to retry them"
+        if result.unwritable:  # a rerun cannot give them a name the filesystem allows
+            retry = (f"{result.unwritable} of them have an output name too long for the filesystem: rename those "
+                     "sources" + ("; re-run the same command to retry the others" if result.unwritable < result.errors
+                                  else ""))
+        print(f"lowlight-gpu: failed inputs are listed in {config.output}/errors.jsonl; {retry}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@
 
 Loose files, WebDataset tar shards and BasicSR LMDBs (save.container) give the
 same samples in the same order: each manifest row says where its images are.
+An LMDB dataset needs the lmdb package (ImportError with the install hint, at
+construction); a damaged LMDB (a truncated data.mdb) raises DamagedDatabase,
+naming it, instead of killing the process with SIGBUS.
 With torch installed the class is a ``torch.utils.data.Dataset`` (use it with a
 DataLoader); without torch it is a plain sequence of numpy samples.
 """
@@ -53,6 +56,15 @@ def known_splits(root, seen=()):
     return names
 
 
+def _need_lmdb(root):
+    """ImportError with the install hint when the lmdb package is missing."""
+    try:
+        import lmdb  # noqa: F401
+    except ImportError:
+        raise ImportError(f"PairDataset: '{root}' stores its images in LMDB databases, which need the lmdb "
+                          "package: pip install 'lowlight-gpu[lmdb]'") from None
+
+
 class PairDataset(_Base):
     """Samples of a generated dataset: (low, high), (low, high, params), or (steps..., high)."""
 
@@ -75,6 +87,8 @@ class PairDataset(_Base):
             # Keep only what __getitem__ needs: a million rows of full dicts would cost gigabytes.
             images = tuple(s["path"] for s in row["steps"]) if steps and "steps" in row else (row["low"],)
             where = _where(row)  # None for loose files; (shard, key) of a tar or LMDB container
+            if where is not None and where[1] is not None and len(self.items) == 0:
+                _need_lmdb(self.root)
             self.items.append((images + (row["high"],), row["params"] if with_params else None, where))
         if split is not None and split not in known_splits(self.root, seen):
             names = sorted(known_splits(self.root, seen))

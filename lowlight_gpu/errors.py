@@ -44,3 +44,7 @@ class LockHeld(Exception):
 
 class BackendUnavailable(Exception):
     """The configured backend cannot run on this machine."""
+
+
+class DamagedDatabase(Exception):
+    """An LMDB database of the output is damaged (a truncated data.mdb); str() is one line naming it."""

@@ -27,11 +27,22 @@ def allow_open_files() -> int | None:
     return soft
 
 
+NAME_MAX = 255  # bytes in one file name on the usual filesystems (ext4, XFS, btrfs, ZFS, tmpfs)
+
+
 def temp_name(path: str | os.PathLike[str]) -> pathlib.Path:
-    """The temporary file write_atomic() uses for path: '.{basename}.tmp' beside it."""
+    """The temporary file write_atomic() uses for path: '.{basename}.tmp' beside it.
+
+    A name within 5 bytes of NAME_MAX (a legal 251-255 byte name) would give a temporary name that cannot
+    exist; it gets '.{24 hex digits of the name's SHA-256}.tmp' instead, as deterministic as the long form.
+    """
     p = pathlib.Path(path)
     if not p.name:
         raise ValueError(f"path has no file name: {path!r}")
+    if len(os.fsencode(p.name)) + len("..tmp") > NAME_MAX:
+        import hashlib
+
+        return p.with_name(f".{hashlib.sha256(os.fsencode(p.name)).hexdigest()[:24]}.tmp")
     return p.with_name(f".{p.name}.tmp")
 
 

@@ -88,7 +88,8 @@ def file_shard(path):
 class PriorRows:
     """Rows of earlier runs into this output, looked up in increasing source order."""
 
-    def __init__(self, out_root, shard=None):
+    def __init__(self, out_root, shard=None, check_all=False):
+        """check_all: treat every row as a journal's, so its outputs' checksums are checked (--repair)."""
         parts = os.path.join(out_root, PARTS)
         # Parts of a sibling shard (same count, other index) cannot hold this shard's sources: with 64 array
         # jobs, each reads only its own parts instead of all 64.  Parts of another count may, so they stay.
@@ -99,6 +100,7 @@ class PriorRows:
         tagged = [self._tag(read_rows(p), False) for p in finals] + [self._tag(read_rows(p), True) for p in journals]
         self._stream = heapq.merge(*tagged, key=lambda item: item[0]["source"])
         self._head = next(self._stream, None)
+        self.check_all = check_all
         self.passed = []  # (source, output files) of rows no scanned source asked for: candidates for removal
 
     @staticmethod
@@ -116,7 +118,7 @@ class PriorRows:
             else:
                 self._pass(self._head[0])
             self._head = next(self._stream, None)
-        return found
+        return (found[0], True) if found is not None and self.check_all else found
 
     def drain(self):
         """Pass every row not asked for yet: call once the scan has ended."""

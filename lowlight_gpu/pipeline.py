@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import __version__, containers, encode, fsutil, imageio, layout, manifest, synth
+from . import __version__, containers, encode, fsutil, imageio, interrupts, layout, manifest, synth
 from . import worker_pool
 from .config import ConfigError
 from .errors import LockHeld, MergeError, StorageError
@@ -24,6 +24,7 @@ from .synth.spec import FORMAT_VERSION
 
 # Failures of the output's storage: every later pair would fail the same way, so they stop the run (exit 4).
 STORAGE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EIO", "EROFS") if hasattr(errno, n))
+UNWRITABLE = "_unwritable"  # an error row's private mark: its output name cannot exist, so a rerun cannot help
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class RunResult:
     kept: int = 0  # of skipped: earlier pairs beyond --limit, kept as they were
     seconds: float = 0.0
     removed: int = 0  # files of pairs whose source is gone
+    unwritable: int = 0  # of errors: inputs whose output name cannot exist (too long); a rerun cannot help
+    rebuilt: list = field(default_factory=list)  # LMDB databases found damaged and rebuilt
     merged: dict = field(default_factory=dict)
     meta_info_left_out: int = 0  # pairs whose names BasicSR's meta_info cannot carry (containers/metainfo.py)
     scan: ScanStats = field(default_factory=ScanStats)
@@ -87,7 +90,18 @@ def make_pair(src, prior, ctx):
     except OSError as exc:  # permissions, a name too long: record it, the next run retries
         if exc.errno in STORAGE_ERRNOS:  # the disk, not this pair: stop the run
             raise StorageError(exc.errno, exc.strerror, exc.filename) from None
+        if exc.errno == errno.ENAMETOOLONG:
+            return "error", {"source": src.rel, "error": name_too_long(exc.filename, config.output), UNWRITABLE: True}
         return "error", {"source": src.rel, "error": f"cannot write output: {exc.strerror or exc}"}
+
+
+def name_too_long(path, out_root):
+    """The errors row text of an output whose name cannot exist on the output's filesystem."""
+    rel = os.path.relpath(path, out_root) if path else "?"
+    longest = max((len(os.fsencode(part)) for part in rel.split(os.sep)), default=0)
+    return (f"cannot write output: its name cannot exist on this filesystem ('{rel}' has a name of {longest} bytes, "
+            f"the limit is {fsutil.NAME_MAX} per name and about 4096 per path); rename the source "
+            "(or use save.container: webdataset or lmdb, which store any name)")
 
 
 def decode_source(path, config):
@@ -410,8 +424,12 @@ def start_scan(config, shard, stats):
     return itertools.chain([first], sources) if first is not None else sources
 
 
-def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None):
-    """Generate the pairs of one shard into config.output; merge at once when there is a single shard."""
+def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=None, repair=False):
+    """Generate the pairs of one shard into config.output; merge at once when there is a single shard.
+
+    repair: check the checksum of every earlier pair's stored bytes (not only their sizes) before reusing
+    them, so a pair damaged in place is redone (--repair).
+    """
     checked = preflight(config, backend, shard=shard)
     config, encoder, codecs, backend = checked.config, checked.encoder, checked.codecs, checked.backend
     if backend == "cupy":
@@ -433,7 +451,7 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     lock = manifest.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
     try:
         return _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor,
-                           workers, sources)
+                           workers, sources, repair)
     finally:
         lock.release()
 
@@ -468,11 +486,11 @@ def start_workers(config, backend, engine=None):
 
 
 def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers,
-                sources):
+                sources, repair=False):
     """run() once it holds the output's lock; sources is its scan (start_scan), counting into result.scan."""
     record_run(config, codecs)
     start = time.perf_counter()
-    prior = manifest.PriorRows(config.output, shard)
+    prior = manifest.PriorRows(config.output, shard, check_all=repair)
     unlistable = []  # ids of folders the scan could not list: pairs below them are not "gone"
     sources = _watch(sources, unlistable)
     head = itertools.islice(sources, limit) if limit is not None else sources
@@ -481,17 +499,20 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     writer = manifest.ShardWriter(config.output, *shard)
     ctx = RunContext(config, backend, encoder, workers if executor == "encode-pool" else 0)
     try:
-        for kind, row in execute(items, ctx, workers, engine, executor):
-            if kind == "error":
-                writer.add_error(row)
-                result.errors += 1
-            else:
-                for stored in store.put(kind, row):  # in manifest order, once their bytes are stored
-                    writer.add_row(stored)
-                result.pairs += 1
-                result.skipped += kind == "skip"
-            if progress is not None:
-                progress(kind, row)
+        with interrupts.deferred():  # Ctrl-C, SIGTERM: noted, then raised between pairs (check)
+            for kind, row in execute(items, ctx, workers, engine, executor):
+                if kind == "error":
+                    result.unwritable += bool(row.pop(UNWRITABLE, False))
+                    writer.add_error(row)
+                    result.errors += 1
+                else:
+                    for stored in store.put(kind, row):  # in manifest order, once their bytes are stored
+                        writer.add_row(stored)
+                    result.pairs += 1
+                    result.skipped += kind == "skip"
+                if progress is not None:
+                    progress(kind, row)
+                interrupts.check()
         prior_errors = manifest.PriorErrors(config.output, shard) if limit is not None else None
         for src in sources:  # beyond --limit: earlier pairs (and failed inputs) stay as they are, none is made
             row = keep_prior(src, _intact_in(store, prior.pop(src.rel)), config.output)
@@ -505,10 +526,23 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
                 writer.add_error(error)  # listed again, not retried: this run's own errors decide its exit code
         for stored in store.finish():
             writer.add_row(stored)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (interrupts.py): keep every pair that is whole
+        try:
+            with interrupts.deferred():
+                for stored in store.salvage():
+                    writer.add_row(stored)
+        except Exception:  # noqa: BLE001 - the interrupt stands; a journal row is CRC-checked on resume anyway
+            pass
+        finally:
+            store.abandon()
+            writer.abandon()
+        raise
     except BaseException:
         store.abandon()
         writer.abandon()
         raise
+    finally:
+        result.rebuilt = list(getattr(store, "rebuilt", []))
     prior.drain()
     writer.finish({"fingerprint": config.fingerprint(), "version": __version__, "limit": limit, **codecs,
                    "skipped": result.scan.counts})

@@ -121,8 +121,15 @@ def watch_parent(parent):
     """In a worker process: exit as soon as its parent (pid) is gone, even after a SIGKILL.
 
     A worker otherwise waits forever for work from a parent that was killed.  The pid comes from the parent
-    itself: one killed while this worker was still starting is already gone when this runs.
+    itself: one killed while this worker was still starting is already gone when this runs.  SIGINT and
+    SIGTERM (a terminal's Ctrl-C and SLURM reach the whole process group) are left to the parent, which stops
+    between pairs and then shuts the pool down; a worker stopped inside a kernel would fail its pair instead.
     """
+    import signal
+
+    for name in ("SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     def watch():
         while os.getppid() == parent:
             time.sleep(0.2)

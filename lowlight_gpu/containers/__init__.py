@@ -10,7 +10,11 @@ Workers encode a pair's images; where the bytes go depends on the container:
 Names.  A pair's **key** is its output name without ``.png`` with every character outside
 ``[A-Za-z0-9_/-]`` written as ``%XX`` (UTF-8 bytes): no dots (WebDataset splits a member name at its first
 dot, BasicSR a meta_info line at its first dot), ASCII only (BasicSR encodes LMDB keys as ASCII), stable and
-collision-free (the escaping is reversible and output names are already distinct).  Each image has a
+collision-free (the escaping is reversible and output names are already distinct).  An LMDB key holds at
+most 511 bytes (LMDB's limit): a longer one becomes its first bytes, ``~`` and 32 hex digits of the SHA-256 of
+the whole key (lmdb_key), and its row then records ``name``, the output name (out_rel_of_row).  ``~`` never
+appears in an escaped key, so such a key names one source only, and every key of 511 bytes or fewer stays
+as it was.  Each image has a
 **tag**: ``high``, ``low``, ``low_clean``, ``tNN`` (progressive step NN), ``low_clean_tNN``; an extra payload
 (save.raw's mosaics) brings its own tag, e.g. ``raw_low``.
 
@@ -26,6 +30,7 @@ null], ...]`` in write order) and ``at``: ``[file, offset]`` of the sample in a 
 segment or a final shard), or null for bytes already in the final LMDBs.
 """
 
+import hashlib
 import os
 import string
 from urllib.parse import unquote
@@ -38,6 +43,8 @@ NO_SPLIT = "data"  # the shard name prefix when no split is configured
 LMDB_MISSING = "save.container: lmdb needs the lmdb package: pip install -e '.[lmdb]' (or pick files or webdataset)"
 PAYLOAD = "_payload"  # a row's encoded images on their way from a worker to the main process's writer
 _KEY_SAFE = frozenset(string.ascii_letters + string.digits + "_-/")
+LMDB_MAX_KEY = 511  # bytes: LMDB's compiled-in key limit (MDB_MAXKEYSIZE); py-lmdb's own build has it too
+HASHED_KEY_MARK = "~"  # never in an escaped key (it is written %7E): marks a key shortened by lmdb_key
 
 
 def sample_key(out_rel):
@@ -49,6 +56,22 @@ def sample_key(out_rel):
 def out_rel_of(key):
     """The output name a key came from (the inverse of sample_key)."""
     return unquote(key, errors="strict") + ".png"
+
+
+def lmdb_key(key):
+    """key when it fits LMDB's limit, else its first bytes + '~' + 32 hex digits of its SHA-256 (511 bytes in all)."""
+    if len(key) <= LMDB_MAX_KEY:  # ASCII: one byte per character
+        return key
+    digest = hashlib.sha256(key.encode("ascii")).hexdigest()[:32]
+    head = key[: LMDB_MAX_KEY - len(HASHED_KEY_MARK) - len(digest)]
+    if "%" in head[-2:]:  # never cut inside a %XX escape: the prefix stays a readable name
+        head = head[: head.rindex("%")]
+    return head + HASHED_KEY_MARK + digest
+
+
+def out_rel_of_row(row):
+    """The output name of a container row: its key unescaped, or the name it records when its key was shortened."""
+    return row["name"] if HASHED_KEY_MARK in row["key"] else out_rel_of(row["key"])
 
 
 def image_tag(role, t, config):
@@ -100,8 +123,11 @@ def attach(row, payload, out_rel, container):
     if container == "webdataset":
         refs = {rel: member_name(key, tag, rel) for tag, rel, _ in payload}
     else:
+        key = lmdb_key(key)
         refs = {rel: database_of(rel, out_rel) for _, rel, _ in payload}
     out = {"source": row["source"], "key": key}
+    if HASHED_KEY_MARK in key:  # the key alone no longer gives the name (verify and the raw plan need it)
+        out["name"] = out_rel
     for name, value in row.items():  # high, low, clean_low, raw_*: paths; steps, clean_steps, raw_steps: lists
         if isinstance(value, str) and value in refs:
             value = refs[value]
@@ -143,7 +169,7 @@ def planned_refs(row, plan, cfg):
     if container == "files":
         return [(entry, entry[3]) for entry in plan]
     key = row["key"]
-    out_rel = out_rel_of(key)
+    out_rel = out_rel_of_row(row)
     refs = []
     for entry in plan:
         role, t, _, rel = entry
@@ -182,6 +208,10 @@ class FilesStore:
 
     def finish(self):
         """Nothing is pending."""
+        return []
+
+    def salvage(self):
+        """After an interrupt: nothing is pending."""
         return []
 
     def cleanup(self):

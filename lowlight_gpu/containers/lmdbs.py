@@ -11,19 +11,31 @@ redoes.  A ``--shard I/N`` job cannot share the databases (one writer per LMDB, 
 filesystem), so it stages its samples in tar segments (tars.TarStaging) and ``--merge`` puts them in.
 A key/value set does not depend on insertion order, so the databases of a whole run and of shards plus
 merge hold the same keys and values.
+
+Damage.  A data.mdb shorter than its meta page's last page (a truncated copy) would kill a reader with
+SIGBUS on its first access past the end, so every handle is checked before anything reads through it
+(damage): a reader raises DamagedDatabase, one line naming the database; a whole run rebuilds the database
+from scratch (its pairs fail the resume check and are redone); --merge rebuilds it only when every pair it
+held is staged again (the shard jobs were re-run), and otherwise names the shard to run again.
+
+Interrupts.  put() and the commit run with SIGINT/SIGTERM deferred (interrupts.deferred), so every open
+transaction holds whole pairs: an interrupted run commits them (salvage) and journals their rows.
 """
 
 import contextlib
 import errno
+import glob
 import os
 
-from .. import manifest
+from .. import interrupts, manifest
+from ..errors import DamagedDatabase
 from ..fsutil import remove_if_present as _remove
 from . import PAYLOAD, readers, tars
 
 MAP_SIZE = 1 << 40        # address space, not disk: data.mdb grows with what is written (sparse on Linux)
 COMMIT_BYTES = 64 << 20   # bounds a write transaction's dirty pages in memory
 COMMIT_PAIRS = 1000
+LOW_SPACE = 2 * COMMIT_BYTES  # free bytes under which a failed LMDB write is taken for a full disk (see storage_errors)
 
 
 def _lmdb():
@@ -41,8 +53,34 @@ def open_writer(path):
 
 
 def open_reader(path):
-    """An LMDB environment for reading, opened the way BasicSR's FileClient opens one."""
-    return _lmdb().open(path, readonly=True, lock=False, readahead=False, meminit=False)
+    """An LMDB environment for reading, opened the way BasicSR's FileClient opens one; DamagedDatabase if damaged."""
+    lmdb = _lmdb()
+    try:
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
+    except (lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError) as exc:
+        raise DamagedDatabase(damaged_message(path, f"{exc}".split(": ")[-1])) from None
+    except lmdb.Error as exc:
+        if os.path.isfile(os.path.join(path, "data.mdb")) and os.path.getsize(os.path.join(path, "data.mdb")) == 0:
+            raise DamagedDatabase(damaged_message(path, "data.mdb is empty")) from None
+        raise
+    reason = damage(path, env)
+    if reason is not None:
+        env.close()
+        raise DamagedDatabase(damaged_message(path, reason))
+    return env
+
+
+def damage(path, env):
+    """None when path's data.mdb holds every page env's meta page counts, else why not (in a few words)."""
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]  # both come from the meta pages, at the start
+    size = os.path.getsize(os.path.join(path, "data.mdb"))
+    return None if size >= needed else f"data.mdb is {size} bytes, its pages need {needed}; truncated?"
+
+
+def damaged_message(path, reason):
+    """The one line that names a damaged database and the way back."""
+    return (f"LMDB database '{path}' is damaged ({reason}); re-run the command that made the dataset: "
+            "it rebuilds the database and redoes its pairs")
 
 
 @contextlib.contextmanager
@@ -54,7 +92,20 @@ def storage_errors(path):
     except (lmdb.MapFullError, lmdb.DiskError) as exc:
         raise OSError(errno.ENOSPC, f"LMDB: {exc}", path) from None
     except lmdb.Error as exc:
-        raise OSError(errno.EIO, f"LMDB: {exc}", path) from None
+        # LMDB turns a short write -- what a full disk gives -- into EIO; the free space tells them apart.
+        code = errno.ENOSPC if disk_nearly_full(path) else errno.EIO
+        raise OSError(code, f"LMDB: {exc}", path) from None
+
+
+def disk_nearly_full(path):
+    """Whether the filesystem of path (or of its nearest existing parent) has under LOW_SPACE bytes free."""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path or ".")
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < LOW_SPACE
 
 
 class LmdbStore:
@@ -67,12 +118,13 @@ class LmdbStore:
         self.pending = []      # rows in manifest order, waiting for the commit of their (or earlier) bytes
         self.dirty_bytes = 0
         self.dirty_pairs = 0
+        self.rebuilt = []      # databases found damaged and started again from empty
 
     def _env(self, db):
-        """The open environment of database db (a path relative to the output)."""
+        """The open environment of database db (a path relative to the output); a damaged one starts empty."""
         env = self.envs.get(db)
         if env is None:
-            env = self.envs[db] = open_writer(os.path.join(self.root, db))
+            env = self.envs[db] = open_checked(os.path.join(self.root, db), self.rebuilt, db)
         return env
 
     def check(self, row, from_journal):
@@ -92,32 +144,43 @@ class LmdbStore:
             payload = None
         else:
             payload = row.pop(PAYLOAD)
-        if payload is not None:
-            key = row["key"].encode("ascii")
-            for name, data, db in payload:
-                with storage_errors(os.path.join(self.root, db)):
-                    txn = self.txns.get(db)
-                    if txn is None:
-                        txn = self.txns[db] = self._env(db).begin(write=True)
-                    txn.put(key, data)
-                self.dirty_bytes += len(data)
-            state["members"] = [[name, len(data), manifest.data_digest(data), db] for name, data, db in payload]
-            state["at"] = None
-            self.dirty_pairs += 1
-        self.pending.append(row)
-        if not self.txns or self.dirty_bytes >= COMMIT_BYTES or self.dirty_pairs >= COMMIT_PAIRS:
-            return self._commit()
+        with interrupts.deferred():  # a pair goes into the transactions whole, with its row
+            if payload is not None:
+                self._put_pair(row, payload)
+            self.pending.append(row)
+            if not self.txns or self.dirty_bytes >= COMMIT_BYTES or self.dirty_pairs >= COMMIT_PAIRS:
+                return self._commit()
         return []
+
+    def _put_pair(self, row, payload):
+        """Put one pair's images into the write transactions and record them in its state."""
+        key = row["key"].encode("ascii")
+        for name, data, db in payload:
+            with storage_errors(os.path.join(self.root, db)):
+                txn = self.txns.get(db)
+                if txn is None:
+                    txn = self.txns[db] = self._env(db).begin(write=True)
+                txn.put(key, data)
+            self.dirty_bytes += len(data)
+        state = row[manifest.STATE]
+        state["members"] = [[name, len(data), manifest.data_digest(data), db] for name, data, db in payload]
+        state["at"] = None
+        self.dirty_pairs += 1
 
     def _commit(self):
         """Commit every open write transaction; returns the rows now safe to journal."""
-        for db, txn in self.txns.items():
-            with storage_errors(os.path.join(self.root, db)):
-                txn.commit()
-        self.txns.clear()
-        self.dirty_bytes = self.dirty_pairs = 0
-        rows, self.pending = self.pending, []
+        with interrupts.deferred():  # all or none of the transactions, then the rows
+            for db, txn in self.txns.items():
+                with storage_errors(os.path.join(self.root, db)):
+                    txn.commit()
+            self.txns.clear()
+            self.dirty_bytes = self.dirty_pairs = 0
+            rows, self.pending = self.pending, []
         return rows
+
+    def salvage(self):
+        """After an interrupt: commit the whole pairs put so far; returns their rows (the run journals them)."""
+        return self._commit()
 
     def finish(self):
         """Commit what is left and close the databases; returns the last rows."""
@@ -130,6 +193,12 @@ class LmdbStore:
     def cleanup(self):
         """Nothing is staged by a whole run."""
 
+    def databases(self):
+        """Every database under the output (paths relative to it)."""
+        found = glob.glob(os.path.join(glob.escape(self.root), "**", "*.lmdb", "data.mdb"), recursive=True)
+        rels = [os.path.relpath(os.path.dirname(p), self.root).replace(os.sep, "/") for p in sorted(found)]
+        return [db for db in rels if not db.startswith(manifest.PARTS + "/")]
+
     def abandon(self):
         """Drop uncommitted work (its rows were never journaled) and close the databases."""
         for txn in self.txns.values():
@@ -138,6 +207,28 @@ class LmdbStore:
         for env in self.envs.values():
             env.close()
         self.envs.clear()
+
+
+def is_damaged(path):
+    """Whether the database at path is damaged (DamagedDatabase when read)."""
+    try:
+        readers.release(path)
+        open_reader(path).close()
+    except DamagedDatabase:
+        return True
+    except _lmdb().Error:
+        return False
+    return False
+
+
+def open_checked(path, rebuilt, db):
+    """open_writer(path), after checking its data.mdb: a damaged database is removed first (db noted in rebuilt)."""
+    data = os.path.join(path, "data.mdb")
+    if os.path.isfile(data) and os.path.getsize(data) > 0 and is_damaged(path):
+        for name in ("data.mdb", "lock.mdb"):  # every pair in it fails the resume check and is redone
+            _remove(os.path.join(path, name))
+        rebuilt.append(db)
+    return open_writer(path)
 
 
 def committed(root, row, from_journal, env_of):
@@ -156,7 +247,7 @@ def committed(root, row, from_journal, env_of):
                     return False
                 if from_journal and manifest.data_digest(value) != digest:
                     return False
-    except (OSError, KeyError, TypeError, ValueError, _lmdb().Error):
+    except (OSError, KeyError, TypeError, ValueError, DamagedDatabase, _lmdb().Error):
         return False
     return True
 
@@ -168,6 +259,7 @@ def assemble(root, part_paths):
     outs = [open(t, "w", encoding="utf-8") for t in temps]
     databases = set()
     try:
+        check_damaged(root, part_paths, store)
         for row, i in tars.merged_rows(part_paths):
             state = row.get(manifest.STATE) or {}
             if state.get("at"):
@@ -195,3 +287,21 @@ def assemble(root, part_paths):
         for path in tars.glob.glob(os.path.join(root, manifest.PARTS, tars.SEGMENT_GLOB.format(tag=tag))):
             _remove(path)
     return {"databases": sorted(databases)}
+
+
+def check_damaged(root, part_paths, store):
+    """Before a merge: rebuild the damaged databases whose pairs are all staged again; MergeError otherwise."""
+    damaged = {db for db in store.databases() if is_damaged(os.path.join(root, db))}
+    if not damaged:
+        return
+    for row, i in tars.merged_rows(part_paths):
+        state = row.get(manifest.STATE) or {}
+        lost = sorted({m[3] for m in state.get("members", [])} & damaged)
+        if lost and not state.get("at"):  # its images were only in the damaged database
+            shard = "/".join(map(str, manifest.file_shard(part_paths[i])))
+            raise manifest.MergeError(
+                f"cannot merge: LMDB database '{os.path.join(root, lost[0])}' is damaged (truncated?) and held "
+                f"the images of '{row.get('source')}'; run --shard {shard}"
+                " again (it redoes the pairs of a damaged database; so do the other shard jobs), then --merge")
+    for db in sorted(damaged):
+        store._env(db)  # starts it again from empty: every pair it held is staged

@@ -2,8 +2,9 @@
 
 A manifest row says where its images are (containers/__init__.py): a path, a ``shard`` and member names, or
 a ``key`` and database names.  Reader.read(ref, shard, key) returns the bytes, or raises FileNotFoundError
-(an OSError) when the image is not there.  Open tars and LMDBs are cached per process, so a Reader can be
-used by DataLoader workers after a fork.
+(an OSError) when the image is not there, or DamagedDatabase when an LMDB is damaged (a truncated data.mdb,
+checked when it is opened, before it could kill the process with SIGBUS).  Open tars and LMDBs are cached per
+process, so a Reader can be used by DataLoader workers after a fork.
 """
 
 import collections
@@ -11,7 +12,7 @@ import os
 import tarfile
 import threading
 
-from . import container_of
+from . import check_available, container_of
 
 INDEXED_SHARDS = 16  # member indexes kept per process (one shard's index: a few hundred bytes per member)
 _SHARED = {}
@@ -123,6 +124,7 @@ def environment(path):
             _ENVS_PID = os.getpid()
         env = _ENVS.get(path)
         if env is None:
+            check_available("lmdb")  # one line with the install hint, not a bare ImportError
             from . import lmdbs
 
             if not os.path.isfile(os.path.join(path, "data.mdb")):

@@ -68,6 +68,8 @@ def main(config, n=None, out=None):
                 print(f"{kind}: {name}: {detail}", file=out)
     print(summary(checked, total, files, counts), file=out)
     if counts[DIFFERS] or counts[MISSING]:
+        print("lowlight-gpu: verify: to make them again, byte for byte, run the same command with --repair "
+              "instead of --verify", file=out)
         return EXIT_DIFFERS
     return EXIT_UNREPLAYABLE if counts[UNREPLAYABLE] else EXIT_OK
 
@@ -139,7 +141,7 @@ def check_raw(row, cfg, rgb, params):
     """(files, problems) of the raw mosaics (.npy) the recorded config plans; compared value for value."""
     split_name = row.get("split")
     prefix = layout.folder(cfg.layout, "high", split_name) + "/"
-    name = row["high"][len(prefix):] if containers.container_of(row) == "files" else containers.out_rel_of(row["key"])
+    name = row["high"][len(prefix):] if containers.container_of(row) == "files" else containers.out_rel_of_row(row)
     raws = layout.plan_raw(name, cfg, split_name)
     problems, mosaics = [], {}
     for role, t, rel in raws:
@@ -182,7 +184,7 @@ def row_plan(row, cfg):
     if containers.container_of(row) != "files":  # a tar member or LMDB database: the name comes from the key
         if "params" not in row:
             raise ValueError("params are missing")
-        prefix, high = "", containers.out_rel_of(row["key"])
+        prefix, high = "", containers.out_rel_of_row(row)
     if not high.startswith(prefix) or "params" not in row:
         raise ValueError(f"high '{high}' is not under '{prefix}' of layout '{cfg.layout}' (or params are missing)")
     plan = layout.plan_outputs(high[len(prefix):], cfg, split_name)
