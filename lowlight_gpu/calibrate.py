@@ -53,7 +53,7 @@ ARRAY_EXTS = frozenset((".npy", ".tif", ".tiff"))
 MIN_FRAMES, MIN_LEVELS = 2, 3
 CLIPPED_FRACTION = 0.01  # a flat with more of its pixels at white is saturated
 BLACK_FRACTION = 0.01    # a flat whose mean is less than this share of white - black above the dark level is black
-PPCC_VALUES = 1 << 17    # read-noise values the Tukey shape is fitted on (spread evenly over the frames)
+PPCC_VALUES = 1 << 16    # read-noise values the Tukey shape is fitted on (spread evenly over the frames)
 PPCC_GRID = 41           # lambdas of the PPCC curve drawn in the picture
 INSTALL_RAW = "pip install 'lowlight-gpu[raw]'"
 CITATION = ("ELD: Wei et al., A Physics-based Noise Formation Model for Extreme Low-light Raw Denoising, CVPR 2020 "
@@ -173,7 +173,9 @@ def raw_levels(raw):
     desc = raw.color_desc.decode("ascii", "replace")
     colors = np.asarray(raw.raw_colors_visible[:2, :2])
     letters = "".join(desc[c] if 0 <= c < len(desc) else "?" for c in colors.ravel())
-    cfa = letters if letters in cameras.CFAS else None
+    pattern = raw.raw_pattern
+    bayer = pattern is not None and np.shape(pattern) == (2, 2)  # X-Trans repeats over 6x6, Foveon has none
+    cfa = letters if bayer and letters in cameras.CFAS else None
     blacks = [float(b) for b in raw.black_level_per_channel]
     # The black of each CFA position, in raster order (a preset keeps one black level; the rest is colour bias).
     cell_black = [blacks[c] if 0 <= c < len(blacks) else blacks[0] for c in colors.ravel()]

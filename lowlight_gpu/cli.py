@@ -35,6 +35,7 @@ examples:
   python generate.py --set progressive.enabled=true --set progressive.save=all
   python generate.py --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT   # then: --merge
   python generate.py --verify 100                      # replay 100 rows, compare with the files
+  python generate.py calibrate --help                  # a noise.camera preset from your own camera's raw frames
 
 exit codes: 0 all inputs done, 2 bad usage or config (nothing written),
             3 finished but some inputs failed (see OUTPUT/errors.jsonl; re-run to retry),

@@ -277,6 +277,14 @@ def test_raw_files_without_rawpy_say_what_to_install(tmp_path, monkeypatch):
         calibrate.read_frame(tmp_path / "x.dng")
 
 
+def test_without_scipy_calibrate_says_what_to_install(tmp_path, monkeypatch):
+    tiny_layout(tmp_path)
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)  # import scipy.stats raises ImportError
+    code, _, stderr = cli_run("calibrate", "--bias", tmp_path / "bias", "--flat", tmp_path / "flat",
+                              "--out", tmp_path / "c.json", "--black", BLACK, "--white", WHITE)
+    assert code == 2 and stderr.count("\n") == 1 and "needs scipy" in stderr and "lowlight-gpu[raw]" in stderr
+
+
 # ---------------------------------------------------------------- refusals
 
 def tiny_layout(root, settings=("ISO100",), n_bias=2, levels=(0.1, 0.3, 0.6), n_flat=2, shape=(16, 16)):
@@ -471,3 +479,12 @@ def test_generate_with_a_calibrated_preset(calibrated, tmp_path, run_cli):
     res = run_cli(*base, "--set", f"noise.camera={moved}")
     assert res.code == 2 and res.err.count("\n") == 1, res.err
     assert "different config" in res.err and "noise.camera.row" in res.err
+
+
+def test_reads_16_bit_tiff_frames(tmp_path):
+    from PIL import Image
+
+    frame = Sensor(seed=2, h=16, w=24).frame(1.0, 3.0, 0.0, 0.5, [0, 0, 0, 0], 4000.0)
+    Image.fromarray(frame).save(tmp_path / "f.tif")
+    mosaic, meta = calibrate.read_frame(tmp_path / "f.tif")
+    assert meta is None and mosaic.dtype == np.uint16 and np.array_equal(mosaic, frame)
