@@ -280,7 +280,7 @@ def analyse_bias(stack, black):
 # ---------------------------------------------------------------- flat frames (photon transfer)
 
 def level_points(stack, dark, levels, where):
-    """(mean above dark, temporal variance) per CFA position of one flat level: halved variances of frame differences."""
+    """(mean above dark, temporal variance) per CFA position of one flat level: halved variances of differences."""
     clipped = float(np.mean(stack >= levels.white))
     if clipped > CLIPPED_FRACTION:
         raise CalibrationError(f"flat frames of {where} are saturated ({clipped:.1%} of pixels at white "

@@ -38,7 +38,8 @@ def draw(preset, settings):
     log_k = [math.log(s.results["K"]) for s in settings]
     draw_profile(bottom[1], log_k, settings, (("tukey", "sigma_TL", "#9467bd"), ("gauss", "sigma_g", "#8c564b")),
                  preset, "read noise: log sigma vs log K")
-    draw_profile(bottom[2], log_k, settings, (("row", "sigma_R", "#e377c2"),), preset, "row noise: log sigma_R vs log K")
+    draw_profile(bottom[2], log_k, settings, (("row", "sigma_R", "#e377c2"),), preset,
+                 "row noise: log sigma_R vs log K")
     draw_bias(bottom[3], settings, order)
     fig.suptitle(f"{preset['name']}: {preset['note']}", fontsize=9)
     fig.tight_layout()

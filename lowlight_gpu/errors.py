@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 
 class CalibrationError(ValueError):
-    """lowlight-gpu calibrate cannot make a preset from these frames (exit 2); one line naming the problem and the fix."""
+    """lowlight-gpu calibrate cannot make a preset from these frames (exit 2); one line: the problem and the fix."""
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).splitlines()))
