@@ -210,13 +210,15 @@ def test_round_trip_through_the_projects_physics_noise(tmp_path, components):
 # ---------------------------------------------------------------- camera raw files (rawpy)
 
 def write_dng(path, mosaic, black, white, cfa):
-    """A minimal uncompressed DNG (little-endian TIFF, one CFA IFD): black per 2x2 position, white, CFA pattern."""
+    """A minimal uncompressed DNG (little-endian TIFF, one CFA IFD): black per 2x2 position, white, CFA pattern
+    (4 letters for a 2x2 Bayer cell, 36 for a 6x6 X-Trans one)."""
     h, w = mosaic.shape
+    dim = round(len(cfa) ** 0.5)
     data = np.ascontiguousarray(mosaic, dtype="<u2").tobytes()
     # (tag, TIFF type, values); types: 1 BYTE, 2 ASCII, 3 SHORT, 4 LONG, 10 SRATIONAL.  Tags in ascending order.
     entries = [(254, 4, [0]), (256, 4, [w]), (257, 4, [h]), (258, 3, [16]), (259, 3, [1]), (262, 3, [32803]),
                (271, 2, b"Calib\0"), (272, 2, b"Test\0"), (273, 4, [0]), (277, 3, [1]), (278, 4, [h]),
-               (279, 4, [len(data)]), (284, 3, [1]), (33421, 3, [2, 2]),
+               (279, 4, [len(data)]), (284, 3, [1]), (33421, 3, [dim, dim]),
                (33422, 1, ["RGB".index(c) for c in cfa]), (50706, 1, [1, 4, 0, 0]), (50708, 2, b"Calib Test\0"),
                (50713, 3, [2, 2]), (50714, 4, list(black)), (50717, 4, [white]),
                (50721, 10, [1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1]), (50778, 3, [21])]
@@ -268,6 +270,14 @@ def test_reads_camera_raw_files_through_rawpy(tmp_path):
         assert slope == 0 and jitter == 0 and math.isfinite(bias)
     assert preset["log_k"][0] == preset["log_k"][1] and len(preset["lambdas"]) == 1
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_non_bayer_raw_files_are_refused(tmp_path):
+    pytest.importorskip("rawpy")
+    write_dng(tmp_path / "xtrans.dng", np.full((36, 48), 600, np.uint16), [512] * 4, WHITE,
+              "GGRGGBGGBGGRBRGRBGGGBGGRGGRGGBRBGBRG")
+    with pytest.raises(calibrate.CalibrationError, match="has no 2x2 Bayer CFA"):
+        calibrate.read_frame(tmp_path / "xtrans.dng")
 
 
 def test_raw_files_without_rawpy_say_what_to_install(tmp_path, monkeypatch):
