@@ -39,6 +39,7 @@ examples:
   python generate.py --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT   # then: --merge
   python generate.py --verify 100                      # replay 100 rows, compare with the files
   python generate.py --repair                          # redo every pair whose stored bytes changed
+  python generate.py calibrate --help                  # a noise.camera preset from your own camera's raw frames
 
 exit codes: 0 all inputs done, 2 bad usage or config (nothing written),
             3 finished but some inputs failed (see OUTPUT/errors.jsonl; re-run to retry),
@@ -107,8 +108,9 @@ def build_parser():
     p.add_argument("--preview", action="store_true", help="write OUTPUT/preview.png, a contact sheet")
     p.add_argument("--report", action="store_true", help="write OUTPUT/report.png and report.md")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--list-cameras", action="store_true",
-                   help="print the camera presets of noise.model physics (noise.camera), one per line, and exit")
+    p.add_argument("--list-cameras", nargs="*", default=None, metavar="PRESET.json",
+                   help="print the camera presets of noise.model physics (noise.camera), one per line, then each "
+                        "preset file given (from lowlight-gpu calibrate) with its content hash, and exit")
     p.add_argument("--version", action="version", version=f"lowlight_gpu {__version__}")
     return p
 
@@ -128,12 +130,12 @@ def attach_shard_value(argv):
 
 def main(argv=None):
     """Entry point; returns the exit code."""
-    args = build_parser().parse_args(attach_shard_value(sys.argv[1:] if argv is None else argv))
-    if args.list_cameras:
-        from .synth.cameras import listing
-
-        print("\n".join(listing()))
-        return EXIT_OK
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["calibrate"]:  # a subcommand; every other command line is the generator's
+        return calibrate_main(argv[1:])
+    args = build_parser().parse_args(attach_shard_value(argv))
+    if args.list_cameras is not None:
+        return _list_cameras(args.list_cameras)
     from . import interrupts
 
     try:
@@ -146,6 +148,85 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("lowlight-gpu: interrupted; finished pairs are kept; re-run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _list_cameras(files):
+    """--list-cameras [PRESET.json ...]: one line per built-in preset, then per file (with its content hash)."""
+    from .synth import cameras
+
+    lines = cameras.listing()
+    for path in files:
+        try:
+            data = cameras.load(path)
+        except OSError as exc:
+            return _fail(f"--list-cameras: cannot read '{path}' ({exc.strerror or exc})")
+        except ValueError as exc:
+            return _fail(f"--list-cameras: '{path}' is not a valid camera preset: {exc}")
+        lines.append(f"{cameras.from_dict(data).describe()}  sha256 {cameras.preset_hash(data)[:16]}  ({path})")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+CALIBRATE_DESCRIPTION = """\
+Calibrate a camera's noise from its own raw frames into a noise.camera preset:
+CAMERA.json (use it as noise.camera: path/to/CAMERA.json) and CAMERA.png beside
+it (photon transfer, Tukey-lambda PPCC, log sigma vs log K fits, row noise, colour bias).
+
+  BIAS_DIR/<setting>/*          >= 2 frames per setting (16+ is better): lens capped, shortest exposure
+  FLAT_DIR/<setting>/<level>/*  >= 3 levels per setting, >= 2 frames per level: an evenly lit surface,
+                                levels from about 5% to 70% of white
+
+A setting is one ISO or gain (any folder name, the same under both folders).
+Frames are camera raw files (rawpy: pip install 'lowlight-gpu[raw]') or 2-D
+mosaics as .npy, .tif, .tiff (give --black and --white, and --cfa if not RGGB).
+"""
+
+
+def build_calibrate_parser():
+    """The argument parser of the calibrate subcommand."""
+    p = _Parser(prog="lowlight-gpu calibrate", description=CALIBRATE_DESCRIPTION,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bias", required=True, metavar="BIAS_DIR", help="folder of bias frames, one subfolder per setting")
+    p.add_argument("--flat", required=True, metavar="FLAT_DIR",
+                   help="folder of flat frames, FLAT_DIR/<setting>/<level>/")
+    p.add_argument("--out", required=True, metavar="CAMERA.json", help="the preset file to write (and CAMERA.png)")
+    p.add_argument("--name", help="the preset's name (default: the file name of --out without .json)")
+    p.add_argument("--black", type=non_negative_int, metavar="N",
+                   help="black level in DN (default: from the raw files; required for .npy/.tif frames)")
+    p.add_argument("--white", type=non_negative_int, metavar="N",
+                   help="white (saturation) level in DN (default: from the raw files; required for .npy/.tif frames)")
+    p.add_argument("--cfa", choices=("RGGB", "BGGR", "GRBG", "GBRG"),
+                   help="the 2x2 colour filter pattern (default: from the raw files, else RGGB)")
+    return p
+
+
+def calibrate_main(argv):
+    """lowlight-gpu calibrate: write the preset and its picture; exit 2 with one line on frames it cannot use."""
+    from . import calibrate
+    from .errors import CalibrationError
+
+    args = build_calibrate_parser().parse_args(argv)
+    out = args.out if args.out.lower().endswith(".json") else args.out + ".json"
+    name = args.name if args.name is not None else os.path.splitext(os.path.basename(out))[0]
+    if not name.strip():
+        return _fail("calibrate: --name must not be empty")
+    try:
+        preset, settings, warnings = calibrate.calibrate(
+            args.bias, args.flat, name, args.black, args.white, args.cfa,
+            say=lambda line: print(f"lowlight-gpu: calibrate: {line}"))
+        paths = calibrate.write_outputs(preset, settings, out)
+    except CalibrationError as exc:
+        return _fail(f"calibrate: {exc}")
+    except OSError as exc:
+        return _fail(f"calibrate: {exc.strerror or exc} at '{exc.filename or out}'")
+    except KeyboardInterrupt:
+        print("lowlight-gpu: calibrate: interrupted", file=sys.stderr)
+        return 130
+    for line in warnings:
+        print(f"lowlight-gpu: calibrate: warning: {line}", file=sys.stderr)
+    print(f"lowlight-gpu: calibrate: wrote {paths[0]} and {paths[1]}; use it with --set noise.model=physics "
+          f"--set noise.camera={paths[0]}")
+    return EXIT_OK
 
 
 def command(argv=None):

@@ -186,17 +186,48 @@ def _name(key: str, v: Any) -> str:
     return v
 
 
-def _camera(key: str, v: Any) -> str:
-    """Validate the name of a physics camera preset (synth/cameras.py; lowlight-gpu --list-cameras)."""
-    from .synth.cameras import PRESETS
+def _camera(key: str, v: Any) -> Union[str, dict]:
+    """Validate a physics camera: a preset's name (synth/cameras.py; lowlight-gpu --list-cameras), a path to a JSON
+    preset (lowlight-gpu calibrate), or a preset mapping (as dataset.json records one).
 
+    A file becomes its content (a mapping): the dataset's identity is the preset, not where the file lies.
+    """
+    from .synth import cameras
+
+    if isinstance(v, Mapping):
+        try:
+            return cameras.load_mapping(dict(v))
+        except ValueError as exc:
+            raise ConfigError(f"config key '{key}' holds a camera preset that is not valid: {exc}") from None
+    if isinstance(v, os.PathLike):
+        v = os.fspath(v)
     name = _name(key, v)
-    if name not in PRESETS:
-        close = difflib.get_close_matches(name, list(PRESETS), n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(f"config key '{key}' has unknown camera {_show(v)}; {hint}"
-                          f"choose one of {', '.join(PRESETS)} (lowlight-gpu --list-cameras)")
-    return name
+    if name in cameras.PRESETS:
+        return name
+    if name.lower().endswith(".json") or os.sep in name or os.path.isfile(name):
+        return _camera_file(key, name)
+    close = difflib.get_close_matches(name, list(cameras.PRESETS), n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ConfigError(f"config key '{key}' has unknown camera {_show(v)}; {hint}"
+                      f"choose one of {', '.join(cameras.PRESETS)} (lowlight-gpu --list-cameras), "
+                      "or give the path of a .json preset (lowlight-gpu calibrate)")
+
+
+def _camera_file(key: str, path: str) -> dict:
+    """The content of the JSON camera preset at path; ConfigError naming the file and the problem otherwise."""
+    from .synth import cameras
+
+    if not os.path.isfile(path):
+        what = "is not a file" if os.path.exists(path) else "not found"
+        raise ConfigError(f"config key '{key}': camera preset file '{path}' {what}; give a camera name "
+                          "(lowlight-gpu --list-cameras) or the path of a .json preset (lowlight-gpu calibrate)")
+    try:
+        return cameras.load(path)
+    except OSError as exc:
+        raise ConfigError(f"config key '{key}': camera preset file '{path}' cannot be read "
+                          f"({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ConfigError(f"config key '{key}': camera preset file '{path}' is not a valid preset: {exc}") from None
 
 
 def _split(key: str, v: Any) -> Optional[Tuple[Tuple[str, float], ...]]:
@@ -291,7 +322,7 @@ FIELDS = (
     Field("noise.sigma", [0.01, 0.05], Range, _in(0.0, True, 1.0, True, "[0, 1]")),
     Field("noise.order", "after", str, _one_of("after", "before")),
     Field("noise.space", "srgb", str, _one_of("srgb", "linear")),
-    Field("noise.camera", "virtual", str, _camera),
+    Field("noise.camera", "virtual", Union[str, dict], _camera),
     Field("noise.components", "ptrqc", str, _components),
     Field("noise.gain", None, Optional[Range], _in(0.0, False, 1e6, True, "(0, 1e6]", optional=True)),
     Field("save.format", "png", str, _one_of("png")),

@@ -22,6 +22,13 @@ class ConfigError(ValueError):
         super().__init__(" ".join(str(message).splitlines()))
 
 
+class CalibrationError(ValueError):
+    """lowlight-gpu calibrate cannot make a preset from these frames (exit 2); one line: the problem and the fix."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).splitlines()))
+
+
 class DecodeError(Exception):
     """An image could not be decoded; str() is a one-line human reason."""
 

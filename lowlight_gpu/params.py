@@ -105,15 +105,18 @@ def _log_linear(profile, log_k, z):
 
 def sample_physics(seed, noise):
     """Gain, read, row and bias of the camera, and Brooks' ISP parameters, for one physics pair (plain data)."""
-    cam = cameras.get(noise.camera)
+    cam = cameras.resolve(noise.camera)  # a preset's name, or the content of a preset file
     comps = noise.components
     if noise.gain is None:
         lo, hi = cam.log_k
     else:
         lo, hi = (detmath.scalar(detmath.log, g) for g in noise.gain)
     log_k = lo + (hi - lo) * _slot_uniforms(seed, "physics_k")[0]
-    out = {"camera": cam.name, "components": comps, "K": detmath.scalar(detmath.exp, log_k),
-           "black_level": cam.black_level, "white_level": cam.white_level, "bits": cam.bits, "cfa": cameras.CFA}
+    out = {"camera": cam.name}
+    if not isinstance(noise.camera, str):  # a preset file: its content, which its name alone does not pin
+        out["camera_sha256"] = cameras.preset_hash(noise.camera)
+    out.update({"components": comps, "K": detmath.scalar(detmath.exp, log_k),
+                "black_level": cam.black_level, "white_level": cam.white_level, "bits": cam.bits, "cfa": cameras.CFA})
     z_read = _slot_normal(seed, "physics_read")
     out["read"] = "tukey" if "t" in comps else "gaussian" if "g" in comps else "none"
     out["read_scale"] = _log_linear(cam.tukey if "t" in comps else cam.gauss, log_k, z_read) if out["read"] != "none" \

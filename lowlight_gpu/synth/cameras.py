@@ -45,10 +45,19 @@ Sources:
 
 None of these calibrations includes a colour matrix, so every preset unprocesses with
 Brooks et al.'s random CCM and gains (``physics.sample_isp``).
+
+Preset files: ``lowlight-gpu calibrate`` writes a camera as JSON with the fields of
+``Camera`` (``to_dict``); ``noise.camera: path/to/CAMERA.json`` loads one (``load``), and
+the config then holds its content, so a dataset's identity is the preset's content
+(``preset_hash``), not its path.  Such a file's ``biases`` are in the model's R, G, G, B
+order whatever its own ``cfa``.
 """
 
+import hashlib
 import json
-from dataclasses import dataclass
+import math
+import numbers
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import detmath
@@ -59,6 +68,7 @@ ELD_CITATION = ("Wei et al., A Physics-based Noise Formation Model for Extreme L
 PMN_CITATION = ("Feng et al., Learnability Enhancement for Low-light Raw Denoising, ACM MM 2022 "
                 "(github.com/megvii-research/PMN, data_process/process.py get_camera_noisy_params)")
 CFA = "RGGB"
+CFAS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ class Camera:
     source: str
     citation: str
     licence: str
+    cfa: str = CFA   # the camera's own CFA; biases are always in the model's R, G, G, B order
+    note: str = ""   # how a calibrated preset was made (frames, settings)
 
     def describe(self):
         """One line for --list-cameras."""
@@ -195,3 +207,97 @@ def get(name):
 def listing():
     """One line per preset, for --list-cameras."""
     return [cam.describe() for cam in PRESETS.values()]
+
+
+# ---------------------------------------------------------------- preset files (lowlight-gpu calibrate)
+
+_REQUIRED = ("name", "bits", "black_level", "white_level", "log_k", "tukey", "gauss", "row", "lambdas", "biases")
+_OPTIONAL = {"cfa": CFA, "source": "file", "citation": "", "licence": "", "note": ""}
+EXTRA_KEY = "calibration"  # a file's measurements per setting: kept in the file, never read by the model
+
+
+def to_dict(camera):
+    """A camera as plain JSON-ready data (the fields of a preset file)."""
+    out = {}
+    for f in fields(camera):
+        v = getattr(camera, f.name)
+        out[f.name] = [list(b) for b in v] if f.name == "biases" else list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _numbers(data, key, n=None):
+    """data[key] as a tuple of finite floats (n of them when given); ValueError naming the field otherwise."""
+    v = data[key]
+    ok = isinstance(v, (list, tuple)) and (len(v) == n if n else len(v) > 0) and all(
+        isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+    if not ok:
+        what = f"a list of {n} finite numbers" if n else "a non-empty list of finite numbers"
+        raise ValueError(f"field '{key}' must be {what}, got {v!r:.80}")
+    return tuple(float(x) for x in v)
+
+
+def _integer(data, key, lo):
+    """data[key] as an int >= lo; ValueError naming the field otherwise."""
+    v = data[key]
+    if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < lo:
+        raise ValueError(f"field '{key}' must be an integer >= {lo}, got {v!r:.80}")
+    return int(v)
+
+
+def from_dict(data):
+    """The Camera of a preset mapping (as to_dict writes it); ValueError with one line naming a bad field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a preset must be a JSON object of fields, got {type(data).__name__}")
+    missing = [k for k in _REQUIRED if k not in data]
+    unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL) - {EXTRA_KEY})
+    if missing or unknown:
+        raise ValueError("preset " + (f"lacks field(s) {', '.join(missing)}" if missing else
+                                      f"has unknown field(s) {', '.join(unknown)}") +
+                         f"; a preset has {', '.join(_REQUIRED + tuple(_OPTIONAL))}")
+    text = {k: data.get(k, d) for k, d in _OPTIONAL.items()}
+    for k, v in [("name", data["name"]), *text.items()]:
+        if not isinstance(v, str) or (k == "name" and not v.strip()):
+            raise ValueError(f"field '{k}' must be a{' non-empty' if k == 'name' else ''} string, got {v!r:.80}")
+    if text["cfa"] not in CFAS:
+        raise ValueError(f"field 'cfa' must be one of {', '.join(CFAS)}, got {text['cfa']!r:.80}")
+    black, white = _integer(data, "black_level", 0), _integer(data, "white_level", 1)
+    if white <= black:
+        raise ValueError(f"field 'white_level' ({white}) must be above 'black_level' ({black})")
+    log_k = _numbers(data, "log_k", 2)
+    if log_k[0] > log_k[1]:
+        raise ValueError(f"field 'log_k' must be [log Kmin, log Kmax] with Kmin <= Kmax, got {list(log_k)}")
+    profiles = {k: _numbers(data, k, 3) for k in ("tukey", "gauss", "row")}
+    for k, (_, _, jitter) in profiles.items():
+        if jitter < 0:
+            raise ValueError(f"field '{k}' must be [slope, bias, jitter] with jitter >= 0, got {list(profiles[k])}")
+    biases = data["biases"]
+    if not isinstance(biases, (list, tuple)) or not biases:
+        raise ValueError(f"field 'biases' must be a non-empty list of [R, G, G, B] DN lists, got {biases!r:.80}")
+    biases = tuple(_numbers({"biases": b}, "biases", 4) for b in biases)
+    return Camera(name=data["name"], bits=_integer(data, "bits", 1), black_level=black, white_level=white,
+                  log_k=log_k, lambdas=_numbers(data, "lambdas"), biases=biases, **profiles, **text)
+
+
+def preset_hash(data):
+    """The sha256 (hex) of a preset's fields as canonical JSON: its identity, whatever its path or layout."""
+    blob = json.dumps(to_dict(from_dict(data)), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load_mapping(data):
+    """A preset mapping normalised (to_dict of its Camera: the measurements left out); ValueError if not valid."""
+    return to_dict(from_dict(data))
+
+
+def load(path):
+    """The preset of a JSON file as a normalised mapping (load_mapping); OSError or ValueError otherwise."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    return load_mapping(data)
+
+
+def resolve(camera):
+    """The Camera of noise.camera: a preset name or a preset mapping (a loaded file)."""
+    return get(camera) if isinstance(camera, str) else from_dict(camera)
