@@ -4,7 +4,7 @@
   K, scipy's Tukey-lambda read noise, per-row Gaussian offsets, ~1% per-pixel PRNU,
   per-column offsets, rounding, colour bias per CFA position), none of the project's
   physics code, at three settings with known log-linear profiles;
-* round trip: frames rendered by the project's own sensor noise (synth/physics.py)
+* round trip: frames rendered by the project's own sensor noise (the model's physics noise (physics.cuh))
   with SonyA7S2's profiles calibrate back to them;
 * the camera raw path: DNG files written here byte by byte, read through rawpy;
 * refusals (one line, exit 2, no traceback) and the single-setting warning;
@@ -29,7 +29,7 @@ from conftest import read_jsonl, run_subprocess, write_images
 stats = pytest.importorskip("scipy.stats")
 
 from lowlight_gpu import calibrate, cli  # noqa: E402
-from lowlight_gpu.synth import cameras, physics  # noqa: E402
+from lowlight_gpu.synth import cameras, native, records  # noqa: E402
 
 BLACK, WHITE = 512, 16383
 H, W = 128, 64          # rows x columns: 128 rows x 20 frames of row means pin sigma_R to ~2%
@@ -163,7 +163,7 @@ def test_writes_a_readable_picture_beside_the_preset(calibrated):
 # ---------------------------------------------------------------- the project's own physics noise
 
 def physics_noise(cam, k, components):
-    """The noise dict synth/physics.py renders for camera cam at gain k, without jitter."""
+    """The noise dict the model's physics noise (physics.cuh) renders for camera cam at gain k, without jitter."""
     log_k = math.log(k)
     return {"components": components, "K": k, "black_level": cam.black_level, "white_level": cam.white_level,
             "read_scale": log_linear(cam.tukey if "t" in components else cam.gauss, k),
@@ -172,9 +172,15 @@ def physics_noise(cam, k, components):
             "bias": list(cam.biases[cameras.iso_index(cam, log_k, len(cam.biases))])}
 
 
+def to_dn(x, noise):
+    """Sensor DN above black to the raw file's values, as physics.cuh's ll_phys_to_dn: + black, round, clip."""
+    v = np.floor(x + (float(noise["black_level"]) + 0.5))
+    return np.minimum(np.maximum(v, 0.0), float(noise["white_level"])).astype(np.uint16)
+
+
 @pytest.mark.parametrize("components", ["ptrqc", "pgrqc"])
 def test_round_trip_through_the_projects_physics_noise(tmp_path, components):
-    """Frames rendered in DN by synth/physics.py with SonyA7S2's profiles calibrate back to them.
+    """Frames rendered in DN by the model's physics noise (physics.cuh) with SonyA7S2's profiles calibrate back to them.
 
     The model reads with either Tukey-lambda (t) or Gaussian (g) noise, so each read profile gets its own run.
     """
@@ -186,7 +192,8 @@ def test_round_trip_through_the_projects_physics_noise(tmp_path, components):
 
         def render(level, noise=noise):
             x = np.full((H, W), float(level))
-            return physics.to_dn(physics.sensor_rows(x, np.arange(H), next(seeds), 0, noise), noise)
+            sensor = native.sensor_noise(records.sensor_record(noise, next(seeds), 0, x.shape), x)
+            return to_dn(sensor, noise)
 
         write_setting(tmp_path, f"K{k}", render)
     preset, settings, warnings = calibrate.calibrate(tmp_path / "bias", tmp_path / "flat", "RoundTrip",
