@@ -1,6 +1,6 @@
 """Command line: argparse, exit codes, one-line errors.
 
-Exit codes: 0 every input done; 2 bad usage or config (nothing written);
+Exit codes: 0 every input done; 2 bad usage or config, or an untrusted dataset (nothing written);
 3 the run finished but some inputs failed (listed in errors.jsonl);
 4 stopped by the environment (the output's disk full, over quota, failing or read-only; re-run to resume);
 5 another run is using this output (or this shard of it); 1 --verify found a difference.
@@ -148,7 +148,7 @@ def _main(args):
     """Load the config, then run the requested action."""
     from . import pipeline, synth, worker_pool
     from .config import load_config
-    from .errors import BackendUnavailable, ConfigError, LockHeld, MergeError
+    from .errors import BackendUnavailable, ConfigError, LockHeld, MergeError, UntrustedDataset
 
     try:
         config = load_config(config_path(args.config), args.overrides, check_paths=not (args.merge or args.verify is not None
@@ -163,7 +163,7 @@ def _main(args):
     if actions:
         try:
             return _tool_actions(args, config)
-        except (MergeError, ConfigError) as exc:
+        except (MergeError, ConfigError, UntrustedDataset) as exc:
             return _fail(exc)
         except LockHeld as exc:
             return _locked(exc)
@@ -179,7 +179,7 @@ def _main(args):
         with _progress(args, config) as progress:
             result = pipeline.run(config, shard=args.shard or (0, 1), limit=args.limit,
                                   progress=progress, engine=engine, backend=backend)
-    except (ConfigError, BackendUnavailable) as exc:
+    except (ConfigError, BackendUnavailable, UntrustedDataset) as exc:
         return _fail(exc)
     except LockHeld as exc:
         return _locked(exc)

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from . import imageio
+from . import imageio, paths
 from .containers import container_of
 from .containers.readers import Reader
 from .manifest import read_rows
@@ -67,8 +67,11 @@ class PairDataset(_Base):
         self.with_params, self.steps, self.transform, self.as_tensor = with_params, steps, transform, as_tensor
         self.items = []
         self._reader = None
+        self._root = paths.Root(self.root)
         seen = set()
-        for row in read_rows(path):
+        for n, row in enumerate(read_rows(path), 1):
+            # ValueError (UntrustedDataset) naming the file and row for a path that would leave root.
+            paths.check_row(row, path, n, public=True)
             seen.add(row.get("split"))
             if split is not None and row.get("split") != split:
                 continue
@@ -96,8 +99,8 @@ class PairDataset(_Base):
 
     def _read(self, rel, where=None):
         """One image of the dataset as a read-only uint8 (H, W, 3) array (alpha dropped)."""
-        if where is None:
-            return imageio.decode(os.path.join(self.root, rel), MAX_PIXELS).rgb
+        if where is None:  # every folder on the way inside root, the file a regular one (paths.Root)
+            return imageio.decode(self._root.path(rel), MAX_PIXELS).rgb
         if self._reader is None:  # made on first use, so each DataLoader worker opens its own tars and LMDBs
             self._reader = Reader(self.root)
         return imageio.decode_bytes(self._reader.read(rel, *where), MAX_PIXELS, rel).rgb

@@ -22,6 +22,17 @@ class ConfigError(ValueError):
         super().__init__(" ".join(str(message).splitlines()))
 
 
+class UntrustedDataset(ValueError):
+    """A file inside an output folder names a path outside it, or not a path at all (exit 2).
+
+    The message is one line naming the file, the row and the field; nothing was read, written or deleted
+    through that path.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).splitlines()))
+
+
 class DecodeError(Exception):
     """An image could not be decoded; str() is a one-line human reason."""
 

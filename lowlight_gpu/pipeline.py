@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import __version__, containers, encode, fsutil, imageio, layout, manifest, synth
+from . import __version__, containers, encode, fsutil, imageio, layout, manifest, paths, synth
 from . import worker_pool
 from .config import ConfigError
 from .errors import StorageError
@@ -108,8 +108,8 @@ def prepare_process(ctx):
 
 def remove_temps(out_root, rels):
     """Delete the temp files ('.name.png.tmp') a killed run may have left beside a finished pair's outputs."""
-    for rel in rels:
-        fsutil.unlink_quietly(fsutil.temp_name(os.path.join(out_root, rel)))  # almost always: there is none
+    for rel in rels:  # contained (manifest.check_parts); a temp is removed only if it is a regular file
+        paths.remove_regular(fsutil.temp_name(paths.join(out_root, rel, what="_state.files")))  # almost always: none
 
 
 def synthesize_and_write(src, decoded, ctx):
@@ -294,6 +294,9 @@ def _check_recorded(config, recorded, codecs=None):
     if recorded is None:
         return
     was_input = recorded.get("input")
+    if was_input is not None and not isinstance(was_input, str):
+        raise ConfigError(f"output: '{os.path.join(config.output, manifest.PARTS, manifest.RUN_FILE)}' is "
+                          "unreadable (its input is not a path); delete it to reuse this folder")
     if was_input is not None and os.path.abspath(was_input) != os.path.abspath(config.input):
         # A dataset's identity includes its input: rows of two input folders must never mix.
         raise ConfigError(
@@ -399,6 +402,7 @@ def start_workers(config, backend, engine=None):
 
 def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers):
     """run() once it holds the output's lock."""
+    manifest.check_parts(config.output, shard)  # UntrustedDataset before anything is written or deleted
     record_run(config, codecs)
     start = time.perf_counter()
     prior = manifest.PriorRows(config.output, shard)

@@ -17,7 +17,8 @@ import contextlib
 import errno
 import os
 
-from .. import manifest
+from .. import manifest, paths
+from ..errors import UntrustedDataset
 from ..fsutil import remove_if_present as _remove
 from . import PAYLOAD, readers, tars
 
@@ -72,7 +73,7 @@ class LmdbStore:
         """The open environment of database db (a path relative to the output)."""
         env = self.envs.get(db)
         if env is None:
-            env = self.envs[db] = open_writer(os.path.join(self.root, db))
+            env = self.envs[db] = open_writer(paths.join(self.root, db, paths.DATABASE, what="a database"))
         return env
 
     def check(self, row, from_journal):
@@ -148,7 +149,8 @@ def committed(root, row, from_journal, env_of):
     try:
         key = row["key"].encode("ascii")
         for _, size, digest, db in members:
-            if not os.path.isfile(os.path.join(root, db, "data.mdb")):
+            folder = paths.join(root, db, paths.DATABASE, what="_state.members")
+            if not os.path.isfile(os.path.join(folder, "data.mdb")):
                 return False
             with env_of(db).begin(buffers=True) as txn:  # a read transaction sees only committed data
                 value = txn.get(key)
@@ -156,6 +158,8 @@ def committed(root, row, from_journal, env_of):
                     return False
                 if from_journal and manifest.data_digest(value) != digest:
                     return False
+    except UntrustedDataset:
+        raise
     except (OSError, KeyError, TypeError, ValueError, _lmdb().Error):
         return False
     return True

@@ -9,7 +9,7 @@
 
 import os
 
-from .. import layout, manifest
+from .. import layout, manifest, paths
 from . import container_of, image_refs
 
 MANIFEST = "manifest.jsonl"
@@ -40,7 +40,8 @@ def write(cfg):
     level = cfg.save.compress_level
     files = {}
     try:
-        for row in manifest.read_rows(os.path.join(root, MANIFEST)):
+        for n, row in enumerate(manifest.read_rows(os.path.join(root, MANIFEST)), 1):
+            paths.check_row(row, os.path.join(root, MANIFEST), n, public=True)  # its split and databases name files
             for rel, name in targets(row, cfg):
                 f = files.get(rel)
                 if f is None:

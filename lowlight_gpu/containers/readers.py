@@ -11,6 +11,7 @@ import os
 import tarfile
 import threading
 
+from .. import paths
 from . import container_of
 
 INDEXED_SHARDS = 16  # member indexes kept per process (one shard's index: a few hundred bytes per member)
@@ -43,6 +44,7 @@ class Reader:
 
     def __init__(self, root):
         self.root = os.fspath(root)
+        self._root = paths.Root(self.root)  # every ref is checked before it is opened: rows are data
         self._pid = None
         self._indexes = collections.OrderedDict()
         self._lock = threading.Lock()  # the caches are shared by a tool's threads
@@ -58,7 +60,7 @@ class Reader:
             return self._member(shard, ref)
         if key is not None:
             return self._value(ref, key)
-        with open(os.path.join(self.root, ref), "rb") as f:
+        with open(self._root.path(ref), "rb") as f:
             return f.read()
 
     def describe(self, ref, shard=None, key=None):
@@ -79,7 +81,7 @@ class Reader:
         if name not in index:
             raise FileNotFoundError(f"no member '{name}' in '{shard}'")
         offset, size = index[name]
-        with open(os.path.join(self.root, shard), "rb") as f:
+        with open(self._root.path(shard, paths.TAR, what="shard"), "rb") as f:
             data = os.pread(f.fileno(), size, offset)
         if len(data) != size:
             raise FileNotFoundError(f"'{shard}' ends inside member '{name}'")
@@ -92,8 +94,9 @@ class Reader:
             if index is not None:
                 self._indexes.move_to_end(shard)
                 return index
+        path = self._root.path(shard, paths.TAR, what="shard")
         try:
-            with tarfile.open(os.path.join(self.root, shard), "r:") as tar:
+            with tarfile.open(path, "r:") as tar:
                 index = {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
         except tarfile.TarError as exc:
             raise FileNotFoundError(f"'{shard}' is not a readable tar ({exc})") from None
@@ -105,7 +108,7 @@ class Reader:
 
     def _value(self, db, key):
         """The value of key in database db."""
-        env = environment(os.path.join(self.root, db))
+        env = environment(self._root.path(db, paths.DATABASE, what="a database"))
         with env.begin(write=False) as txn:
             value = txn.get(key.encode("ascii"))
         if value is None:
