@@ -78,7 +78,7 @@ class PairDataset(_Base):
             # Keep only what __getitem__ needs: a million rows of full dicts would cost gigabytes.
             images = tuple(s["path"] for s in row["steps"]) if steps and "steps" in row else (row["low"],)
             where = _where(row)  # None for loose files; (shard, key) of a tar or LMDB container
-            self.items.append((images + (row["high"],), row["params"] if with_params else None, where))
+            self.items.append((images + (row["high"],), row["params"] if with_params else None, where, n))
         if split is not None and split not in known_splits(self.root, seen):
             names = sorted(known_splits(self.root, seen))
             raise ValueError(f"PairDataset: split {split!r} is not a split of '{self.root}' "
@@ -91,16 +91,17 @@ class PairDataset(_Base):
 
     def __getitem__(self, index):
         """One sample: the low image(s) then high, plus params when with_params; transform applied last."""
-        paths, params, where = self.items[index]
-        sample = tuple(self._convert(self._read(p, where)) for p in paths)
+        refs, params, where, n = self.items[index]
+        sample = tuple(self._convert(self._read(ref, where, n)) for ref in refs)
         if self.with_params:
             sample += (params,)
         return self.transform(sample) if self.transform is not None else sample
 
-    def _read(self, rel, where=None):
+    def _read(self, rel, where=None, n=None):
         """One image of the dataset as a read-only uint8 (H, W, 3) array (alpha dropped)."""
         if where is None:  # every folder on the way inside root, the file a regular one (paths.Root)
-            return imageio.decode(self._root.path(rel), MAX_PIXELS).rgb
+            row = f"'{os.path.join(self.root, 'manifest.jsonl')}' row {n}"
+            return imageio.decode(self._root.path(rel, where=row), MAX_PIXELS).rgb
         if self._reader is None:  # made on first use, so each DataLoader worker opens its own tars and LMDBs
             self._reader = Reader(self.root)
         return imageio.decode_bytes(self._reader.read(rel, *where), MAX_PIXELS, rel).rgb
