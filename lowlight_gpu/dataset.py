@@ -48,7 +48,7 @@ def known_splits(root, seen=()):
     try:
         with open(os.path.join(root, "dataset.json"), encoding="utf-8") as f:
             names.update((json.load(f).get("config") or {}).get("split") or {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, TypeError):  # a damaged dataset.json names no splits
         pass
     return names
 
@@ -99,12 +99,12 @@ class PairDataset(_Base):
 
     def _read(self, rel, where=None, n=None):
         """One image of the dataset as a read-only uint8 (H, W, 3) array (alpha dropped)."""
+        row = f"'{os.path.join(self.root, 'manifest.jsonl')}' row {n}"  # for a refusal's message
         if where is None:  # every folder on the way inside root, the file a regular one (paths.Root)
-            row = f"'{os.path.join(self.root, 'manifest.jsonl')}' row {n}"
             return imageio.decode(self._root.path(rel, where=row), MAX_PIXELS).rgb
         if self._reader is None:  # made on first use, so each DataLoader worker opens its own tars and LMDBs
             self._reader = Reader(self.root)
-        return imageio.decode_bytes(self._reader.read(rel, *where), MAX_PIXELS, rel).rgb
+        return imageio.decode_bytes(self._reader.read(rel, *where, where=row), MAX_PIXELS, rel).rgb
 
     def __getstate__(self):
         """Pickled for DataLoader workers without open tars or LMDBs."""

@@ -26,6 +26,7 @@ IMAGE, TAR, DATABASE, SOURCE, MEMBER = "image", "tar", "database", "source", "me
 IMAGE_EXTENSIONS = (".png", ".npy")
 PRIVATE_FOLDERS = ("parts", "shards")  # the tool's own files: never an image, never removed as one
 _TAR_RE = re.compile(r"parts/shard-\d+-of-\d+\.seg-\d+\.tar|shards/[A-Za-z0-9_-]+-\d{6}\.tar")
+SOMEWHERE = "a file of the output folder"  # where a refused path came from, when the caller cannot say
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_-]+")
 # The usual honest path in one match (components that do not start with a dot; no backslash, no NUL):
 # a million rows are checked in seconds.  Anything else takes the slower rule below, which decides.
@@ -77,7 +78,7 @@ def refusal(where, what, value, reason):
             "deleted through it (fix or delete that row, or generate into a new output folder)")
 
 
-def contained(rel, kind=IMAGE, where="a file of the output folder", what="a path"):
+def contained(rel, kind=IMAGE, where=SOMEWHERE, what="a path"):
     """rel itself when it passes the lexical rule, else UntrustedDataset."""
     reason = problem(rel, kind)
     if reason:
@@ -85,7 +86,7 @@ def contained(rel, kind=IMAGE, where="a file of the output folder", what="a path
     return rel
 
 
-def join(root, rel, kind=IMAGE, where="a file of the output folder", what="a path"):
+def join(root, rel, kind=IMAGE, where=SOMEWHERE, what="a path"):
     """root/rel once rel passes the lexical rule (no file-system access), else UntrustedDataset."""
     return os.path.join(root, contained(rel, kind, where, what))
 
@@ -112,7 +113,7 @@ class Root:
         """Pickled (DataLoader workers, worker processes) without what it remembers."""
         return dict(self.__dict__, _inside=set(), _seen=set())
 
-    def path(self, rel, kind=IMAGE, where="a file of the output folder", what="a path"):
+    def path(self, rel, kind=IMAGE, where=SOMEWHERE, what="a path"):
         """root/rel after both halves of the rule; UntrustedDataset (naming where and what) otherwise.
 
         A path that does not exist passes (the caller finds it missing); one that exists must be a regular
@@ -153,15 +154,6 @@ class Root:
             if not (want(mode) if i == 0 else stat.S_ISREG(mode)):
                 return f"is not a {'folder' if want is stat.S_ISDIR and i == 0 else 'regular file'}"
         return None
-
-
-def remove_file(root, rel, where="a file of the output folder", what="a path"):
-    """Delete root/rel if it is a regular file inside root; returns whether it removed it.
-
-    Never follows a link (a link is refused by Root.path), never removes a folder.
-    """
-    path = root.path(rel, IMAGE, where, what)
-    return remove_regular(path)
 
 
 def remove_regular(path):

@@ -84,6 +84,11 @@ def made(tmp_path_factory):
         for i in range(shards):
             pipeline.run(config, shard=(i, shards))
         outs[name] = out
+    merged = base / "tars_merged"
+    shutil.copytree(outs["tars"], merged)
+    pipeline.merge(load_config(cfg, ["backend=numpy", f"input={inp}", f"output={merged}",
+                                     "save.container=webdataset", "save.shard_pairs=2"]))
+    outs["tars_merged"] = merged
     return {"base": base, "input": inp, "config": cfg, **outs}
 
 
@@ -365,30 +370,56 @@ def _manifest_symlinked_file(case):
     return "manifest.jsonl", 1
 
 
+def _shard_symlink(case):
+    """The tar shard that row 1 names is a link to a copy of it outside."""
+    shard = case["out"] / read_rows(case["out"] / "manifest.jsonl")[0]["shard"]
+    shutil.copy2(shard, case["outside"] / "o.tar")
+    shard.unlink()
+    os.symlink(case["outside"] / "o.tar", shard)
+    return "manifest.jsonl", 1
+
+
+def _shard_outside(case):
+    shutil.copy2(next((case["out"] / "shards").glob("*.tar")), case["tmp"] / "victim.tar")
+    return _manifest_edit(lambda r, c: r.update(shard="../victim.tar"))(case)
+
+
 READ_CASES = {
-    "absolute": _manifest_edit(lambda r, c: r.update(high=str(c["outside"] / "o.png"))),
-    "dotdot": _manifest_edit(lambda r, c: r.update(high="high/../../outside/o.png")),
-    "symlinked-folder": _manifest_symlink,
-    "symlinked-file": _manifest_symlinked_file,
-    "nul": _manifest_edit(lambda r, c: r.update(low="low/a.png\0")),
-    "not-a-string": _manifest_edit(lambda r, c: r.update(high=["high/a.png"])),
-    "steps-not-a-list": _manifest_edit(lambda r, c: r.update(steps=7)),
+    "absolute": (None, _manifest_edit(lambda r, c: r.update(high=str(c["outside"] / "o.png")))),
+    "dotdot": (None, _manifest_edit(lambda r, c: r.update(high="high/../../outside/o.png"))),
+    "symlinked-folder": (None, _manifest_symlink),
+    "symlinked-file": (None, _manifest_symlinked_file),
+    "nul": (None, _manifest_edit(lambda r, c: r.update(low="low/a.png\0"))),
+    "not-a-string": (None, _manifest_edit(lambda r, c: r.update(high=["high/a.png"]))),
+    "steps-not-a-list": (None, _manifest_edit(lambda r, c: r.update(steps=7))),
+    "tar-shard-dotdot": ("tars_merged", _shard_outside),
+    "tar-shard-symlink": ("tars_merged", _shard_symlink),
+    "tar-shard-not-a-string": ("tars_merged", _manifest_edit(lambda r, c: r.update(shard={"x": 1}))),
 }
+TAR_SETTINGS = ["save.container=webdataset", "save.shard_pairs=2"]
+
+
+def _craft_read_case(case, name):
+    """Prepare case's out for READ_CASES[name]; returns (file name, row) and the config settings of its output."""
+    source, craft = READ_CASES[name]
+    if source is not None:
+        copy_output(case, source)
+    return craft(case), TAR_SETTINGS if source else []
 
 
 @pytest.mark.parametrize("tool", ["--verify", "--preview", "--report"])
 @pytest.mark.parametrize("name", sorted(READ_CASES))
 def test_tools_refuse_a_crafted_manifest(capsys, case, name, tool):
-    file_name, row = READ_CASES[name](case)
+    (file_name, row), settings = _craft_read_case(case, name)
     before = snapshot(case["tmp"])
-    code, _, err = run(capsys, argv(case, tool))
+    code, _, err = run(capsys, argv(case, tool, config_extra=settings))
     assert_refused(code, err, file_name, row)
     assert snapshot(case["tmp"]) == before  # no preview.png, no report, nothing outside read into one
 
 
 @pytest.mark.parametrize("name", sorted(READ_CASES))
 def test_pair_dataset_refuses_a_crafted_manifest(case, name):
-    file_name, row = READ_CASES[name](case)
+    (file_name, row), _ = _craft_read_case(case, name)
     before = snapshot(case["tmp"])
     with pytest.raises(ValueError) as info:
         ds = PairDataset(case["out"])
