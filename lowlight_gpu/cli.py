@@ -36,7 +36,8 @@ examples:
   python generate.py --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT   # then: --merge
   python generate.py --verify 100                      # replay 100 rows, compare with the files
 
-exit codes: 0 all inputs done, 2 bad usage or config (nothing written),
+exit codes: 0 all inputs done, 2 bad usage or config, or an output folder that names
+              paths outside itself (nothing written; one line names the file and row),
             3 finished but some inputs failed (see OUTPUT/errors.jsonl; re-run to retry),
             4 stopped by the environment: the output's disk is full, over quota, failing or
               read-only (finished pairs are kept; fix it and re-run to resume),
