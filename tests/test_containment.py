@@ -78,7 +78,8 @@ def made(tmp_path_factory):
     cfg.write_text("# defaults\n", encoding="utf-8")
     outs = {}
     for name, shards, extra in (("whole", 1, []), ("shards", 2, []),
-                                ("tars", 2, ["save.container=webdataset", "save.shard_pairs=2"])):
+                                ("tars", 2, ["save.container=webdataset", "save.shard_pairs=2"]),
+                                ("lmdb", 1, ["save.container=lmdb"])):
         out = base / name
         config = load_config(cfg, ["backend=numpy", "workers=1", f"input={inp}", f"output={out}", *extra])
         for i in range(shards):
@@ -258,6 +259,18 @@ def test_resume_refuses_a_crafted_part(capsys, case, name, extra):
     assert snapshot(case["out"]) == inside  # nothing written, nothing deleted
 
 
+def test_an_lmdb_resume_refuses_a_database_outside(capsys, case):
+    copy_output(case, "lmdb")
+    part = case["out"] / "parts" / f"{TAG1}.jsonl"
+    rows = read_rows(part)
+    rows[1]["_state"]["members"][0][3] = "../evil.lmdb"  # a whole run would open (and create) it for writing
+    write_rows(part, rows)
+    before = snapshot(case["tmp"])
+    code, _, err = run(capsys, argv(case, config_extra=["save.container=lmdb"]))
+    assert_refused(code, err, part.name, 2)
+    assert snapshot(case["tmp"]) == before and not (case["tmp"] / "evil.lmdb").exists()
+
+
 def test_a_shard_job_refuses_its_crafted_part(capsys, case):
     copy_output(case, "shards")
     part = next(p for p in sorted((case["out"] / "parts").glob("shard-*-of-00002.jsonl")) if p.read_text())
@@ -379,6 +392,14 @@ def _shard_symlink(case):
     return "manifest.jsonl", 1
 
 
+def _database_symlink(case):
+    """high.lmdb is a link to a copy of it outside."""
+    shutil.copytree(case["out"] / "high.lmdb", case["outside"] / "high.lmdb")
+    shutil.rmtree(case["out"] / "high.lmdb")
+    os.symlink(case["outside"] / "high.lmdb", case["out"] / "high.lmdb")
+    return "manifest.jsonl", 1
+
+
 def _shard_outside(case):
     shutil.copy2(next((case["out"] / "shards").glob("*.tar")), case["tmp"] / "victim.tar")
     return _manifest_edit(lambda r, c: r.update(shard="../victim.tar"))(case)
@@ -395,8 +416,11 @@ READ_CASES = {
     "tar-shard-dotdot": ("tars_merged", _shard_outside),
     "tar-shard-symlink": ("tars_merged", _shard_symlink),
     "tar-shard-not-a-string": ("tars_merged", _manifest_edit(lambda r, c: r.update(shard={"x": 1}))),
+    "lmdb-dotdot": ("lmdb", _manifest_edit(lambda r, c: r.update(high="../outside.lmdb"))),
+    "lmdb-symlink": ("lmdb", _database_symlink),
 }
 TAR_SETTINGS = ["save.container=webdataset", "save.shard_pairs=2"]
+SETTINGS = {"tars_merged": TAR_SETTINGS, "lmdb": ["save.container=lmdb"]}
 
 
 def _craft_read_case(case, name):
@@ -404,7 +428,7 @@ def _craft_read_case(case, name):
     source, craft = READ_CASES[name]
     if source is not None:
         copy_output(case, source)
-    return craft(case), TAR_SETTINGS if source else []
+    return craft(case), SETTINGS.get(source, [])
 
 
 @pytest.mark.parametrize("tool", ["--verify", "--preview", "--report"])
