@@ -145,12 +145,21 @@ def check_parts(out_root, shard=None):
     Runs before a run writes or deletes anything: a row is trusted later (its files checked, kept, or removed
     as an orphan's), so every one is checked here, on disk too (no folder on the way may lead outside).
     """
-    root = paths.Root(out_root)
+    root = check_folders(out_root)
     rows, errors = prior_parts(out_root, shard)
     for path in rows:
         check_part(path, root)
     for path in errors:
         check_part(path, root, errors=True)
+
+
+def check_folders(out_root):
+    """UntrustedDataset unless parts/ and shards/ stay inside out_root (their files are listed, locked, swept by
+    pattern); returns the paths.Root of out_root."""
+    root = paths.Root(out_root)
+    for folder in (PARTS, "shards"):
+        root.check_folder(folder)
+    return root
 
 
 def check_part(path, root, errors=False, images_on_disk=True):
@@ -353,7 +362,7 @@ def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
     codecs = _shared_codecs(have)
     parts = os.path.join(out_root, PARTS)
     shards = [(f"shard {i}/{count}", os.path.join(parts, shard_tag(i, count)), have[i]) for i in range(count)]
-    root = paths.Root(out_root)
+    root = check_folders(out_root)
     for _, base, _ in shards:  # before anything is assembled, written or deleted
         check_part(f"{base}.jsonl", root, images_on_disk=False)  # a merge opens tars and databases only
         check_part(f"{base}.errors.jsonl", root, errors=True)

@@ -124,6 +124,14 @@ class Root:
             raise UntrustedDataset(refusal(where, what, rel, reason))
         return os.path.join(self.root, rel)
 
+    def check_folder(self, rel):
+        """UntrustedDataset unless folder rel (when it exists) resolves inside the root: parts/ and shards/, whose
+        files a run lists and deletes by pattern."""
+        real = os.path.realpath(os.path.join(self.root, rel))
+        if not under(real, self.real):
+            raise UntrustedDataset(refusal(f"'{self.root}'", "the folder", rel,
+                                           f"leaves the output folder through a symbolic link (to {show(real)})"))
+
     def _escape(self, rel, kind):
         """Why rel, lexically fine, leaves the root on disk or names something other than a file; or None."""
         if (rel, kind) in self._seen:  # a tar or database named by thousands of rows is looked at once

@@ -374,6 +374,7 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     # Before the lock and the journal are opened: forked workers must not hold their file descriptors.
     executor, workers, result.compile_seconds = start_workers(config, backend, engine)
     os.makedirs(config.output, exist_ok=True)
+    manifest.check_folders(config.output)  # before a lock file is made in parts/
     lock = manifest.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
     try:
         return _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor,
@@ -551,6 +552,7 @@ def merge(config):
     """Combine finished shard parts of config.output into the dataset files."""
     config = absolute_paths(config)
     fsutil.allow_open_files()  # the parts of every shard job are read (and rewritten) side by side
+    manifest.check_folders(config.output)  # before a lock file is made in parts/
     with manifest.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
         merged = manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
                                 prepare=functools.partial(containers.assemble, config))

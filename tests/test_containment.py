@@ -283,6 +283,23 @@ def test_a_shard_job_refuses_its_crafted_part(capsys, case):
     assert snapshot(case["tmp"]) == before
 
 
+@pytest.mark.parametrize("folder,args", [("shards", ()), ("parts", ("--merge",))])
+def test_a_linked_parts_or_shards_folder_is_refused(capsys, case, folder, args):
+    """parts/ and shards/ are listed and swept by pattern: a link out of the output is refused first."""
+    copy_output(case, "tars")
+    elsewhere = case["outside"] / folder
+    if (case["out"] / folder).exists():
+        shutil.move(case["out"] / folder, elsewhere)
+    else:
+        elsewhere.mkdir()
+    os.symlink(elsewhere, case["out"] / folder)
+    before, names = snapshot(case["tmp"]), sorted(os.listdir(elsewhere))
+    code, _, err = run(capsys, argv(case, *args, config_extra=TAR_SETTINGS))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"the folder '{folder}' leaves the output folder" in err
+    assert snapshot(case["tmp"]) == before and sorted(os.listdir(elsewhere)) == names  # not even a lock file
+
+
 # ---------------------------------------------------------------- --merge of crafted shard parts
 
 
