@@ -142,13 +142,15 @@ def assert_refused(code, err, file_name, row):
 # ---------------------------------------------------------------- the issue's reproduction, in a real process
 
 
-def test_the_issues_reproduction_leaves_victim_in_place(tmp_path):
+def test_the_issues_reproduction_leaves_victim_in_place(capsys, tmp_path):
     inp, out = tmp_path / "in", tmp_path / "out"
     write_image(inp / "astronaut.png", 11, 9, seed=1)
     write_image(inp / "chelsea.png", 12, 8, seed=2)
-    io = ["--set", "backend=numpy", "--set", "workers=1", "--set", f"input={inp}", "--set", f"output={out}",
-          "--quiet"]
-    assert run_subprocess(*io, cwd=tmp_path).code == 0
+    (tmp_path / "config.yaml").write_text("# defaults\n", encoding="utf-8")
+    io = ["--config", tmp_path / "config.yaml", "--set", "backend=numpy", "--set", "workers=1",
+          "--set", f"input={inp}", "--set", f"output={out}", "--quiet"]
+    io = [str(a) for a in io]
+    assert run(capsys, io)[0] == 0  # in this process (fast); the refused run below is a real one
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious data\n")
     before = snapshot(tmp_path / "out"), victim.read_bytes(), victim.stat().st_mtime_ns
@@ -167,9 +169,9 @@ def test_the_issues_reproduction_leaves_victim_in_place(tmp_path):
     assert snapshot(out) == crafted  # nothing written or deleted inside either
     # The honest part again: the orphan's own files go, as before, and the victim stays.
     part.write_text(honest, encoding="utf-8")
-    res = run_subprocess(*io, cwd=tmp_path)
-    assert res.code == 0, res.err
-    assert "removed 2 file(s)" in res.err
+    code, _, err = run(capsys, io)
+    assert code == 0, err
+    assert "removed 2 file(s)" in err
     assert not (out / "high" / "chelsea.png").exists() and (out / "high" / "astronaut.png").exists()
     assert (victim.read_bytes(), victim.stat().st_mtime_ns) == before[1:]
 
