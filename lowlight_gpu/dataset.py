@@ -11,6 +11,9 @@ Loose files, WebDataset tar shards and BasicSR LMDBs (save.container) give the
 same samples in the same order: each manifest row says where its images are.
 With torch installed the class is a ``torch.utils.data.Dataset`` (use it with a
 DataLoader); without torch it is a plain sequence of numpy samples.
+
+A row whose paths would lead outside root (absolute, ``..``, a link out; paths.py) raises a ValueError
+(``errors.UntrustedDataset``) naming manifest.jsonl and the row, when read or, for a link, when opened.
 """
 
 import os
