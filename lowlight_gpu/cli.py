@@ -1,6 +1,6 @@
 """Command line: argparse, exit codes, one-line errors.
 
-Exit codes: 0 every input done; 2 bad usage or config (nothing written);
+Exit codes: 0 every input done; 2 bad usage or config, or an untrusted dataset (nothing written);
 3 the run finished but some inputs failed (listed in errors.jsonl);
 4 stopped by the environment (the output's disk full, over quota, failing or read-only; re-run to resume);
 5 another run is using this output (or this shard of it); 1 --verify found a difference (or a tool found a
@@ -41,7 +41,8 @@ examples:
   python generate.py --repair                          # redo every pair whose stored bytes changed
   python generate.py calibrate --help                  # a noise.camera preset from your own camera's raw frames
 
-exit codes: 0 all inputs done, 2 bad usage or config (nothing written),
+exit codes: 0 all inputs done, 2 bad usage or config, or an output folder that names
+              paths outside itself (nothing written; one line names the file and row),
             3 finished but some inputs failed (see OUTPUT/errors.jsonl; re-run to retry),
             4 stopped by the environment: the output's disk is full, over quota, failing or
               read-only (finished pairs are kept; fix it and re-run to resume),
@@ -302,7 +303,7 @@ def _main(args):
     """Load the config, then run the requested action."""
     from . import pipeline, synth, worker_pool
     from .config import load_config
-    from .errors import BackendUnavailable, ConfigError, DamagedDatabase, LockHeld, MergeError
+    from .errors import BackendUnavailable, ConfigError, DamagedDatabase, LockHeld, MergeError, UntrustedDataset
 
     try:
         config = load_config(config_path(args.config), args.overrides, check_paths=not (args.merge or args.verify is not None
@@ -320,7 +321,7 @@ def _main(args):
     if actions:
         try:
             return _tool_actions(args, config)
-        except (MergeError, ConfigError) as exc:
+        except (MergeError, ConfigError, UntrustedDataset) as exc:
             return _fail(exc)
         except LockHeld as exc:
             return _locked(exc)
@@ -339,7 +340,7 @@ def _main(args):
         with _progress(args, config) as progress:
             result = pipeline.run(config, shard=args.shard or (0, 1), limit=args.limit,
                                   progress=progress, engine=engine, backend=backend, repair=args.repair)
-    except (ConfigError, BackendUnavailable) as exc:
+    except (ConfigError, BackendUnavailable, UntrustedDataset) as exc:
         return _fail(exc)
     except LockHeld as exc:
         return _locked(exc)

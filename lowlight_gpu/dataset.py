@@ -14,13 +14,16 @@ construction); a damaged LMDB (a truncated data.mdb) raises DamagedDatabase,
 naming it, instead of killing the process with SIGBUS.
 With torch installed the class is a ``torch.utils.data.Dataset`` (use it with a
 DataLoader); without torch it is a plain sequence of numpy samples.
+
+A row whose paths would lead outside root (absolute, ``..``, a link out; paths.py) raises a ValueError
+(``errors.UntrustedDataset``) naming manifest.jsonl and the row, when read or, for a link, when opened.
 """
 
 import os
 
 import numpy as np
 
-from . import imageio
+from . import imageio, paths
 from .containers import container_of
 from .containers.readers import Reader
 from .manifest import read_rows
@@ -51,7 +54,7 @@ def known_splits(root, seen=()):
     try:
         with open(os.path.join(root, "dataset.json"), encoding="utf-8") as f:
             names.update((json.load(f).get("config") or {}).get("split") or {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, TypeError):  # a damaged dataset.json names no splits
         pass
     return names
 
@@ -79,8 +82,11 @@ class PairDataset(_Base):
         self.with_params, self.steps, self.transform, self.as_tensor = with_params, steps, transform, as_tensor
         self.items = []
         self._reader = None
+        self._root = paths.Root(self.root)
         seen = set()
-        for row in read_rows(path):
+        for n, row in enumerate(read_rows(path), 1):
+            # ValueError (UntrustedDataset) naming the file and row for a path that would leave root.
+            paths.check_row(row, path, n, public=True)
             seen.add(row.get("split"))
             if split is not None and row.get("split") != split:
                 continue
@@ -89,7 +95,7 @@ class PairDataset(_Base):
             where = _where(row)  # None for loose files; (shard, key) of a tar or LMDB container
             if where is not None and where[1] is not None and len(self.items) == 0:
                 _need_lmdb(self.root)
-            self.items.append((images + (row["high"],), row["params"] if with_params else None, where))
+            self.items.append((images + (row["high"],), row["params"] if with_params else None, where, n))
         if split is not None and split not in known_splits(self.root, seen):
             names = sorted(known_splits(self.root, seen))
             raise ValueError(f"PairDataset: split {split!r} is not a split of '{self.root}' "
@@ -102,19 +108,20 @@ class PairDataset(_Base):
 
     def __getitem__(self, index):
         """One sample: the low image(s) then high, plus params when with_params; transform applied last."""
-        paths, params, where = self.items[index]
-        sample = tuple(self._convert(self._read(p, where)) for p in paths)
+        refs, params, where, n = self.items[index]
+        sample = tuple(self._convert(self._read(ref, where, n)) for ref in refs)
         if self.with_params:
             sample += (params,)
         return self.transform(sample) if self.transform is not None else sample
 
-    def _read(self, rel, where=None):
+    def _read(self, rel, where=None, n=None):
         """One image of the dataset as a read-only uint8 (H, W, 3) array (alpha dropped)."""
-        if where is None:
-            return imageio.decode(os.path.join(self.root, rel), MAX_PIXELS).rgb
+        row = f"'{os.path.join(self.root, 'manifest.jsonl')}' row {n}"  # for a refusal's message
+        if where is None:  # every folder on the way inside root, the file a regular one (paths.Root)
+            return imageio.decode(self._root.path(rel, where=row), MAX_PIXELS).rgb
         if self._reader is None:  # made on first use, so each DataLoader worker opens its own tars and LMDBs
             self._reader = Reader(self.root)
-        return imageio.decode_bytes(self._reader.read(rel, *where), MAX_PIXELS, rel).rgb
+        return imageio.decode_bytes(self._reader.read(rel, *where, where=row), MAX_PIXELS, rel).rgb
 
     def __getstate__(self):
         """Pickled for DataLoader workers without open tars or LMDBs."""

@@ -25,6 +25,14 @@ class ConfigError(ValueError):
 class CalibrationError(ValueError):
     """lowlight-gpu calibrate cannot make a preset from these frames (exit 2); one line: the problem and the fix."""
 
+
+class UntrustedDataset(ValueError):
+    """A file inside an output folder names a path outside it, or not a path at all (exit 2).
+
+    The message is one line naming the file, the row and the field; nothing was read, written or deleted
+    through that path.
+    """
+
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).splitlines()))
 

@@ -25,7 +25,8 @@ import socket
 import uuid
 import zlib
 
-from .errors import LockHeld, MergeError
+from . import paths
+from .errors import LockHeld, MergeError, UntrustedDataset
 from .fsutil import flush_to_disk, replace_if_changed, same_bytes, write_atomic  # noqa: F401 - old home
 from .fsutil import remove_if_present as _remove
 
@@ -133,6 +134,45 @@ class PriorRows:
             self.passed.append((row["source"], files))
 
 
+def prior_parts(out_root, shard=None):
+    """(row parts and journals, errors parts) under OUTPUT/parts that a run of shard reads (PriorRows, PriorErrors)."""
+    found = sorted(glob.glob(os.path.join(out_root, PARTS, "shard-*.jsonl")))
+    mine = [p for p in found if _may_hold(file_shard(p), shard)]
+    return [p for p in mine if ".errors." not in p], [p for p in mine if ".errors." in p]
+
+
+def check_parts(out_root, shard=None):
+    """UntrustedDataset (naming the file and row) unless every path the earlier parts of shard record is contained.
+
+    Runs before a run writes or deletes anything: a row is trusted later (its files checked, kept, or removed
+    as an orphan's), so every one is checked here, on disk too (no folder on the way may lead outside).
+    """
+    root = check_folders(out_root)
+    rows, errors = prior_parts(out_root, shard)
+    for path in rows:
+        check_part(path, root)
+    for path in errors:
+        check_part(path, root, errors=True)
+
+
+def check_folders(out_root):
+    """UntrustedDataset unless parts/ and shards/ stay inside out_root (their files are listed, locked, swept by
+    pattern); returns the paths.Root of out_root."""
+    root = paths.Root(out_root)
+    for folder in (PARTS, "shards"):
+        root.check_folder(folder)
+    return root
+
+
+def check_part(path, root, errors=False, images_on_disk=True):
+    """check_parts for one part, journal (or, with errors, errors part) at path."""
+    for n, row in enumerate(read_rows(path), 1):  # read_rows stops at a torn line: line n is row n
+        if errors:
+            paths.check_error_row(row, path, n)
+        else:
+            paths.check_row(row, path, n, root, images_on_disk=images_on_disk)
+
+
 class PriorErrors:
     """Error rows of earlier finished runs into this output, looked up in increasing source order."""
 
@@ -169,11 +209,13 @@ def row_is_intact(out_root, row, source_path, check_hashes):
         if [st.st_size, st.st_mtime_ns] != state["source"]:
             return False
         for rel, (size, digest) in state["files"].items():
-            path = os.path.join(out_root, rel)
+            path = paths.join(out_root, rel, what="_state.files")  # check_parts saw it; checked again here
             if os.path.getsize(path) != size:
                 return False
             if check_hashes and file_digest(path) != digest:
                 return False
+    except UntrustedDataset:
+        raise
     except (OSError, KeyError, TypeError, ValueError):
         return False
     return True
@@ -284,7 +326,14 @@ def done_markers(out_root):
     for path in glob.glob(os.path.join(out_root, PARTS, "shard-*.done")):
         m = _TAG_RE.search(path)
         with open(path, encoding="utf-8") as f:
-            found.setdefault(int(m.group(2)), {})[int(m.group(1))] = json.loads(f.read())
+            try:
+                marker = json.loads(f.read())
+            except ValueError:
+                marker = None
+        if not isinstance(marker, dict):
+            raise MergeError(f"cannot merge: done-marker '{path}' is damaged (not a JSON object); "
+                             "run that shard again")
+        found.setdefault(int(m.group(2)), {})[int(m.group(1))] = marker
     return found
 
 
@@ -355,6 +404,10 @@ def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
     codecs = _shared_codecs(have, count)
     parts = os.path.join(out_root, PARTS)
     shards = [(f"shard {i}/{count}", os.path.join(parts, shard_tag(i, count)), have[i]) for i in range(count)]
+    root = check_folders(out_root)
+    for _, base, _ in shards:  # before anything is assembled, written or deleted
+        check_part(f"{base}.jsonl", root, images_on_disk=False)  # a merge opens tars and databases only
+        check_part(f"{base}.errors.jsonl", root, errors=True)
     container = prepare([f"{base}.jsonl" for _, base, _ in shards]) if prepare is not None else None
     n_pairs = _write_merged(os.path.join(out_root, "manifest.jsonl"),
                             [(name, f"{base}.jsonl", m.get("pairs")) for name, base, m in shards])
@@ -435,28 +488,34 @@ def remove_orphans(out_root, orphans, part):
     it.  A new source may reuse the name, so a file is removed only if no row of the new part lists it and it
     still holds the bytes the orphan row recorded (another shard may have rewritten it).
     """
+    where = {rel: f"the earlier row of source {paths.show(source)} under '{os.path.dirname(part)}'"
+             for source, files in orphans for rel in files}
     doomed = {rel: rec for _, files in orphans for rel, rec in files.items()}
     if not doomed:
         return 0
+    root = paths.Root(out_root)
+    # Every path is checked (check_parts did so before the run; again here) before the first one is removed.
+    checked = {rel: root.path(rel, paths.IMAGE, where[rel], "_state.files") for rel in sorted(doomed)}
     for row in read_rows(part):
-        for rel in (row.get(STATE) or {}).get("files") or ():
+        files = (row.get(STATE) or {}).get("files")
+        for rel in files if isinstance(files, dict) else ():
             doomed.pop(rel, None)
     removed = 0
     for rel, (size, digest) in sorted(doomed.items()):
-        path = os.path.join(out_root, rel)
+        path = checked[rel]
         try:
             if os.path.getsize(path) != size or file_digest(path) != digest:
                 continue
-            os.remove(path)
-            removed += 1
         except OSError:  # gone already
             continue
-        _remove_empty_parents(out_root, os.path.dirname(path))
+        if paths.remove_regular(path):  # a regular file only: never a link, never a folder
+            removed += 1
+            _remove_empty_parents(out_root, os.path.dirname(path))
     return removed
 
 
 def _remove_empty_parents(out_root, folder):
-    """Remove folder and its parents up to out_root while they are empty."""
+    """Remove folder and its parents up to out_root while they are empty (rmdir removes nothing else)."""
     root = os.path.abspath(out_root)
     folder = os.path.abspath(folder)
     while folder.startswith(root + os.sep):

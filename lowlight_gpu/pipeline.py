@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import __version__, containers, encode, fsutil, imageio, interrupts, layout, manifest, synth
+from . import __version__, containers, encode, fsutil, imageio, interrupts, layout, manifest, paths, synth
 from . import worker_pool
 from .config import ConfigError
 from .errors import LockHeld, MergeError, StorageError
@@ -125,8 +125,8 @@ def prepare_process(ctx):
 
 def remove_temps(out_root, rels):
     """Delete the temp files ('.name.png.tmp') a killed run may have left beside a finished pair's outputs."""
-    for rel in rels:
-        fsutil.unlink_quietly(fsutil.temp_name(os.path.join(out_root, rel)))  # almost always: there is none
+    for rel in rels:  # contained (manifest.check_parts); a temp is removed only if it is a regular file
+        paths.remove_regular(fsutil.temp_name(paths.join(out_root, rel, what="_state.files")))  # almost always: none
 
 
 def synthesize_and_write(src, decoded, ctx):
@@ -309,6 +309,9 @@ def _check_recorded(config, recorded, codecs=None):
     if recorded is None:
         return
     was_input = recorded.get("input")
+    if was_input is not None and not isinstance(was_input, str):
+        raise ConfigError(f"output: '{os.path.join(config.output, manifest.PARTS, manifest.RUN_FILE)}' is "
+                          "unreadable (its input is not a path); delete it to reuse this folder")
     if was_input is not None and os.path.abspath(was_input) != os.path.abspath(config.input):
         # A dataset's identity includes its input: rows of two input folders must never mix.
         raise ConfigError(
@@ -442,6 +445,7 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     # Before the lock and the journal are opened: forked workers must not hold their file descriptors.
     executor, workers = start_workers(config, backend, engine)
     made = make_folders(config.output)  # before the scan, which counts the output among the skipped folders
+    manifest.check_folders(config.output)  # before a lock file is made in parts/
     try:
         sources = start_scan(config, shard, result.scan)  # after the fork: workers need no folder of the scan
     except ConfigError:
@@ -488,6 +492,7 @@ def start_workers(config, backend, engine=None):
 def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers,
                 sources, repair=False):
     """run() once it holds the output's lock; sources is its scan (start_scan), counting into result.scan."""
+    manifest.check_parts(config.output, shard)  # UntrustedDataset before anything is written or deleted
     record_run(config, codecs)
     start = time.perf_counter()
     prior = manifest.PriorRows(config.output, shard, check_all=repair)
@@ -633,6 +638,7 @@ def merge(config):
     """Combine finished shard parts of config.output into the dataset files."""
     config = absolute_paths(config)
     fsutil.allow_open_files()  # the parts of every shard job are read (and rewritten) side by side
+    manifest.check_folders(config.output)  # before a lock file is made in parts/
     running = manifest.OutputLock(config.output).runs_in_progress()
     if running:  # a whole run merges its own output when it ends; shards still being made are not done
         raise LockHeld(f"output '{config.output}' is in use: " + "; ".join(

@@ -27,8 +27,8 @@ import errno
 import glob
 import os
 
-from .. import interrupts, manifest
-from ..errors import DamagedDatabase
+from .. import interrupts, manifest, paths
+from ..errors import DamagedDatabase, UntrustedDataset
 from ..fsutil import remove_if_present as _remove
 from . import PAYLOAD, readers, tars
 
@@ -124,7 +124,8 @@ class LmdbStore:
         """The open environment of database db (a path relative to the output); a damaged one starts empty."""
         env = self.envs.get(db)
         if env is None:
-            env = self.envs[db] = open_checked(os.path.join(self.root, db), self.rebuilt, db)
+            env = self.envs[db] = open_checked(paths.join(self.root, db, paths.DATABASE, what="a database"), self.rebuilt,
+                                               db)
         return env
 
     def check(self, row, from_journal):
@@ -239,7 +240,8 @@ def committed(root, row, from_journal, env_of):
     try:
         key = row["key"].encode("ascii")
         for _, size, digest, db in members:
-            if not os.path.isfile(os.path.join(root, db, "data.mdb")):
+            folder = paths.join(root, db, paths.DATABASE, what="_state.members")
+            if not os.path.isfile(os.path.join(folder, "data.mdb")):
                 return False
             with env_of(db).begin(buffers=True) as txn:  # a read transaction sees only committed data
                 value = txn.get(key)
@@ -247,6 +249,8 @@ def committed(root, row, from_journal, env_of):
                     return False
                 if from_journal and manifest.data_digest(value) != digest:
                     return False
+    except UntrustedDataset:
+        raise
     except (OSError, KeyError, TypeError, ValueError, DamagedDatabase, _lmdb().Error):
         return False
     return True

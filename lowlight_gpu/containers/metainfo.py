@@ -14,7 +14,7 @@
 import os
 from collections import namedtuple
 
-from .. import layout, manifest
+from .. import layout, manifest, paths
 from . import container_of, image_refs
 
 MANIFEST = "manifest.jsonl"
@@ -65,7 +65,8 @@ def write(cfg):
     files = {}
     left_out = 0
     try:
-        for row in manifest.read_rows(os.path.join(root, MANIFEST)):
+        for n, row in enumerate(manifest.read_rows(os.path.join(root, MANIFEST)), 1):
+            paths.check_row(row, os.path.join(root, MANIFEST), n, public=True)  # its split and databases name files
             for rel, name in targets(row, cfg):
                 f = files.get(rel)
                 if f is None:  # made even if every name is left out: an empty list, never a stale one

@@ -12,6 +12,7 @@ import os
 import tarfile
 import threading
 
+from .. import paths
 from . import check_available, container_of
 
 INDEXED_SHARDS = 16  # member indexes kept per process (one shard's index: a few hundred bytes per member)
@@ -44,6 +45,7 @@ class Reader:
 
     def __init__(self, root):
         self.root = os.fspath(root)
+        self._root = paths.Root(self.root)  # every ref is checked before it is opened: rows are data
         self._pid = None
         self._indexes = collections.OrderedDict()
         self._lock = threading.Lock()  # the caches are shared by a tool's threads
@@ -52,14 +54,17 @@ class Reader:
         """The bytes of image ref of a manifest row."""
         return self.read(ref, row.get("shard"), row.get("key") if container_of(row) == "lmdb" else None)
 
-    def read(self, ref, shard=None, key=None):
-        """The bytes of a file (ref), a member of a tar shard, or the value of key in database ref."""
+    def read(self, ref, shard=None, key=None, where=paths.SOMEWHERE):
+        """The bytes of a file (ref), a member of a tar shard, or the value of key in database ref.
+
+        where names the row for the message of a path that would leave the output folder (UntrustedDataset).
+        """
         self._after_fork()
         if shard is not None:
-            return self._member(shard, ref)
+            return self._member(shard, ref, where)
         if key is not None:
-            return self._value(ref, key)
-        with open(os.path.join(self.root, ref), "rb") as f:
+            return self._value(ref, key, where)
+        with open(self._root.path(ref, where=where), "rb") as f:
             return f.read()
 
     def describe(self, ref, shard=None, key=None):
@@ -74,27 +79,28 @@ class Reader:
             self._pid = os.getpid()
             self._indexes.clear()
 
-    def _member(self, shard, name):
+    def _member(self, shard, name, where=paths.SOMEWHERE):
         """One member's bytes, found through the shard's member index."""
-        index = self._index(shard)
+        index = self._index(shard, where)
         if name not in index:
             raise FileNotFoundError(f"no member '{name}' in '{shard}'")
         offset, size = index[name]
-        with open(os.path.join(self.root, shard), "rb") as f:
+        with open(self._root.path(shard, paths.TAR, where, "shard"), "rb") as f:
             data = os.pread(f.fileno(), size, offset)
         if len(data) != size:
             raise FileNotFoundError(f"'{shard}' ends inside member '{name}'")
         return data
 
-    def _index(self, shard):
+    def _index(self, shard, where=paths.SOMEWHERE):
         """{member name: (data offset, size)} of a shard, read from its headers (kept for the last few shards)."""
         with self._lock:
             index = self._indexes.get(shard)
             if index is not None:
                 self._indexes.move_to_end(shard)
                 return index
+        path = self._root.path(shard, paths.TAR, where, "shard")
         try:
-            with tarfile.open(os.path.join(self.root, shard), "r:") as tar:
+            with tarfile.open(path, "r:") as tar:
                 index = {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
         except tarfile.TarError as exc:
             raise FileNotFoundError(f"'{shard}' is not a readable tar ({exc})") from None
@@ -104,9 +110,9 @@ class Reader:
                 self._indexes.popitem(last=False)
         return index
 
-    def _value(self, db, key):
+    def _value(self, db, key, where=paths.SOMEWHERE):
         """The value of key in database db."""
-        env = environment(os.path.join(self.root, db))
+        env = environment(self._root.path(db, paths.DATABASE, where, "database"))
         with env.begin(write=False) as txn:
             value = txn.get(key.encode("ascii"))
         if value is None:

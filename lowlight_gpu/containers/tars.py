@@ -27,7 +27,8 @@ import os
 import tarfile
 import zlib
 
-from .. import manifest
+from .. import manifest, paths
+from ..errors import UntrustedDataset
 from ..fsutil import remove_if_present as _remove
 from . import PAYLOAD, SHARDS, public, split_prefix
 
@@ -200,7 +201,7 @@ def sample_intact(root, row, from_journal):
     if not at or not members:
         return False
     try:
-        with open(os.path.join(root, at[0]), "rb") as f:
+        with open(paths.join(root, at[0], paths.TAR, what="_state.at"), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             offset = at[1]
             for name, n, digest, _ in members:
@@ -211,6 +212,8 @@ def sample_intact(root, row, from_journal):
                 if from_journal and _range_crc(f.fileno(), offset, n) != digest:
                     return False
                 offset += n + (-n % tarfile.BLOCKSIZE)
+    except UntrustedDataset:
+        raise
     except (OSError, TypeError, ValueError):
         return False
     return True
@@ -233,7 +236,7 @@ def read_members(root, row):
     """[(name, bytes)] of a row's sample, read from its recorded place (for copying it into an LMDB)."""
     state = row[manifest.STATE]
     (rel, offset), out = state["at"], []
-    with open(os.path.join(root, rel), "rb") as f:
+    with open(paths.join(root, rel, paths.TAR, what="_state.at"), "rb") as f:
         for name, n, _, _ in state["members"]:
             offset += len(member_header(name, n))
             data = os.pread(f.fileno(), n, offset)
@@ -287,7 +290,7 @@ class _ShardBuild:
     def _copy(self, rel, start, length):
         """Append length bytes of file rel at start to the temporary file."""
         try:
-            with open(os.path.join(self.root, rel), "rb") as src:
+            with open(paths.join(self.root, rel, paths.TAR, what="_state.at"), "rb") as src:
                 _copy_range(src.fileno(), self.fd, start, length)
         except FileNotFoundError:
             raise manifest.MergeError(f"cannot merge: '{rel}', which holds samples of {self.rel}, is gone; "
@@ -297,7 +300,7 @@ class _ShardBuild:
         """End the shard; returns the rename that puts it in place, or None when it is in place already."""
         final = os.path.join(self.root, self.rel)
         if self.fd is None:
-            source = os.path.join(self.root, self.pending[0])
+            source = paths.join(self.root, self.pending[0], paths.TAR, what="_state.at")
             try:
                 whole = os.path.getsize(source) == self.length + len(trailer(self.length))
             except OSError:

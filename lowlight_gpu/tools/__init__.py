@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 
+from .. import paths
 from ..config import ConfigError, config_from_dict
 from ..manifest import read_rows
 
@@ -37,16 +38,22 @@ def sample(output_dir, n=None):
     path = manifest_path(output_dir)
     total = count_rows(path)
     wanted = None if n is None else set(spread(total, n))
-    return total, _pick(read_rows(path), wanted)
+    return total, _pick(read_rows(path), wanted, path, paths.Root(output_dir))
 
 
-def _pick(rows, wanted):
-    """The rows whose index is in wanted (all when None), stopping after the last one wanted."""
+def _pick(rows, wanted, path=MANIFEST, root=None):
+    """The rows whose index is in wanted (all when None), stopping after the last one wanted.
+
+    Every row read is checked (paths.check_row: UntrustedDataset naming path and row), a picked one on disk
+    too (with root): a tool opens only files inside the output folder.
+    """
     last = max(wanted, default=-1) if wanted is not None else None
     for i, row in enumerate(rows):
         if last is not None and i > last:
             return
-        if wanted is None or i in wanted:
+        picked = wanted is None or i in wanted
+        paths.check_row(row, path, i + 1, root if picked else None, public=True)
+        if picked:
             yield row
 
 

@@ -14,7 +14,8 @@ import os
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .. import containers, imageio
+from .. import containers, imageio, paths
+from ..errors import UntrustedDataset
 from ..containers.readers import shared_reader
 from ..config import ConfigError
 from . import sample, spread
@@ -58,7 +59,7 @@ def write_preview(output_dir, rows=8):
 def image_source(output_dir, row, rel):
     """What paste_cell opens: the file's path, or (tar, LMDB) a callable returning the image's bytes."""
     if containers.container_of(row) == "files":
-        return os.path.join(os.fspath(output_dir), rel)
+        return paths.Root(output_dir).path(rel)
     reader = shared_reader(output_dir)
     return lambda: io.BytesIO(reader.for_row(row, rel))
 
@@ -131,6 +132,8 @@ def paste_cell(sheet, draw, font, path, left, top, cell_w):
             size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
             # Nearest when enlarging keeps single pixels (and their noise) visible; box when shrinking averages.
             thumb = im.resize(size, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BOX)
+    except UntrustedDataset:
+        raise
     except (OSError, ValueError) as exc:
         draw.rectangle((left, top, left + cell_w - 1, top + CELL_H - 1), fill=EMPTY)
         reason = "missing" if isinstance(exc, FileNotFoundError) else "unreadable"

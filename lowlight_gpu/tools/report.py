@@ -40,7 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from .. import imageio
+from .. import imageio, paths
+from ..errors import UntrustedDataset
 from ..config import ConfigError
 from ..containers import container_of
 from ..containers.readers import shared_reader
@@ -192,8 +193,9 @@ def image_stats(output_dir, row, max_pixels=PIXEL_BUDGET // SAMPLE_ROWS, transfe
     """
     try:
         if container_of(row) == "files":
-            high, cut = read_top(os.path.join(output_dir, row["high"]), max_pixels)
-            low, _ = read_top(os.path.join(output_dir, row["low"]), max_pixels)
+            root = paths.Root(output_dir)
+            high, cut = read_top(root.path(row["high"]), max_pixels)
+            low, _ = read_top(root.path(row["low"]), max_pixels)
         else:  # a tar member or an LMDB value: its bytes are read whole, but only the top rows decoded
             reader = shared_reader(output_dir)
             (high, cut), (low, _) = (decode_top(reader.for_row(row, row[k]), max_pixels, row[k])
@@ -269,6 +271,8 @@ def photon_transfer(output_dir, row, high, sites):
         else:
             clean, low = physics.render_raw(high[:cell_rows(sites, high.shape[1])], row["params"])
         points = physics.photon_transfer(clean, low, row["params"]["noise"])
+    except UntrustedDataset:
+        raise
     except (OSError, ValueError, KeyError):
         return None
     if len(points["mean"]) == 0:
@@ -280,7 +284,7 @@ def photon_transfer(output_dir, row, high, sites):
 def mosaic_top(output_dir, row, rel, max_pixels):
     """The top rows of a saved 2-D .npy mosaic holding at most max_pixels values (whole 2x2 CFA cells)."""
     if container_of(row) == "files":
-        arr = np.load(os.path.join(output_dir, rel), mmap_mode="r", allow_pickle=False)  # reads only those rows
+        arr = np.load(paths.Root(output_dir).path(rel), mmap_mode="r", allow_pickle=False)  # reads only those rows
     else:
         arr = np.load(io.BytesIO(shared_reader(output_dir).for_row(row, rel)), allow_pickle=False)
     if arr.ndim != 2 or arr.shape[1] == 0:

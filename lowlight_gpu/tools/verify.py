@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .. import containers, imageio, layout, synth
+from .. import containers, imageio, layout, paths, synth
+from ..errors import UntrustedDataset
 from ..containers.readers import shared_reader
 from ..params import pair_seed, sample_params
 from ..synth.spec import FORMAT_VERSION
@@ -154,6 +155,8 @@ def check_raw(row, cfg, rgb, params):
             continue
         try:
             disk = np.load(io.BytesIO(path()) if callable(path) else path, allow_pickle=False)
+        except UntrustedDataset:
+            raise
         except FileNotFoundError:
             problems.append((MISSING, rel, "in the manifest but not in its container"))
             continue
@@ -169,8 +172,9 @@ def check_raw(row, cfg, rgb, params):
 
 def _where(row, cfg, entry):
     """(the file path, or a callable returning the bytes from the row's container; the name to report) of a plan entry."""
-    if containers.container_of(row) == "files":
-        return os.path.join(cfg.output, entry[3]), entry[3]
+    if containers.container_of(row) == "files":  # planned from the row's checked names; checked on disk here
+        where = f"the row of source {paths.show(row.get('source'))}"
+        return paths.Root(cfg.output).path(entry[3], where=where), entry[3]
     (_, ref), = containers.planned_refs(row, [entry], cfg)
     reader = shared_reader(cfg.output)
     return (lambda: reader.for_row(row, ref)), reader.describe(ref, row.get("shard"), row.get("key"))
