@@ -315,7 +315,7 @@ def _main(args):
     if args.dry_run:  # the checks of a real run (pipeline.preflight), then the plan
         try:
             pipeline.dry_run(config, args.shard or (0, 1), args.limit, quiet=args.quiet)
-        except (ConfigError, BackendUnavailable) as exc:
+        except (ConfigError, BackendUnavailable, UntrustedDataset) as exc:
             return _fail(exc)
         return EXIT_OK
     if actions:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from . import __version__, containers, encode, fsutil, imageio, interrupts, layout, manifest, paths, synth
 from . import worker_pool
 from .config import ConfigError
-from .errors import LockHeld, MergeError, StorageError
+from .errors import BackendUnavailable, LockHeld, MergeError, StorageError
 from .params import pair_seed, sample_params, size_problem
 from .sources import ScanStats, scan, shard_of
 from .synth.spec import FORMAT_VERSION
@@ -388,7 +388,10 @@ def preflight(config, backend=None, quiet=False, shard=(0, 1)):
     holding finished shards of another shard count.  BackendUnavailable (exit 2): backend cupy without a
     working GPU.  (An input without a single image is found by the scan itself: check_found.)
     """
+    check_model_library()
     config = absolute_paths(config)
+    if os.path.isdir(config.output):
+        manifest.check_folders(config.output)  # UntrustedDataset: parts/ or shards/ linked out, before they are read
     encoder, codecs = resolve_codecs(config)  # save.encoder, decode.device
     check_output(config, codecs)
     mixed = manifest.other_count_refusal(config.output, *shard)
@@ -402,6 +405,16 @@ def preflight(config, backend=None, quiet=False, shard=(0, 1)):
 
         _import_distributed()
     return Preflight(config, encoder, codecs, backend)
+
+
+def check_model_library():
+    """BackendUnavailable (exit 2) when the model's C library is not built: every pair's params need it."""
+    from .synth import native
+
+    try:
+        native.lib()
+    except native.NativeUnavailable as exc:
+        raise BackendUnavailable(str(exc)) from None
 
 
 def check_found(config, stats):

@@ -168,3 +168,11 @@ def run_cli(capsys, config_file):
         return CliResult(code, out, err)
 
     return run
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """The CuPy backend on a stand-in CuPy whose kernels are the library's serial kernel bodies (stand_in_cupy)."""
+    import stand_in_cupy
+
+    return stand_in_cupy.install(monkeypatch)

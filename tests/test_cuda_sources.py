@@ -2,14 +2,12 @@
 
 * Every source the backend compiles builds with nvcc for Hopper (sm_90), both as
   the files on disk and as the single inlined string CuPy hands to NVRTC (and
-  through NVRTC itself when libnvrtc can be found).
-* tests/host_philox.cu compiles the shared __host__ __device__ code for the CPU;
-  through ctypes its Philox words, Box-Muller normals, Poisson table search and
-  whole per-value kernel body are compared with the numpy reference.
+  through NVRTC itself when libnvrtc can be found); skipped without nvcc.
+* The noise kernel's body (one CUDA thread's work, run serially by the model's CPU
+  library) equals the CPU backend's chunked driver, whole and in slices.
 * cupy_backend's Python driver (table blob layout, slicing, out-of-memory
-  fallback, threads, CuPy-in/CuPy-out) runs against a stand-in CuPy whose
-  noise kernel is that host-compiled kernel body.
-Skipped when nvcc is not on PATH.
+  fallback, batching, threads, CuPy-in/CuPy-out) runs against a stand-in CuPy
+  whose kernels are those bodies (tests/stand_in_cupy.py).
 """
 
 import ctypes
@@ -18,40 +16,28 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
 
 from conftest import read_jsonl, read_png, write_images
-from lowlight_gpu import pipeline, rng
+from lowlight_gpu import pipeline
 from lowlight_gpu.config import config_from_dict
 from lowlight_gpu.params import sample_params
-from lowlight_gpu.synth import cpu_kernel, cupy_backend, cupy_batch, cupy_compile, cupy_transfer, numpy_backend, poisson
+from lowlight_gpu.synth import cupy_backend, native, numpy_backend, records
+from stand_in_cupy import StandInArray
 
 NVCC = shutil.which("nvcc")
-pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
 
 REPO = Path(__file__).resolve().parent.parent
-HARNESS = REPO / "tests" / "host_philox.cu"
 SYNTH = cupy_backend.SOURCE_DIR
 ARCH = "sm_90"
 GPU_FLAGS = [*cupy_backend.COMPILE_OPTIONS, *cupy_backend.CUPY_ADDED_OPTIONS]  # what NVRTC gets from CuPy
-# The same contraction rule as the GPU build: numpy rounds every float op separately.
-HOST_FLAGS = ["-std=c++17", "--fmad=false", "-Xcompiler", "-fPIC,-ffp-contract=off"]
-
-# Random123's known-answer vectors for Philox4x32-10: (counter, key) -> output.
-KNOWN_ANSWERS = [
-    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
-]
 
 # Configs covering every kernel branch: models, orders, spaces, progressive steps, normal-approximation rates.
 RENDER_CASES = [
@@ -70,9 +56,16 @@ RENDER_CASES = [
 
 
 def numpy_reference(rgb, params, t, noisy=True):
-    """numpy_backend.render on its pure-numpy path (the reference), bypassing the optional numba twin."""
-    with mock.patch.object(cpu_kernel, "AVAILABLE", False):
-        return numpy_backend.render(rgb, params, t, noisy)
+    """The CPU backend's image: the library's chunked driver."""
+    return numpy_backend.render(rgb, params, t, noisy)
+
+
+def kernel_body(rgb, params, t, first=0, count=None):
+    """ll_noise_kernel's body (one thread's work, looped) for values [first, first + count) of rgb."""
+    flat = np.ascontiguousarray(rgb).reshape(-1)
+    count = flat.size - first if count is None else count
+    return native.noise_kernel_serial(flat[first:first + count], records.noise_record(params, t),
+                                      *records.noise_sections(params, t), first=first)
 
 
 def run(cmd):
@@ -90,6 +83,7 @@ def test_backend_lists_its_sources():
     assert '#include "' not in cupy_backend.kernel_source()
 
 
+@needs_nvcc
 @pytest.mark.parametrize("source", ["files", "inlined"])
 def test_kernels_compile_for_hopper(tmp_path, source):
     if source == "files":
@@ -100,7 +94,8 @@ def test_kernels_compile_for_hopper(tmp_path, source):
     ptx = tmp_path / "k.ptx"
     run([NVCC, *GPU_FLAGS, f"-arch={ARCH}", *include, "--ptx", src, "-o", ptx])
     text = ptx.read_text()
-    for entry in ("ll_noise_kernel", "ll_lut_kernel", "ll_batch_kernel"):
+    for entry in ("ll_noise_kernel", "ll_lut_kernel", "ll_batch_kernel", "ll_phys_mosaic_kernel",
+                  "ll_phys_process_kernel"):
         assert f".entry {entry}(" in text
     # ptxas too (register allocation, stack), as CuPy's NVRTC -> cubin path does.
     run([NVCC, *GPU_FLAGS, f"-arch={ARCH}", *include, "-cubin", src, "-o", tmp_path / "k.cubin"])
@@ -150,284 +145,29 @@ def test_kernels_compile_with_nvrtc():
     assert "warning" not in log.value.decode().lower(), log.value.decode()
 
 
-# ---------------------------------------------------------------- the host harness
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    """tests/host_philox.cu built as a shared library and loaded with ctypes."""
-    out = tmp_path_factory.mktemp("host") / "libllhost.so"
-    run([NVCC, "-x", "cu", *HOST_FLAGS, "-shared", "-I", SYNTH, HARNESS, "-o", out])
-    return ctypes.CDLL(str(out))
-
-
-def ptr(a):
-    """A C pointer to a contiguous numpy array."""
-    assert a.flags.c_contiguous
-    return a.ctypes.data_as(ctypes.c_void_p)
-
-
-def host_philox(host, counters, keys):
-    """Philox words of (n, 4) counters under (n, 2) keys, computed by the host-compiled header."""
-    counters = np.ascontiguousarray(counters, np.uint32)
-    keys = np.ascontiguousarray(keys, np.uint32)
-    out = np.empty_like(counters)
-    host.ll_host_philox(ptr(counters), ptr(keys), ptr(out), ctypes.c_longlong(len(counters)))
-    return out
-
-
-def c_scalar(value):
-    """A numpy scalar from cupy_backend.noise_args as the matching ctypes value."""
-    if isinstance(value, np.uint32):
-        return ctypes.c_uint32(int(value))
-    if isinstance(value, np.int32):
-        return ctypes.c_int32(int(value))
-    assert isinstance(value, np.float32)
-    return ctypes.c_float(float(value))
-
-
-def prepare(params, t):
-    """The kernel's scalar arguments (as ctypes values) and per-code tables for one image."""
-    args = [c_scalar(a) for a in cupy_backend.noise_args(params, t)]
-    return args, [np.ascontiguousarray(s) for s in cupy_backend.noise_sections(params, t)]
-
-
-def host_render(host, rgb, params, t, first=0, count=None, prepared=None):
-    """The kernel body run serially on the CPU for values [first, first + count) of rgb."""
-    flat = np.ascontiguousarray(rgb).reshape(-1)
-    count = flat.size - first if count is None else count
-    codes = np.ascontiguousarray(flat[first:first + count])
-    out = np.empty_like(codes)
-    args, sections = prepared or prepare(params, t)
-    host.ll_host_noise(ptr(codes), ptr(out), ctypes.c_longlong(count), ctypes.c_longlong(first),
-                       *args, *[ptr(s) for s in sections])
-    return out
-
-
-def test_philox_known_answers(host):
-    for counter, key, want in KNOWN_ANSWERS:
-        got = host_philox(host, [counter], [key])[0]
-        assert [int(w) for w in got] == list(want)
-        assert [int(w) for w in rng.philox4x32(*counter, *key)] == list(want)
-
-
-def test_philox_matches_numpy_counter_layout(host):
-    gen = np.random.default_rng(1)
-    n = 4096
-    seeds = gen.integers(0, 2 ** 63, n, dtype=np.uint64)
-    seeds[:4] = [0, 1, 2 ** 32 - 1, 2 ** 53 + 12345]
-    blocks = gen.integers(0, 2 ** 40, n, dtype=np.uint64)  # past 2**32: the high counter word matters
-    steps = gen.integers(0, 16, n, dtype=np.uint64)
-    counters = np.stack([blocks & 0xFFFFFFFF, blocks >> np.uint64(32), steps,
-                         np.full(n, rng.STREAM_NOISE, np.uint64)], axis=1)
-    keys = np.stack([seeds & 0xFFFFFFFF, seeds >> np.uint64(32)], axis=1)
-    got = host_philox(host, counters, keys)
-    for i in range(0, n, 97):  # rng.random_blocks works per seed and step
-        want = rng.random_blocks(int(seeds[i]), int(steps[i]), rng.STREAM_NOISE, int(blocks[i]), 1)[0]
-        assert got[i].tolist() == want.tolist()
-    want = np.stack(rng.philox4x32(*counters.T, 0, 0), axis=1)  # one key, every counter, vectorised
-    assert np.array_equal(host_philox(host, counters, np.zeros((n, 2))), want)
-
-
-def test_box_muller_equals_numpy(host):
-    words = np.random.default_rng(2).integers(0, 2 ** 32, (200_000, 2), dtype=np.uint64).astype(np.uint32)
-    words[:3] = [[0, 0], [0xFFFFFFFF, 0xFFFFFFFF], [0x80000000, 0x40000000]]
-    got = np.empty((len(words), 2), np.float32)
-    host.ll_host_box_muller(ptr(words), ptr(got), ctypes.c_longlong(len(words)))
-    n0, n1 = numpy_backend.box_muller(words[:, 0], words[:, 1])
-    want = np.stack([n0, n1], axis=1)
-    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # detmath on both sides
-
-
-@pytest.mark.parametrize("peak", [3.0, 150.0, 1000.0, 5e4, 1e6])
-def test_poisson_search_matches_numpy(host, peak):
-    signal = np.linspace(0.0, 1.0, 256) ** 2.2  # includes rate 0 and, for large peaks, normal-approx codes
-    tables = poisson.build_tables(peak * signal)
-    gen = np.random.default_rng(int(peak))
-    n = 100_000
-    codes = gen.integers(0, 256, n, dtype=np.uint8)
-    words = gen.integers(0, 2 ** 32, n, dtype=np.uint64).astype(np.uint32)
-    words[:4] = [0, 1, 0xFFFFFFFE, 0xFFFFFFFF]
-    got = np.empty(n, np.int64)
-    normal = np.ascontiguousarray(tables.normal.view(np.uint8))
-    host.ll_host_poisson(ptr(tables.thresholds), ptr(tables.guide), ptr(tables.kshift), ptr(normal),
-                         ptr(tables.lam), ptr(codes), ptr(words), ptr(got), ctypes.c_longlong(n))
-    want = poisson.sample(tables, codes, words)
-    assert np.array_equal(got, want)  # the table search, and detmath's ndtri for the normal approximation
-    assert peak < 1e4 or tables.normal[codes].any()
-
-
-def assert_three_twins_agree(host, config, steps, seeds, shape):
-    """The host-compiled kernel body, the numba kernel (when present) and the numpy reference: identical."""
-    rgb = np.random.default_rng(len(str(config))).integers(0, 256, shape, dtype=np.uint8)
-    twin = cpu_kernel
-    for seed in seeds:
-        params = sample_params(seed, config_from_dict(config))
-        for t in steps:
-            want = numpy_reference(rgb, params, t)
-            got = host_render(host, rgb, params, t).reshape(shape)
-            assert np.array_equal(got, want), f"CUDA body, seed {seed}, t={t}: {np.count_nonzero(got != want)} differ"
-            if twin.warmup():
-                got = numpy_backend.render(rgb, params, t)
-                assert np.array_equal(got, want), f"numba, seed {seed}, t={t}: {np.count_nonzero(got != want)} differ"
-
+# ---------------------------------------------------------------- the kernel's body against the CPU driver
 
 @pytest.mark.parametrize("config,steps", RENDER_CASES, ids=[str(c) for c, _ in RENDER_CASES])
-def test_kernel_body_equals_numpy_render(host, config, steps):
-    assert_three_twins_agree(host, config, steps, (3, 2 ** 52 + 17), (131, 97, 3))
-
-
-def test_kernel_body_equals_numpy_render_for_many_seeds(host):
-    """Every case, 12 more pair seeds each, on a larger image: not one value may differ."""
-    for config, steps in RENDER_CASES:
-        assert_three_twins_agree(host, config, steps[-1:], [1000 + 7919 * i for i in range(12)], (61, 53, 3))
+def test_kernel_body_equals_the_cpu_driver(config, steps):
+    rgb = np.random.default_rng(len(str(config))).integers(0, 256, (131, 97, 3), dtype=np.uint8)
+    for seed in (3, 2 ** 52 + 17, *[1000 + 7919 * i for i in range(6)]):
+        params = sample_params(seed, config_from_dict(config))
+        for t in steps:
+            got = kernel_body(rgb, params, t).reshape(rgb.shape)
+            want = numpy_reference(rgb, params, t)
+            assert np.array_equal(got, want), f"seed {seed}, t={t}: {np.count_nonzero(got != want)} differ"
 
 
 @pytest.mark.parametrize("cut", [2, 1000, 4096])
-def test_slices_draw_the_counters_of_the_whole_image(host, cut):
+def test_slices_draw_the_counters_of_the_whole_image(cut):
     rgb = np.random.default_rng(9).integers(0, 256, (37, 23, 3), dtype=np.uint8)  # 2553 values: odd
     params = sample_params(11, config_from_dict({}))
-    prepared = prepare(params, None)
-    whole = host_render(host, rgb, params, None, prepared=prepared)
-    parts = [host_render(host, rgb, params, None, lo, min(cut, rgb.size - lo), prepared)
-             for lo in range(0, rgb.size, cut)]
+    whole = kernel_body(rgb, params, None)
+    parts = [kernel_body(rgb, params, None, lo, min(cut, rgb.size - lo)) for lo in range(0, rgb.size, cut)]
     assert np.array_equal(np.concatenate(parts), whole)
 
 
 # ---------------------------------------------------------------- the Python driver, on a stand-in CuPy
-
-class StandInArray(np.ndarray):
-    """A host array posing as cupy.ndarray: views, slices and reshapes keep the type."""
-
-    def set(self, arr, stream=None):
-        """Host-to-device copy."""
-        self[...] = arr
-
-    def get(self, stream=None, out=None, blocking=True):
-        """Device-to-host copy."""
-        out = np.empty(self.shape, self.dtype) if out is None else out
-        out[...] = self
-        return out
-
-
-class StandInCupy:
-    """Just enough of CuPy for cupy_backend, with ll_noise_kernel run by the host-compiled kernel body."""
-
-    ndarray = StandInArray
-    uint8 = np.uint8
-
-    class OutOfMemoryError(Exception):
-        pass
-
-    def __init__(self, host):
-        self.host = host
-        self.max_alloc = None  # bytes; a larger cupy.empty raises OutOfMemoryError
-        self.launches = []
-        self.batches = []  # (images, device values) of each batched launch
-        self.batch_delay = 0.0  # seconds each batched launch takes (lets other threads queue meanwhile)
-        self.batch_error = None  # an exception the next batched launch raises
-        outer = self
-
-        class Stream:
-            def __init__(self, non_blocking=False):
-                pass
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return False
-
-            def synchronize(self):
-                pass
-
-        class Pool:
-            def free_all_blocks(self, stream=None):
-                pass
-
-            def set_limit(self, size=None):
-                outer.max_alloc = size or None
-
-        class RawModule:
-            def __init__(self, code, options):
-                assert "ll_noise_kernel" in code and "--fmad=false" in options
-
-            def get_function(self, name):
-                return {"ll_noise_kernel": outer.noise_kernel, "ll_lut_kernel": outer.lut_kernel,
-                        "ll_batch_kernel": outer.batch_kernel}[name]
-
-        self.RawModule = RawModule
-        self._pool = Pool()
-        self.cuda = mock.Mock(Stream=Stream, alloc_pinned_memory=bytearray,
-                              runtime=mock.Mock(getDevice=lambda: 0),
-                              memory=mock.Mock(OutOfMemoryError=self.OutOfMemoryError),
-                              get_current_stream=Stream)
-
-    def get_default_memory_pool(self):
-        """The stand-in pool (set_limit caps each single allocation)."""
-        return self._pool
-
-    def empty(self, shape, dtype):
-        """An uninitialised array, or OutOfMemoryError above the pool limit."""
-        if self.max_alloc is not None and np.prod(shape) * np.dtype(dtype).itemsize > self.max_alloc:
-            raise self.OutOfMemoryError(shape)
-        return np.empty(shape, dtype).view(StandInArray)
-
-    def empty_like(self, a):
-        """empty() with a's shape and dtype."""
-        return self.empty(a.shape, a.dtype)
-
-    def ascontiguousarray(self, a):
-        """A contiguous stand-in array."""
-        return np.ascontiguousarray(a).view(StandInArray)
-
-    def asarray(self, a):
-        """A stand-in copy of a host array."""
-        return np.array(a).view(StandInArray)
-
-    def noise_kernel(self, grid, block, args):
-        """ll_noise_kernel, run by the host-compiled kernel body."""
-        self.launches.append(("noise", int(args[2]), int(args[3])))
-        codes, out, n, first, *rest = args
-        scalars, tables = rest[:11], rest[11:]
-        self.host.ll_host_noise(ptr(codes), ptr(out), ctypes.c_longlong(int(n)), ctypes.c_longlong(int(first)),
-                                *map(c_scalar, scalars), *map(ptr, tables))
-
-    def batch_kernel(self, grid, block, args):
-        """ll_batch_kernel, run by the host-compiled batch body."""
-        blob, out, jobs = args
-        njobs = int(grid[1])
-        table = np.asarray(jobs)[:njobs * cupy_backend.JOB_DTYPE.itemsize].view(cupy_backend.JOB_DTYPE)
-        images = {}  # input offset -> (values, jobs): what this pass holds on the device
-        for row in table:
-            values, count = images.get(int(row["codes"]), (int(row["n"]), 0))
-            images[int(row["codes"])] = (values, count + 1)
-        self.launches.append(("batch", njobs, 0))
-        self.batches.append((len(images), sum(v * (1 + c) for v, c in images.values())))
-        if self.batch_error is not None:
-            error, self.batch_error = self.batch_error, None
-            raise error
-        time.sleep(self.batch_delay)
-        self.host.ll_host_batch(ptr(blob), ptr(out), ptr(jobs), ctypes.c_int(njobs))
-
-    def lut_kernel(self, grid, block, args):
-        """ll_lut_kernel, as a numpy table lookup."""
-        self.launches.append(("lut", int(args[2]), 0))
-        codes, out, n, lut = args
-        out[:int(n)] = np.asarray(lut)[np.asarray(codes[:int(n)])]
-
-
-@pytest.fixture
-def stand_in(host, monkeypatch):
-    """cupy_backend wired to a StandInCupy, with its caches cleared before and after."""
-    fake = StandInCupy(host)
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(cupy_compile, "_modules", {})
-    monkeypatch.setattr(cupy_transfer, "_state", cupy_transfer.ThreadState())
-    monkeypatch.setattr(cupy_backend, "_available", None)
-    monkeypatch.setattr(cupy_backend, "_batcher", cupy_batch.Batcher(cupy_backend._render_batch_or_alone))
-    monkeypatch.setattr(cupy_backend, "SETTINGS", cupy_backend.Settings())
-    return fake
-
 
 def test_driver_available_with_stand_in(stand_in):
     assert cupy_backend.available() == (True, "")
@@ -462,7 +202,7 @@ def test_driver_render_many_on_stand_in(stand_in, config, steps):
         assert isinstance(dev, StandInArray) and np.array_equal(np.asarray(dev), got)
         assert np.array_equal(cut, got)
         if noisy:
-            assert np.array_equal(got.reshape(-1), host_render(stand_in.host, rgb, params, t))
+            assert np.array_equal(got.reshape(-1), kernel_body(rgb, params, t))
         assert np.array_equal(got, numpy_reference(rgb, params, t, noisy))
 
 
@@ -490,15 +230,6 @@ def test_driver_threads_on_stand_in(stand_in):
 
 
 # ---------------------------------------------------------------- batching small images
-
-def test_job_table_layout_matches_the_c_struct(host):
-    out = np.zeros(32, np.int64)
-    count = host.ll_host_job_layout(ptr(out))
-    dtype = cupy_backend.JOB_DTYPE
-    assert count == len(dtype.names)
-    assert out[0] == dtype.itemsize == 120
-    assert list(out[1:count + 1]) == [dtype.fields[name][1] for name in dtype.names]
-
 
 def batch_requests(count=7):
     """Small images of odd sizes with a mix of clean, noisy, gaussian and progressive jobs."""
@@ -528,7 +259,7 @@ def test_batched_pass_equals_images_rendered_alone(stand_in):
     for (rgb, p, specs), outs in zip(requests, alone):  # and per-image kernels equal the references
         for (t, noisy), img in zip(specs, outs):
             if noisy and p["noise"]["model"] != "none":
-                assert np.array_equal(img.reshape(-1), host_render(stand_in.host, rgb, p, t))
+                assert np.array_equal(img.reshape(-1), kernel_body(rgb, p, t))
             else:
                 assert np.array_equal(img, numpy_reference(rgb, p, t, noisy=False))
 
@@ -633,7 +364,7 @@ def test_pipeline_with_the_cupy_backend_on_stand_in_equals_numpy(stand_in, tmp_p
     kinds = {kind for kind, *_ in stand_in.launches}
     assert {"batch", "noise", "lut"} <= kinds  # small images batched, the big one alone
     rows = {b: read_jsonl(tmp_path / b / "manifest.jsonl") for b in results}
-    cpu_name = numpy_backend.effective_name("poisson-gaussian")  # numba where it runs, else numpy
+    cpu_name = numpy_backend.effective_name("poisson-gaussian")
     assert [r.pop("backend") for r in rows["cupy"]] == ["cupy"] * len(specs)
     assert [r.pop("backend") for r in rows["numpy"]] == [cpu_name] * len(specs)
     assert rows["cupy"] == rows["numpy"]  # the same params, seeds and paths

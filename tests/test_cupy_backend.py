@@ -5,7 +5,6 @@ Every image must be identical to the reference's (ARCHITECTURE.md, "Reproducibil
 """
 
 from concurrent.futures import ThreadPoolExecutor
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ except Exception as exc:  # ImportError, or a broken CUDA install
 
 from lowlight_gpu.config import config_from_dict
 from lowlight_gpu.params import sample_params
-from lowlight_gpu.synth import cpu_kernel, cupy_backend, numpy_backend
+from lowlight_gpu.synth import cupy_backend, numpy_backend
 
 _OK, _WHY = cupy_backend.available()
 if not _OK:
@@ -54,9 +53,8 @@ def image(shape, seed=0):
 
 
 def numpy_reference(rgb, params, t, noisy=True):
-    """numpy_backend.render on its pure-numpy path (the reference), bypassing the optional numba twin."""
-    with mock.patch.object(cpu_kernel, "AVAILABLE", False):
-        return numpy_backend.render(rgb, params, t, noisy)
+    """numpy_backend.render: the model's CPU library, the very C the kernels compile."""
+    return numpy_backend.render(rgb, params, t, noisy)
 
 
 def assert_same(got, want, what=""):
@@ -102,7 +100,7 @@ def test_every_case_on_a_larger_image():
 
 
 def test_default_config_matches_numpy_backend_as_shipped():
-    """Against numpy_backend.render exactly as the pipeline calls it (numba twin included, if installed)."""
+    """Against numpy_backend.render exactly as the pipeline calls it."""
     rgb = image((97, 61, 3), 4)
     params = params_for({}, 5)
     assert_same(cupy_backend.render(rgb, params), numpy_backend.render(rgb, params))

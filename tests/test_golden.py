@@ -7,11 +7,13 @@ Any change to an output byte fails here.  Such a change must come with a bump of
 
 which refuses to rewrite changed pins unless FORMAT_VERSION was bumped.  The
 same pins are checked on every path the reproducibility contract covers
-(ARCHITECTURE.md, "Reproducibility"): this process (numba where installed), in
-subprocesses without numba and with numpy's SIMD dispatch limited to the AVX2
-and baseline paths of this CPU, and the CUDA kernels' host-compiled body through
-the stand-in CuPy of tests/test_cuda_sources.py.  scripts/gpu_check.py checks
-the same pins on a real GPU (``python tests/test_golden.py --check --backend cupy``).
+(ARCHITECTURE.md, "Reproducibility"): this process (the widest build of the
+model's library this CPU runs), in subprocesses capped to the library's AVX2 and
+baseline builds and with numpy's SIMD dispatch limited to its baseline, and the
+GPU kernels' bodies through the CuPy driver on the stand-in CuPy
+(tests/stand_in_cupy.py).  scripts/gpu_check.py checks the same pins on a real
+GPU (``python tests/test_golden.py --check --backend cupy``).  tests/model_cases.py
+holds the wider case table.
 
 Adding a case is one line in CASES.
 """
@@ -305,20 +307,20 @@ def simd_limits():
     return out
 
 
-def variant_env(no_numba, simd):
-    """The environment of one subprocess variant."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LOWLIGHT_NO_NUMBA", "NPY_DISABLE_CPU_FEATURES")}
-    if no_numba:
-        env["LOWLIGHT_NO_NUMBA"] = "1"
+def variant_env(level, simd):
+    """The environment of one subprocess variant: the library's build capped to a level, numpy's SIMD limited."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LOWLIGHT_CPU_LEVEL", "NPY_DISABLE_CPU_FEATURES")}
+    if level is not None:
+        env["LOWLIGHT_CPU_LEVEL"] = str(level)
     if simd:
         env["NPY_DISABLE_CPU_FEATURES"] = simd_limits()[simd]
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
-def hashes_in_subprocess(no_numba, simd):
+def hashes_in_subprocess(level, simd):
     """all_hashes() computed by a fresh interpreter under a variant's environment."""
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--print"], env=variant_env(no_numba, simd),
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--print"], env=variant_env(level, simd),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -336,48 +338,42 @@ def test_pins_match_the_format_version():
 
 
 def test_golden_in_this_process():
-    """numba where it is installed (the default path), else numpy."""
+    """The widest build of the model's library this CPU runs."""
     problems = compare(all_hashes())
     assert not problems, "\n".join(problems)
 
 
 def test_golden_everywhere_else():
-    """Without numba, and with numpy limited to its AVX2 and baseline paths (with and without numba)."""
-    limits = simd_limits()  # empty where numpy dispatches nothing beyond its baseline: only the first variant runs
-    variants = [(True, None)] + [(True, s) for s in limits] + [(False, s) for s in limits if s == "baseline"]
-    for no_numba, simd in variants:
-        problems = compare(hashes_in_subprocess(no_numba, simd))
-        assert not problems, f"LOWLIGHT_NO_NUMBA={int(no_numba)} SIMD={simd}:\n" + "\n".join(problems)
+    """The library's baseline and AVX2 builds, and numpy limited to its baseline SIMD path."""
+    baseline = "baseline" if "baseline" in simd_limits() else None
+    for level, simd in ((0, baseline), (3, None)):
+        problems = compare(hashes_in_subprocess(level, simd))
+        assert not problems, f"LOWLIGHT_CPU_LEVEL={level} SIMD={simd}:\n" + "\n".join(problems)
 
 
-def test_golden_on_the_cuda_kernel_body(stand_in, tmp_path_factory):
-    """The CUDA kernels' body, compiled for the CPU, through cupy_backend's driver (tests/test_cuda_sources.py)."""
+def test_golden_on_the_gpu_kernel_bodies(stand_in):
+    """The GPU kernels' bodies (run serially by the library) through the CuPy backend's driver, physics too."""
     from lowlight_gpu.synth import cupy_backend
-    from test_physics_cuda import host_physics_backend
 
-    cases = [c for c in CASES if case_model(c) in CUDA_MODELS]
-    got = {**render_hashes(cupy_backend, cases), **pipeline_hashes("cupy")}
-    # physics.cuh's kernels through physics_gpu's driver (tests/host_physics.cpp)
-    got.update(render_hashes(host_physics_backend(tmp_path_factory.mktemp("phys")),
-                             [c for c in CASES if case_model(c) == "physics"]))
+    got = {**render_hashes(cupy_backend), **pipeline_hashes("cupy")}
     problems = compare(got, partial=True)
     assert not problems, "\n".join(problems)
-    assert len(got) > 0.8 * len(GOLDEN)
+    assert len(got) == len(GOLDEN)
 
 
-def generate(args, tmp, no_numba=False, simd=None):
+def generate(args, tmp, level=None, simd=None):
     """python generate.py ARGS in a fresh interpreter under a variant's environment; returns (exit code, output)."""
     proc = subprocess.run([sys.executable, str(REPO / "generate.py"), *args], cwd=tmp, capture_output=True,
-                          text=True, timeout=300, env=variant_env(no_numba, simd))
+                          text=True, timeout=300, env=variant_env(level, simd))
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_datasets_verify_exactly_across_numba_and_cpu_features(tmp_path, capsys):
-    """The contract's test: made with numba, verified without it on numpy's baseline SIMD path; and the reverse."""
+def test_datasets_verify_exactly_across_cpu_builds(tmp_path, capsys):
+    """The contract's test: made here, verified with the library's baseline build and numpy's baseline SIMD path;
+    and the reverse."""
     from PIL import Image
 
     from lowlight_gpu import cli
-    from lowlight_gpu.synth import cpu_kernel
     from lowlight_gpu.synth.spec import FORMAT_VERSION
 
     gen = np.random.default_rng(SEED)
@@ -388,15 +384,15 @@ def test_datasets_verify_exactly_across_numba_and_cpu_features(tmp_path, capsys)
               "--set", "progressive.enabled=true", "--set", "progressive.steps=2", "--set", "progressive.save=all",
               "--quiet"]
     simd = "baseline" if "baseline" in simd_limits() else None
-    # Made here (numba where installed), verified without numba on the baseline path.
+    # Made here (the widest build), verified by the baseline builds.
     assert cli.main([*common, "--set", f"output={tmp_path / 'a'}"]) == 0
-    code, out = generate([*common, "--set", f"output={tmp_path / 'a'}", "--verify"], tmp_path, True, simd)
+    code, out = generate([*common, "--set", f"output={tmp_path / 'a'}", "--verify"], tmp_path, 0, simd)
     assert code == 0 and "all match" in out, out
     rows = [json.loads(line) for line in (tmp_path / "a" / "manifest.jsonl").read_text().splitlines()]
-    assert {r["backend"] for r in rows} == {"numba" if cpu_kernel.AVAILABLE else "numpy"}
+    assert {r["backend"] for r in rows} == {"numpy"}
     assert json.loads((tmp_path / "a" / "dataset.json").read_text())["format_version"] == FORMAT_VERSION
-    # Made without numba on the baseline path, verified here.
-    code, out = generate([*common, "--set", f"output={tmp_path / 'b'}"], tmp_path, True, simd)
+    # Made by the baseline builds, verified here.
+    code, out = generate([*common, "--set", f"output={tmp_path / 'b'}"], tmp_path, 0, simd)
     assert code == 0, out
     capsys.readouterr()
     assert cli.main([*common, "--set", f"output={tmp_path / 'b'}", "--verify"]) == 0
@@ -425,30 +421,6 @@ def test_a_dataset_of_another_format_version_is_not_extended(tmp_path):
     Image.fromarray(np.full((5, 7, 3), 30, np.uint8)).save(tmp_path / "in" / "b.png")
     assert cli.main(args) == 2
     assert not (tmp_path / "out" / "low" / "b.png").exists()
-
-
-def _host_library(tmp_path_factory):
-    """tests/host_philox.cu built with g++ (C++, no contraction): the CUDA body for the stand-in."""
-    import ctypes
-
-    import pytest
-
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ is not on PATH")
-    out = tmp_path_factory.mktemp("golden") / "libllhost.so"
-    subprocess.run([gxx, "-x", "c++", "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
-                    "-I", str(REPO / "lowlight_gpu" / "synth"), str(REPO / "tests" / "host_philox.cu"),
-                    "-o", str(out)], check=True, capture_output=True)
-    return ctypes.CDLL(str(out))
-
-
-if "pytest" in sys.modules:  # the stand-in CuPy; its `host` fixture is the g++ build above
-    import pytest as _pytest
-
-    from test_cuda_sources import stand_in  # noqa: F401,E402  (a fixture)
-
-    host = _pytest.fixture(scope="module", name="host")(_host_library)
 
 
 # ---------------------------------------------------------------- regeneration

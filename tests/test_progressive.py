@@ -7,7 +7,7 @@ import pytest
 
 from lowlight_gpu import params as P
 from lowlight_gpu.config import config_from_dict
-from lowlight_gpu.synth import numpy_backend as nb, signal
+from lowlight_gpu.synth import numpy_backend as nb, records, signal
 
 X0 = np.arange(256, dtype=np.float64) / 255.0
 RGB = np.stack([np.arange(256), np.arange(256)[::-1], np.roll(np.arange(256), 77)], -1).astype(np.uint8).reshape(16, 16, 3)
@@ -120,4 +120,4 @@ def test_progressive_is_deterministic_and_each_step_has_its_own_noise():
     assert np.array_equal(lows[T], lows[None])  # the last step is the low image, noise included
     for s, t in itertools.combinations((1, 2, 3, 4), 2):
         assert not np.array_equal(lows[s], lows[t]), (s, t)
-    assert [nb.noise_step(p, t) for t in (1, 2, 3, 4, None)] == [1, 2, 3, 0, 0]
+    assert [records.noise_step(p, t) for t in (1, 2, 3, 4, None)] == [1, 2, 3, 0, 0]

@@ -263,13 +263,13 @@ def photon_transfer(output_dir, row, high, sites):
     pair's own mosaic); either way at most `sites` sites, in whole 2x2 CFA cells.
     physics.photon_transfer bins the sites by clean level.
     """
-    from ..synth import physics
+    from ..synth import numpy_backend, physics
 
     try:
         if row.get("raw_clean") and row.get("raw_low"):
             clean, low = (mosaic_top(output_dir, row, row[k], sites) for k in ("raw_clean", "raw_low"))
         else:
-            clean, low = physics.render_raw(high[:cell_rows(sites, high.shape[1])], row["params"])
+            clean, low = numpy_backend.render_raw(high[:cell_rows(sites, high.shape[1])], row["params"])
         points = physics.photon_transfer(clean, low, row["params"]["noise"])
     except UntrustedDataset:
         raise
