@@ -233,7 +233,7 @@ def calibrate_main(argv):
 def command(argv=None):
     """The entry point of the command line (generate.py, lowlight-gpu): main(), then a quick exit.
 
-    At exit the interpreter collects every object it still tracks -- numpy's, numba's, matplotlib's --
+    At exit the interpreter collects every object it still tracks -- numpy's, matplotlib's --
     for nothing: the process is ending.  Freezing them first skips that; files are all closed by then.
     """
     sys.stdout = _PipeSafe(sys.stdout)

@@ -6,8 +6,7 @@ so every ``except KeyboardInterrupt`` path (commit what is done, keep the journa
 ``deferred()`` -- the run's loop over pairs, a pair going into an LMDB transaction, a commit and its journal
 rows -- the signal only takes note; the exception is raised at the loop's next ``check()`` (after the pair
 in hand is stored) or when the block ends.  So an interrupted run never holds half a pair in an open
-transaction, and the exception never lands inside a compiled kernel (which numba would turn into a
-SystemError).  A second signal while one is pending raises at once: a user who presses Ctrl-C twice means it.
+transaction, and the exception never lands in the middle of a worker's render.  A second signal while one is pending raises at once: a user who presses Ctrl-C twice means it.
 """
 
 import contextlib

@@ -137,7 +137,7 @@ def synthesize_and_write(src, decoded, ctx):
     plan = layout.plan_outputs(src.out_rel, config, split_name)
     params = sample_params(pair_seed(config.seed, src.rel), config)
     lows = backend.render_many(decoded.rgb, params, [(t, noisy) for role, t, noisy, _ in plan[1:]])
-    ran = backend.effective_name(params["noise"]["model"])  # the row records what rendered: numpy, numba or cupy
+    ran = backend.effective_name(params["noise"]["model"])  # the row records what rendered: numpy or cupy
     encoder = ctx.encoder or encode.resolve(config.save.encoder, config.save.compress_level)
     outputs = [(os.path.join(config.output, rel), rgb) for (_, _, _, rel), rgb in zip(plan, [decoded.rgb] + lows)]
     keep = containers.needs_writer(config)  # tar, LMDB: the bytes go back to the run's one ordered writer

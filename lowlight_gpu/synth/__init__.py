@@ -13,8 +13,8 @@ _NOTE_PRINTED = []
 
 def cupy_status():
     """(usable, reason) for the CuPy backend, probed by running a tiny kernel."""
-    # The CPU modules the CuPy backend imports are loaded first and outside the try: a failure there (numba,
-    # say) is not CuPy's, and the note must not blame it.
+    # The CPU modules the CuPy backend imports are loaded first and outside the try: a failure there (the
+    # model's library not built, say) is not CuPy's, and the note must not blame it.
     from . import numpy_backend  # noqa: F401
     try:
         from . import cupy_backend

@@ -5,8 +5,8 @@
 // images of concurrent threads: one upload holds every input and table, one
 // launch renders every output, one download returns them.  Each job reuses the
 // per-image code (ll_noise_pair, or the clean LUT), so a batched image equals
-// the image rendered alone.  __host__ __device__ like noise.cuh, so the host
-// harness (tests/host_philox.cu) runs this exact body on a CPU.
+// the image rendered alone.  __host__ __device__ like noise.cuh, so the model's CPU
+// library runs this exact body serially for the tests (native.cpp's ll_batch_kernel_serial).
 #pragma once
 
 #include "noise.cuh"

@@ -1,4 +1,4 @@
-"""GPU backend: the numpy reference's images, rendered by fused CUDA kernels through CuPy.
+"""GPU backend: the CPU backend's images, rendered by fused CUDA kernels through CuPy.
 
 The CPU still computes every parameter (scalars, the 256-entry LUTs, the Poisson
 tables of ``synth/poisson.py``); the GPU only does per-value work, in one fused

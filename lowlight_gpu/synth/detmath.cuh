@@ -1,12 +1,12 @@
-// Deterministic float64 math: the CUDA and host C++ twin of synth/detmath.py.
+// Deterministic float64 math: the one source of every transcendental that reaches an output byte.
 //
-// The same IEEE-754 operations in the same order as the numpy functions (and
-// their numba twins in synth/cpu_kernel.py), so every machine gets the same bits.
-// Compile WITHOUT multiply-add contraction (nvcc/NVRTC --fmad=false,
-// g++ -ffp-contract=off): a fused a*b+c rounds once where the specification
-// rounds twice.  No standard headers (NVRTC has none): floor is done on
-// integers, sqrt is the IEEE-rounded builtin.  The constants are detmath.py's,
-// printed with 17 significant digits (tests/test_detmath.py compares them).
+// Built only from IEEE-754 operations that round the same way everywhere (+, -, *, /, sqrt,
+// comparisons, integer operations on the bits of a float), in a fixed order, so every machine
+// gets the same bits; the GPU compiles it with NVRTC and the CPU runs it from the model's
+// library (native.cpp; synth/detmath.py is its Python face).  Compile WITHOUT multiply-add
+// contraction (nvcc/NVRTC --fmad=false, g++ -ffp-contract=off): a fused a*b+c rounds once where
+// the model rounds twice.  No standard headers (NVRTC has none): floor is done on integers,
+// sqrt is the IEEE-rounded builtin.  tests/test_detmath.py pins every function's bits.
 #pragma once
 
 #ifndef LL_HD

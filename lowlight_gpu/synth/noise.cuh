@@ -1,14 +1,12 @@
-// Per-value noise of one low image: the CUDA twin of synth/numpy_backend.py.
+// Per-value noise of one low image: the model of the Lv noise models, for the GPU and the CPU.
 //
-// Everything here is __host__ __device__ so a host program can run the exact
-// kernel body on a CPU (tests/host_philox.cu).  Float arithmetic mirrors numpy
-// operation by operation in float32 (numpy 2 casts Python-float constants to
-// float32 when they meet a float32 array), and every log, sincos and pow is
-// detmath.cuh's, the twin of synth/detmath.py, evaluated in double and rounded
-// once to float32.  The output bytes are therefore those of the numpy reference
-// (the contract: ARCHITECTURE.md, "Reproducibility").  It must be compiled
+// Everything here is __host__ __device__: NVRTC compiles it into the CUDA kernels and the
+// model's CPU library (native.cpp) runs the same functions, so both backends compute the same
+// bytes (the contract: ARCHITECTURE.md, "Reproducibility").  Float arithmetic is float32 step
+// by step (as numpy rounds float32 arrays, which the first datasets were made with), and every
+// log, sincos and pow is detmath.cuh's, evaluated in double and rounded once to float32.  It must be compiled
 // WITHOUT multiply-add contraction (nvcc/NVRTC --fmad=false, g++
-// -ffp-contract=off): a fused a*b+c rounds once where numpy rounds twice.  (CuPy
+// -ffp-contract=off): a fused a*b+c rounds once where the model rounds twice.  (CuPy
 // also passes -ftz=true; float32 subnormals here only ever quantize to code 0,
 // so flushing them changes no output.)  The double math is cheap on data-centre
 // GPUs (full-rate FP64); on consumer cards (FP64 at 1/64 rate) a 12 MP image
@@ -22,7 +20,7 @@
 #  include <math.h>
 #endif
 
-// noise model of ll_noise_params.model (numpy_backend.add_noise)
+// noise model of ll_noise_params.model (native.MODEL_CODES)
 #define LL_MODEL_POISSON_READ 0  // poisson-gaussian and brooks: k / peak + read_sigma * n
 #define LL_MODEL_POISSON 1       // k / peak
 #define LL_MODEL_GAUSSIAN 2      // signal[c] + sigma * n
@@ -30,10 +28,10 @@
 #define LL_GUIDE_BUCKETS 256     // poisson.GUIDE_BUCKETS: guide rows have 257 entries
 #define LL_GUIDE_SHIFT 24        // 32 - poisson.GUIDE_BITS
 
-// Scalars of one output image, computed on the CPU (cupy_backend.noise_args).
+// Scalars of one output image, computed on the CPU (records.noise_record; native.NOISE_PARAMS_DTYPE).
 struct ll_noise_params {
     unsigned int key0, key1;  // rng.split_key(seed)
-    unsigned int step;        // numpy_backend.noise_step
+    unsigned int step;        // records.noise_step
     int model;                // LL_MODEL_*
     int darken;               // noise.order == before: darken each noisy value
     int linear;               // noise.space == linear: back to sRGB per value
@@ -56,10 +54,10 @@ struct ll_tables {
 
 // float32 transcendentals: detmath in double, rounded once.
 LL_HD float ll_logf(float x) { return (float)ll_dm_log_core((double)x); }  // x = u1 is positive and normal
-// signal.pow32: float32 x ** y (x >= 0, y > 0) as exp(y * log x) in double, rounded once.
+// float32 x ** y (x >= 0, y > 0) as exp(y * log x) in double, rounded once.
 LL_HD float ll_powf(float x, float y) { return (float)ll_dm_exp((double)y * ll_dm_log((double)x)); }
 
-// numpy_backend.box_muller on one pair of words: two float32 N(0, 1) values.
+// Box-Muller on one pair of words: two float32 N(0, 1) values.
 LL_HD void ll_box_muller(unsigned int w_radius, unsigned int w_angle, float* n0, float* n1)
 {
     const float inv_2_23 = (float)(1.0 / 8388608.0);
@@ -74,7 +72,7 @@ LL_HD void ll_box_muller(unsigned int w_radius, unsigned int w_angle, float* n0,
     *n1 = radius * (float)s;
 }
 
-// poisson.sample for one value: table inversion, or the normal approximation for huge rates.
+// The Poisson count of one value: table inversion, or the normal approximation for huge rates.
 LL_HD long long ll_poisson(const ll_tables& tb, int code, unsigned int u)
 {
     if (tb.normal[code]) {
@@ -101,13 +99,13 @@ LL_HD long long ll_poisson(const ll_tables& tb, int code, unsigned int u)
 // np.clip(z, 0, 1) of one float32 value (z is never NaN: a count times a scale plus a finite normal).
 LL_HD float ll_clip01(float z) { return z < 0.0f ? 0.0f : (z > 1.0f ? 1.0f : z); }
 
-// Lv et al.'s darkening of one float32 value (signal.darken32).
+// Lv et al.'s darkening of one float32 value.
 LL_HD float ll_darken(const ll_noise_params& p, float z)
 {
     return p.beta * ll_powf(p.alpha * z, p.gamma);
 }
 
-// signal.linear_to_srgb32 on one float32 value, constants rounded to float32 as numpy does.
+// linear_to_srgb on one float32 value, constants rounded to float32.
 LL_HD float ll_linear_to_srgb(float v)
 {
     const float knee = (float)0.0031308;
@@ -115,7 +113,7 @@ LL_HD float ll_linear_to_srgb(float v)
     return (float)1.055 * ll_powf(fmaxf(v, knee), (float)(1.0 / 2.4)) - (float)0.055;
 }
 
-// numpy_backend.quantize: [0, 1] -> uint8, rounding half up.
+// [0, 1] -> uint8, rounding half up.
 LL_HD unsigned char ll_quantize(float v)
 {
     // v * 255 + 0.5 >= 0.5, so truncating to int is floorf, in one conversion a CPU vectorises.
@@ -123,7 +121,7 @@ LL_HD unsigned char ll_quantize(float v)
 }
 
 // Compose, clip, curves and quantisation of one value from its Poisson count k and its normal
-// (numpy_backend.add_noise, then signal.darken32 / linear_to_srgb32 / quantize32, all float32).
+// (all float32: noise added, clipped, then the optional per-value darkening and sRGB curve).
 // k fits an int: rates are at most 1e9 (config: noise.peak <= 1e9), so counts stay below 2**31, and
 // int -> float rounds as long long -> float does (a CPU vectorises the 32-bit conversion).
 LL_HD unsigned char ll_compose(const ll_noise_params& p, const ll_tables& tb, int code, int k, float normal)

@@ -1,9 +1,8 @@
-// Philox4x32-10 (Salmon et al., SC'11): the counter-based generator of lowlight_gpu/rng.py.
+// Philox4x32-10 (Salmon et al., SC'11): the counter-based generator behind every random value.
 //
-// Shared by the CUDA kernels (compiled at run time by NVRTC through CuPy) and by
-// host-side test programs (nvcc -x cu or g++), so the GPU's words can be checked
-// against the numpy reference on a machine without a GPU.  No standard headers:
-// NVRTC has none.
+// Compiled into the CUDA kernels (NVRTC, through CuPy) and into the model's CPU library
+// (native.cpp), which synth/rng.py calls: one source of every random word.  No standard
+// headers: NVRTC has none.
 #pragma once
 
 #ifndef LL_HD

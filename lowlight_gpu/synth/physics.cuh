@@ -1,4 +1,4 @@
-// Camera-physics noise (noise.model physics): the CUDA twin of synth/physics.py.
+// Camera-physics noise (noise.model physics): the model of each mosaic site and output pixel.
 //
 // Two kernels, no host round trip between them (synth/physics_gpu.py launches both on one stream):
 //   ll_phys_mosaic_kernel   one thread per mosaic site: unprocess + RGGB mosaic + sensor noise in DN,
@@ -7,9 +7,9 @@
 // Everything else (the per-code linear LUT, the 255 code thresholds, the matrices) is computed once
 // per image on the CPU by physics.py and uploaded with the parameters.
 //
-// The device functions are __host__ __device__ and follow physics.py operation for operation in
-// float64, with detmath.cuh for every transcendental, so a host build (tests/host_physics.cpp)
-// reproduces the numpy reference bit for bit.  Compile with --fmad=false / -ffp-contract=off.
+// The functions are __host__ __device__, float64 throughout, with detmath.cuh for every
+// transcendental; the model's CPU library (native.cpp) runs the same steps row by row, so both
+// backends give the same bytes.  Compile with --fmad=false / -ffp-contract=off.
 #pragma once
 
 #include "philox.cuh"

@@ -132,35 +132,9 @@ def declared_variance(y, noise):
 
 
 # ---------------------------------------------------------------- per-value float32 steps of the noisy path
-# Noisy values are float32; these are the steps applied to each after the noise (order: before, space: linear).
-# Every operation rounds to float32 as numpy does on float32 arrays; the power is pow32 below.
-# Twins: cpu_kernel.curve_chunk (powf_f32, linear_to_srgb_f32) and noise.cuh (ll_powf, ll_darken, ll_linear_to_srgb).
+# Noisy values are float32; the steps applied to each after the noise (order: before, space: linear) are
+# noise.cuh's (ll_darken, ll_linear_to_srgb, ll_quantize).  Their constants come from here.
 
 def step_constants32(params, t):
     """step_constants rounded to float32 (the per-value darkening's constants)."""
     return tuple(np.float32(c) for c in step_constants(params, t))
-
-
-def pow32(x, y):
-    """float32 x ** y for float32 x >= 0 and y > 0: exp(y * log x) in float64, rounded once to float32."""
-    # The float64 error, about |y log x| * 2**-53, is far below half a float32 ulp (2**-25), so this is the
-    # correctly rounded float32 power in all but the rarest double-rounding cases, at half detmath.pow's cost.
-    return detmath.exp(np.float64(y) * detmath.log(np.asarray(x, np.float64))).astype(np.float32)
-
-
-def darken32(z, constants):
-    """float32 values z darkened by float32 (alpha, beta, gamma): beta * (alpha * z) ** gamma."""
-    alpha, beta, gamma = constants
-    return beta * pow32(alpha * z, gamma)
-
-
-def quantize32(v):
-    """float32 values in [0, 1] to uint8 codes, rounding half up (the same rule as the lookup tables)."""
-    return np.floor(v * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
-
-
-def linear_to_srgb32(z):
-    """linear_to_srgb on float32 values, in float32 with float32 constants."""
-    knee = np.float32(SRGB_ENCODE_KNEE)
-    curve = np.float32(SRGB_SCALE) * pow32(np.maximum(z, knee), np.float32(1.0 / SRGB_GAMMA)) - np.float32(SRGB_A)
-    return np.where(z <= knee, z * np.float32(SRGB_SLOPE), curve)

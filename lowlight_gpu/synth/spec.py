@@ -9,8 +9,10 @@ fails until both are updated (``python tests/test_golden.py --regenerate``).
 History:
 1. (not recorded in dataset.json) numpy's SIMD log/exp/sin/cos/pow and libm: the
    last bits depended on the CPU and on whether numba was installed.
-2. Every transcendental that reaches an output byte is synth/detmath.py's
-   (deterministic on every IEEE-754 machine); log-factorials summed exactly.
+2. Every transcendental that reaches an output byte is detmath's (deterministic on
+   every IEEE-754 machine); log-factorials summed exactly.  (Since then the model's
+   source moved from numpy and numba to the C headers both backends run, with
+   not one byte moved: tests/model_cases.py pins the bytes of version 2.)
 """
 
 FORMAT_VERSION = 2

@@ -13,7 +13,7 @@ re-encoded by another zlib is still the same dataset.
 
 Tolerance: none.  Every backend renders the same pixels (the reproducibility
 contract, ARCHITECTURE.md), so the numpy replay must equal every file exactly,
-whichever backend (numpy, numba or cupy) made it.
+whichever backend (numpy or cupy) made it.
 
 Exit codes: 0 every file matches; 1 some file differs or is missing (each is
 named on its own line); 3 nothing differs but some rows could not be
