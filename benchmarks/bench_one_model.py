@@ -73,12 +73,11 @@ def run_cli(checkout, inputs, out, extra, env):
     return seconds
 
 
-def env_for(checkout, cold, tmp):
-    """The environment of one run: the checkout first on the path; a cold run gets an empty numba cache."""
+def env_for(checkout, cache=None):
+    """The environment of one run: the checkout first on the path, numba's cache in the folder cache if given."""
     env = dict(os.environ, PYTHONPATH=checkout)
     env.pop("LOWLIGHT_CPU_LEVEL", None)
-    if cold:
-        cache = tempfile.mkdtemp(prefix="numba-cache-", dir=tmp)
+    if cache:
         env["NUMBA_CACHE_DIR"] = cache
     return env
 
@@ -99,8 +98,9 @@ def first_runs(checkouts, tmp, repeat, workers):
             for name, path in checkouts.items():
                 clear_kernel_caches(path)
                 args = [*extra, "--set", f"workers={workers}"]
-                cold = run_cli(path, SAMPLES, os.path.join(tmp, "out"), args, env_for(path, True, tmp))
-                warm = run_cli(path, SAMPLES, os.path.join(tmp, "out"), args, env_for(path, False, tmp))
+                cache = tempfile.mkdtemp(prefix="numba-cache-", dir=tmp)  # empty: the first run compiles
+                cold = run_cli(path, SAMPLES, os.path.join(tmp, "out"), args, env_for(path, cache))
+                warm = run_cli(path, SAMPLES, os.path.join(tmp, "out"), args, env_for(path, cache))
                 results.setdefault((model, name, "cold"), []).append(cold)
                 results.setdefault((model, name, "warm"), []).append(warm)
     return results
@@ -110,12 +110,13 @@ def throughput(checkouts, inputs, tmp, repeat, workers):
     """{(model, checkout name): [seconds]} for the generated JPEGs, warm caches."""
     results = {}
     for path in checkouts.values():  # fill the baseline's numba cache once, untimed
-        run_cli(path, SAMPLES, os.path.join(tmp, "out"), ["--set", "noise.model=physics"], env_for(path, False, tmp))
+        for extra in MODELS.values():
+            run_cli(path, SAMPLES, os.path.join(tmp, "out"), extra, env_for(path))
     for _ in range(repeat):
         for model, extra in MODELS.items():
             for name, path in checkouts.items():
                 seconds = run_cli(path, inputs, os.path.join(tmp, "out"), [*extra, "--set", f"workers={workers}"],
-                                  env_for(path, False, tmp))
+                                  env_for(path))
                 results.setdefault((model, name), []).append(seconds)
     return results
 
@@ -126,7 +127,7 @@ def kernels(checkouts, repeat):
     out = {}
     for name, path in checkouts.items():
         proc = subprocess.run([sys.executable, "-c", KERNEL_SCRIPT, photo, str(repeat)], cwd=path,
-                              env=env_for(path, False, tempfile.gettempdir()), capture_output=True, text=True)
+                              env=env_for(path), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{path}: kernel timing failed: {proc.stderr.strip()[-400:]}")
         out[name] = json.loads(proc.stdout)
