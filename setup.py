@@ -93,6 +93,12 @@ class BuildModel(build_ext):
             raise SystemExit(1) from None
 
 
+# Without a compiler, stop before setuptools says anything: the one line that names what to install is then
+# all pip shows (a source distribution needs no compiler).
+if not compilers() and "sdist" not in sys.argv:
+    sys.stderr.write(f"error: {NO_COMPILER}\n")
+    raise SystemExit(1)
+
 NAME = "lowlight_gpu.synth._model"
 HEADERS = [os.path.join(SYNTH, n) for n in ("philox.cuh", "detmath.cuh", "noise.cuh", "physics.cuh")]
 setup(
