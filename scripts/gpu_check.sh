@@ -21,8 +21,10 @@
 #       --python-version 3.12 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64
 # (cu12 instead of cu13 for a CUDA 12 driver).
 # Writes OUTDIR/pytest.log (nvidia-smi, versions, the CUDA test files),
-# OUTDIR/golden.log (tests/test_golden.py --check --backend cupy: the kernels reproduce the pinned
-# outputs), OUTDIR/gpu_check.json and OUTDIR/gpu_check.log (summary), and OUTDIR/codec_SECTION.{json,log}.
+# OUTDIR/golden.log (tests/test_golden.py --check --backend cupy and tests/model_cases.py --check
+# --backend cupy: the kernels reproduce the pinned outputs of every model, physics included),
+# OUTDIR/gpu_check.json and OUTDIR/gpu_check.log (summary), and OUTDIR/codec_SECTION.{json,log}.
+# The model's CPU library is built here first (the checkout carries its sources, not the build).
 set -uo pipefail
 
 OUTDIR=${1:?usage: scripts/gpu_check.sh OUTDIR [kernels small large progressive workers]}
@@ -69,6 +71,11 @@ if [ -d .whl ]; then
     tail -2 "$OUTDIR/install.log"
 fi
 
+# The model's CPU library (the CPU side of every comparison): built in place from the checkout's sources.
+if ! "$PY" -c 'from lowlight_gpu.synth import native; native.lib()' >/dev/null 2>&1; then
+    timeout 120 "$PY" setup.py -q build_ext --inplace >"$OUTDIR/build.log" 2>&1 || echo "build of the model library failed"
+fi
+
 PYTEST_RC=0
 CHECK_RC=0
 GOLDEN_RC=0
@@ -87,7 +94,7 @@ if want kernels; then
 PYTEST_RC=124
 if step 300 pytest; then
     timeout "$LIMIT" "$PY" -m pytest -q -rs -s tests/test_cupy_backend.py tests/test_cuda_sources.py \
-        tests/test_physics_cuda.py >>"$LOG" 2>&1
+        tests/test_physics_cuda.py tests/test_model.py >>"$LOG" 2>&1
     PYTEST_RC=$?
 fi
 echo "== pytest exit code $PYTEST_RC" >>"$LOG"
@@ -98,6 +105,8 @@ GOLDEN_RC=124
 if step 120 golden; then
     timeout "$LIMIT" "$PY" tests/test_golden.py --check --backend cupy 2>&1 | tee "$OUTDIR/golden.log"
     GOLDEN_RC=${PIPESTATUS[0]}
+    timeout "$LIMIT" "$PY" tests/model_cases.py --check --backend cupy 2>&1 | tail -5 | tee -a "$OUTDIR/golden.log"
+    [ "${PIPESTATUS[0]}" -ne 0 ] && GOLDEN_RC=1
 fi
 
 CHECK_RC=124
