@@ -438,5 +438,5 @@ def write_outputs(preset, settings, out):
     out = Path(out)
     picture = out.with_suffix(".png")
     write_atomic(out, (json.dumps(preset, indent=1) + "\n").encode())
-    write_atomic(picture, calibrate_plot.draw(preset, settings))
+    write_atomic(picture, calibrate_plot.draw(preset, settings, model_order(preset["cfa"])))
     return out, picture

@@ -18,15 +18,13 @@ LABELS = ("R", "G (R row)", "G (B row)", "B")
 COLUMNS = 4
 
 
-def draw(preset, settings):
-    """PNG bytes of the calibration picture of a preset and its analysed settings."""
+def draw(preset, settings, order):
+    """PNG bytes of the calibration picture of a preset and its analysed settings; order: the raster positions
+    of R, G, G, B in the preset's CFA (calibrate.model_order)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .calibrate import model_order
-
     settings = sorted(settings, key=lambda s: s.results["K"])
-    order = model_order(preset["cfa"])
     ptc_rows = math.ceil(len(settings) / COLUMNS)
     fig = Figure(figsize=(4 * COLUMNS, 3.2 * (ptc_rows + 1)), dpi=80)
     FigureCanvasAgg(fig)

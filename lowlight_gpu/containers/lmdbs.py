@@ -30,7 +30,9 @@ import os
 from .. import interrupts, manifest, paths
 from ..errors import DamagedDatabase, UntrustedDataset
 from ..fsutil import remove_if_present as _remove
-from . import PAYLOAD, readers, tars
+from . import readers, tars
+from .naming import PAYLOAD
+from .readers import committed, damage, damaged_message, open_reader  # noqa: F401 - names of this module too
 
 MAP_SIZE = 1 << 40        # address space, not disk: data.mdb grows with what is written (sparse on Linux)
 COMMIT_BYTES = 64 << 20   # bounds a write transaction's dirty pages in memory
@@ -50,37 +52,6 @@ def open_writer(path):
     os.makedirs(path, exist_ok=True)
     readers.release(path)  # a tool of this process may have it open for reading (LMDB allows one handle)
     return _lmdb().open(path, map_size=MAP_SIZE, subdir=True, meminit=False, metasync=False, sync=True)
-
-
-def open_reader(path):
-    """An LMDB environment for reading, opened the way BasicSR's FileClient opens one; DamagedDatabase if damaged."""
-    lmdb = _lmdb()
-    try:
-        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
-    except (lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError) as exc:
-        raise DamagedDatabase(damaged_message(path, f"{exc}".split(": ")[-1])) from None
-    except lmdb.Error as exc:
-        if os.path.isfile(os.path.join(path, "data.mdb")) and os.path.getsize(os.path.join(path, "data.mdb")) == 0:
-            raise DamagedDatabase(damaged_message(path, "data.mdb is empty")) from None
-        raise
-    reason = damage(path, env)
-    if reason is not None:
-        env.close()
-        raise DamagedDatabase(damaged_message(path, reason))
-    return env
-
-
-def damage(path, env):
-    """None when path's data.mdb holds every page env's meta page counts, else why not (in a few words)."""
-    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]  # both come from the meta pages, at the start
-    size = os.path.getsize(os.path.join(path, "data.mdb"))
-    return None if size >= needed else f"data.mdb is {size} bytes, its pages need {needed}; truncated?"
-
-
-def damaged_message(path, reason):
-    """The one line that names a damaged database and the way back."""
-    return (f"LMDB database '{path}' is damaged ({reason}); re-run the command that made the dataset: "
-            "it rebuilds the database and redoes its pairs")
 
 
 @contextlib.contextmanager
@@ -230,30 +201,6 @@ def open_checked(path, rebuilt, db):
             _remove(os.path.join(path, name))
         rebuilt.append(db)
     return open_writer(path)
-
-
-def committed(root, row, from_journal, env_of):
-    """Whether a row's images are in its databases (sizes; CRCs for journal rows); env_of(db) gives a handle."""
-    members = (row.get(manifest.STATE) or {}).get("members")
-    if not members:
-        return False
-    try:
-        key = row["key"].encode("ascii")
-        for _, size, digest, db in members:
-            folder = paths.join(root, db, paths.DATABASE, what="_state.members")
-            if not os.path.isfile(os.path.join(folder, "data.mdb")):
-                return False
-            with env_of(db).begin(buffers=True) as txn:  # a read transaction sees only committed data
-                value = txn.get(key)
-                if value is None or len(value) != size:
-                    return False
-                if from_journal and manifest.data_digest(value) != digest:
-                    return False
-    except UntrustedDataset:
-        raise
-    except (OSError, KeyError, TypeError, ValueError, DamagedDatabase, _lmdb().Error):
-        return False
-    return True
 
 
 def assemble(root, part_paths):

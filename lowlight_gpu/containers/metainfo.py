@@ -15,7 +15,7 @@ import os
 from collections import namedtuple
 
 from .. import layout, manifest, paths
-from . import container_of, image_refs
+from .naming import container_of, image_refs
 
 MANIFEST = "manifest.jsonl"
 

@@ -12,8 +12,9 @@ import os
 import tarfile
 import threading
 
-from .. import paths
-from . import check_available, container_of
+from .. import manifest, paths
+from ..errors import DamagedDatabase, UntrustedDataset
+from .naming import check_available, container_of
 
 INDEXED_SHARDS = 16  # member indexes kept per process (one shard's index: a few hundred bytes per member)
 _SHARED = {}
@@ -131,9 +132,71 @@ def environment(path):
         env = _ENVS.get(path)
         if env is None:
             check_available("lmdb")  # one line with the install hint, not a bare ImportError
-            from . import lmdbs
-
             if not os.path.isfile(os.path.join(path, "data.mdb")):
                 raise FileNotFoundError(f"no LMDB database '{path}'")
-            env = _ENVS[path] = lmdbs.open_reader(path)
+            env = _ENVS[path] = open_reader(path)
         return env
+
+
+# ---------------------------------------------------------------- LMDB: opening for reading, damage, committed rows
+
+def _lmdb():
+    """The lmdb module (check_available gives the install hint first where it matters)."""
+    import lmdb
+
+    return lmdb
+
+
+def open_reader(path):
+    """An LMDB environment for reading, opened the way BasicSR's FileClient opens one; DamagedDatabase if damaged."""
+    lmdb = _lmdb()
+    try:
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
+    except (lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError) as exc:
+        raise DamagedDatabase(damaged_message(path, f"{exc}".split(": ")[-1])) from None
+    except lmdb.Error:
+        if os.path.isfile(os.path.join(path, "data.mdb")) and os.path.getsize(os.path.join(path, "data.mdb")) == 0:
+            raise DamagedDatabase(damaged_message(path, "data.mdb is empty")) from None
+        raise
+    reason = damage(path, env)
+    if reason is not None:
+        env.close()
+        raise DamagedDatabase(damaged_message(path, reason))
+    return env
+
+
+def damage(path, env):
+    """None when path's data.mdb holds every page env's meta page counts, else why not (in a few words)."""
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]  # both come from the meta pages, at the start
+    size = os.path.getsize(os.path.join(path, "data.mdb"))
+    return None if size >= needed else f"data.mdb is {size} bytes, its pages need {needed}; truncated?"
+
+
+def damaged_message(path, reason):
+    """The one line that names a damaged database and the way back."""
+    return (f"LMDB database '{path}' is damaged ({reason}); re-run the command that made the dataset: "
+            "it rebuilds the database and redoes its pairs")
+
+
+def committed(root, row, from_journal, env_of):
+    """Whether a row's images are in its databases (sizes; CRCs for journal rows); env_of(db) gives a handle."""
+    members = (row.get(manifest.STATE) or {}).get("members")
+    if not members:
+        return False
+    try:
+        key = row["key"].encode("ascii")
+        for _, size, digest, db in members:
+            folder = paths.join(root, db, paths.DATABASE, what="_state.members")
+            if not os.path.isfile(os.path.join(folder, "data.mdb")):
+                return False
+            with env_of(db).begin(buffers=True) as txn:  # a read transaction sees only committed data
+                value = txn.get(key)
+                if value is None or len(value) != size:
+                    return False
+                if from_journal and manifest.data_digest(value) != digest:
+                    return False
+    except UntrustedDataset:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, DamagedDatabase, _lmdb().Error):
+        return False
+    return True

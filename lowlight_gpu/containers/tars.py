@@ -30,7 +30,7 @@ import zlib
 from .. import manifest, paths
 from ..errors import UntrustedDataset
 from ..fsutil import remove_if_present as _remove
-from . import PAYLOAD, SHARDS, public, split_prefix
+from .naming import PAYLOAD, SHARDS, public, split_prefix
 
 MTIME = 0
 MODE = 0o644
@@ -120,9 +120,9 @@ class TarStaging:
         """Whether the sample a prior row records is still where it says (headers; data CRCs for journal rows)."""
         if (row.get(manifest.STATE) or {}).get("at") is None and not self.with_json:
             # An LMDB shard job rerun after --merge: its pairs are in the databases now.
-            from . import lmdbs, readers
+            from . import readers
 
-            return lmdbs.committed(self.root, row, from_journal,
+            return readers.committed(self.root, row, from_journal,
                                    lambda db: readers.environment(os.path.join(self.root, db)))
         return sample_intact(self.root, row, from_journal)
 
