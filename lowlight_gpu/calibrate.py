@@ -27,7 +27,7 @@ photon-transfer method of the EMVA Standard 1288 for the system gain:
   sigma_TL, sigma_g and sigma_R; the residual std (n - 2 degrees of freedom) is
   the jitter.  The K range is the calibrated settings' min and max; lambdas and
   biases are one entry per setting, lowest K first, the layout of the built-in
-  presets (``synth/cameras.py``).  One setting gives zero slopes (and a warning).
+  presets (``cameras.py``).  One setting gives zero slopes (and a warning).
 
 Inputs (``scan``): BIAS_DIR/<setting>/ frames and FLAT_DIR/<setting>/<level>/
 frames; a frame is a camera raw file read by rawpy (``pip install
@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CalibrationError
-from .synth import cameras
+from . import cameras
 
 RAW_EXTS = frozenset(".dng .cr2 .cr3 .crw .nef .nrw .arw .srf .sr2 .raf .orf .rw2 .rwl .pef .srw .3fr .iiq .erf "
                      ".kdc .dcr .mrw .mos .raw .x3f".split())

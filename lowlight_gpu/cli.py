@@ -153,7 +153,7 @@ def main(argv=None):
 
 def _list_cameras(files):
     """--list-cameras [PRESET.json ...]: one line per built-in preset, then per file (with its content hash)."""
-    from .synth import cameras
+    from . import cameras
 
     lines = cameras.listing()
     for path in files:

@@ -187,12 +187,12 @@ def _name(key: str, v: Any) -> str:
 
 
 def _camera(key: str, v: Any) -> Union[str, dict]:
-    """Validate a physics camera: a preset's name (synth/cameras.py; lowlight-gpu --list-cameras), a path to a JSON
+    """Validate a physics camera: a preset's name (cameras.py; lowlight-gpu --list-cameras), a path to a JSON
     preset (lowlight-gpu calibrate), or a preset mapping (as dataset.json records one).
 
     A file becomes its content (a mapping): the dataset's identity is the preset, not where the file lies.
     """
-    from .synth import cameras
+    from . import cameras
 
     if isinstance(v, Mapping):
         try:
@@ -215,7 +215,7 @@ def _camera(key: str, v: Any) -> Union[str, dict]:
 
 def _camera_file(key: str, path: str) -> dict:
     """The content of the JSON camera preset at path; ConfigError naming the file and the problem otherwise."""
-    from .synth import cameras
+    from . import cameras
 
     if not os.path.isfile(path):
         what = "is not a file" if os.path.exists(path) else "not found"

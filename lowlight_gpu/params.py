@@ -10,7 +10,8 @@ import math
 
 from .synth import rng
 from .hashing import SEED_BITS, pair_seed  # noqa: F401 - pair_seed's old home
-from .synth import cameras, detmath
+from . import cameras, isp_ranges
+from .synth import detmath
 from .synth.signal import progressive_schedule
 
 SLOTS = {
@@ -131,16 +132,15 @@ def sample_physics(seed, noise):
 
 def sample_isp(seed):
     """Brooks et al.'s random_ccm and random_gains for one pair: rgb2cam ("ccm"), rgb, red and blue gains."""
-    from .synth import physics
-
-    lo, hi = physics.CCM_WEIGHTS
+    lo, hi = isp_ranges.CCM_WEIGHTS
     weights = [lo + (hi - lo) * u for name in ("physics_ccm_01", "physics_ccm_23") for u in _slot_uniforms(seed, name)]
-    mean, sd = physics.RGB_GAIN_MEAN_SD
-    brightness = max(mean + sd * _slot_normal(seed, "physics_rgb_gain"), physics.RGB_GAIN_FLOOR)
-    red = physics.RED_GAIN[0] + (physics.RED_GAIN[1] - physics.RED_GAIN[0]) * _slot_uniforms(seed, "physics_red_gain")[0]
-    blue = physics.BLUE_GAIN[0] + (physics.BLUE_GAIN[1] - physics.BLUE_GAIN[0]) * \
+    mean, sd = isp_ranges.RGB_GAIN_MEAN_SD
+    brightness = max(mean + sd * _slot_normal(seed, "physics_rgb_gain"), isp_ranges.RGB_GAIN_FLOOR)
+    red_lo, red_hi = isp_ranges.RED_GAIN
+    red = red_lo + (red_hi - red_lo) * _slot_uniforms(seed, "physics_red_gain")[0]
+    blue = isp_ranges.BLUE_GAIN[0] + (isp_ranges.BLUE_GAIN[1] - isp_ranges.BLUE_GAIN[0]) * \
         _slot_uniforms(seed, "physics_blue_gain")[0]
-    return {"ccm": physics.rgb2cam_from_weights(weights), "rgb_gain": 1.0 / brightness,
+    return {"ccm": isp_ranges.rgb2cam_from_weights(weights), "rgb_gain": 1.0 / brightness,
             "red_gain": red, "blue_gain": blue}
 
 

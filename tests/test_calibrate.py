@@ -29,7 +29,8 @@ from conftest import read_jsonl, run_subprocess, write_images
 stats = pytest.importorskip("scipy.stats")
 
 from lowlight_gpu import calibrate, cli  # noqa: E402
-from lowlight_gpu.synth import cameras, native, records  # noqa: E402
+from lowlight_gpu import cameras  # noqa: E402
+from lowlight_gpu.synth import native, records  # noqa: E402
 
 BLACK, WHITE = 512, 16383
 H, W = 128, 64          # rows x columns: 128 rows x 20 frames of row means pin sigma_R to ~2%

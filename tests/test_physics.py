@@ -13,7 +13,8 @@ from conftest import read_jsonl, read_png
 from lowlight_gpu import cli
 from lowlight_gpu.config import ConfigError, config_from_dict
 from lowlight_gpu.params import sample_params
-from lowlight_gpu.synth import cameras, native, numpy_backend, physics, records
+from lowlight_gpu import cameras
+from lowlight_gpu.synth import native, numpy_backend, physics, records
 from lowlight_gpu.synth.signal import clean_lut
 
 NOISE = {"K": 4.0, "read_scale": 3.0, "read_lambda": 0.14, "row_sigma": 2.0, "bias": [1.0, -2.0, 3.0, 0.5],

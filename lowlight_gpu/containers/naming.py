@@ -78,7 +78,7 @@ def needs_writer(config):
 
 def check_available(container):
     """ConfigError (one line, before anything is written) when the container's package is missing."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     if container == "lmdb":
         try:

@@ -60,7 +60,7 @@ import numbers
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from . import detmath
+from .synth import detmath
 
 ELD_FILE = Path(__file__).resolve().parent / "eld_camera_params.json"
 ELD_CITATION = ("Wei et al., A Physics-based Noise Formation Model for Extreme Low-light Raw Denoising, "
