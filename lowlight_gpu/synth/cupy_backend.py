@@ -4,7 +4,7 @@ The CPU still computes every parameter (scalars, the 256-entry LUTs, the Poisson
 tables of ``synth/poisson.py``); the GPU only does per-value work, in one fused
 kernel per output image (``synth/kernels.cu``).  Only uint8 images and the small
 tables cross PCIe; float data lives in registers.  Noise words come from the
-same Philox4x32-10 counters as ``rng.py`` (never CuPy's own generators) and the
+same Philox4x32-10 counters as ``philox.cuh`` (``rng.py``) (never CuPy's own generators) and the
 kernels do the reference's arithmetic with ``detmath.cuh``, so the images are
 ``numpy_backend.render``'s to the bit (ARCHITECTURE.md, "Reproducibility").
 
@@ -25,7 +25,6 @@ import threading
 
 import numpy as np
 
-from . import rng
 from . import cupy_batch, cupy_compile, cupy_transfer
 from .cupy_batch import MAX_BATCH_JOBS, Request as _Request  # noqa: F401 - names tests and gpu_check use
 from .cupy_compile import (COMPILE_OPTIONS, CUPY_ADDED_OPTIONS, KERNEL_FILE,  # noqa: F401
