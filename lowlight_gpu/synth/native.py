@@ -272,16 +272,24 @@ class _Tables(ctypes.Structure):
     _fields_ = [("thresholds", _P), ("guide", _P), ("kshift", _P), ("normal", _P), ("lam", _P), ("signal", _P)]
 
 
-def render_noisy(codes, record, thresholds, guide, kshift, normal, lam, signal32):
-    """Noisy uint8 codes of the flat uint8 codes under one ll_noise_params record and the image's tables."""
+def _noise_call(fn, codes, record, sections, *extra):
+    """fn(codes, out, n, *extra, record, tables) of the library on the flat uint8 codes; returns out.
+
+    sections are the image's per-code arrays in ll_tables order (records.noise_sections); they stay
+    referenced here for the length of the call.
+    """
     codes = _in(codes, np.uint8).reshape(-1)
     record = _in(record, NOISE_PARAMS_DTYPE)
-    arrays = (_in(thresholds, np.uint32), _in(guide, np.int32), _in(kshift, np.int32), _in(normal, np.uint8),
-              _in(lam, np.float64), _in(signal32, np.float32))
+    arrays = [_in(a, t) for a, t in zip(sections, (np.uint32, np.int32, np.int32, np.uint8, np.float64, np.float32))]
     tables = _Tables(*(_ptr(a) for a in arrays))
     out = np.empty_like(codes)
-    lib().ll_render_noisy(_ptr(codes), _ptr(out), codes.size, _ptr(record), ctypes.addressof(tables))
+    fn(_ptr(codes), _ptr(out), codes.size, *extra, _ptr(record), ctypes.addressof(tables))
     return out
+
+
+def render_noisy(codes, record, thresholds, guide, kshift, normal, lam, signal32):
+    """Noisy uint8 codes of the flat uint8 codes under one ll_noise_params record and the image's tables."""
+    return _noise_call(lib().ll_render_noisy, codes, record, (thresholds, guide, kshift, normal, lam, signal32))
 
 
 def render_physics(record, lut, thresholds, rgb):
@@ -325,14 +333,8 @@ def sensor_noise(record, x):
 
 def noise_kernel_serial(codes, record, thresholds, guide, kshift, normal, lam, signal32, first=0):
     """ll_noise_kernel's body over the flat codes, as values [first, first + n) of an image: one GPU thread's work."""
-    codes = _in(codes, np.uint8).reshape(-1)
-    record = _in(record, NOISE_PARAMS_DTYPE)
-    arrays = (_in(thresholds, np.uint32), _in(guide, np.int32), _in(kshift, np.int32), _in(normal, np.uint8),
-              _in(lam, np.float64), _in(signal32, np.float32))
-    tables = _Tables(*(_ptr(a) for a in arrays))
-    out = np.empty_like(codes)
-    lib().ll_noise_kernel_serial(_ptr(codes), _ptr(out), codes.size, int(first), _ptr(record), ctypes.addressof(tables))
-    return out
+    return _noise_call(lib().ll_noise_kernel_serial, codes, record, (thresholds, guide, kshift, normal, lam, signal32),
+                       int(first))
 
 
 def batch_kernel_serial(blob, out_size, jobs):
