@@ -94,3 +94,16 @@ def test_cupy_backend_physics_on_the_stand_in(stand_in):
     for a, b in zip(cupy_backend.render_raw(rgb, params, 2), numpy_backend.render_raw(rgb, params, 2)):
         assert type(a) is np.ndarray and np.array_equal(a, b)
     assert ("physics mosaic", 0, 0) in stand_in.launches
+
+
+def test_a_physics_image_out_of_gpu_memory_is_rendered_by_the_cpu_library(stand_in, capsys, monkeypatch):
+    monkeypatch.setattr(physics_gpu, "_NOTED", [])
+    rgb = image((40, 60))
+    params = case_params({"camera": "SonyA7S2"}, None)
+    stand_in.max_alloc = 4000  # the float64 mosaic (19200 bytes) cannot be had
+    got = cupy_backend.render_many(rgb, params, [(None, True)])[0]
+    raw = cupy_backend.render_raw(rgb, params)
+    assert np.array_equal(got, numpy_backend.render(rgb, params))
+    assert all(np.array_equal(a, b) for a, b in zip(raw, numpy_backend.render_raw(rgb, params)))
+    err = capsys.readouterr().err
+    assert err.count("did not fit in GPU memory") == 1 and "the same bytes" in err

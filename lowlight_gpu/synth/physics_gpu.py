@@ -10,12 +10,15 @@ the very functions the CPU library runs (float64 everywhere, detmath for every
 transcendental, compiled with --fmad=false), so the images are the CPU backend's.
 
 ``render_device`` takes the array module and the two kernels as arguments, so the
-tests run this driver with numpy and the host-compiled kernel bodies.
+tests run this driver with numpy and the library's serial kernel bodies.  An image
+whose mosaic does not fit in GPU memory is rendered by the CPU library (the same bytes).
 """
+
+import sys
 
 import numpy as np
 
-from . import cupy_compile, physics, records
+from . import cupy_compile, numpy_backend, physics, records
 from .signal import clean_lut
 
 THREADS_PER_BLOCK = 256
@@ -98,7 +101,8 @@ def render_many(rgb, params, specs):
     outs = []
     for t, noisy in specs:
         if noisy:
-            img = render_device(cupy, _kernels(), d_rgb, params, t)[0]
+            img = _on_gpu_or_cpu(cupy, lambda t=t: render_device(cupy, _kernels(), d_rgb, params, t)[0],
+                                 lambda t=t: cupy.asarray(numpy_backend.render(_to_numpy(d_rgb), params, t)))
             outs.append(img if on_device else _to_numpy(img))
         else:
             img = np.take(clean_lut(params, t, params["noise"]["space"]), host)
@@ -110,5 +114,29 @@ def render_raw(rgb, params, t=None):
     """(raw_clean, raw_low) uint16 mosaics of step t, as numpy arrays."""
     import cupy
 
-    _, clean, low = render_device(cupy, _kernels(), rgb, params, t, image=False, raw=True)
-    return _to_numpy(clean), _to_numpy(low)
+    def on_gpu():
+        _, clean, low = render_device(cupy, _kernels(), rgb, params, t, image=False, raw=True)
+        return _to_numpy(clean), _to_numpy(low)
+
+    return _on_gpu_or_cpu(cupy, on_gpu, lambda: numpy_backend.render_raw(_to_numpy(rgb), params, t))
+
+
+_NOTED = []
+
+
+def _on_gpu_or_cpu(cupy, on_gpu, on_cpu):
+    """on_gpu(); out of GPU memory even after CuPy's pool is freed, on_cpu(): the CPU library, the same bytes.
+
+    A physics image is not sliced (its demosaic reads the rows around each pixel), so one whose float64
+    mosaic does not fit is rendered by the library instead, with one note per process.
+    """
+    for _ in range(2):
+        try:
+            return on_gpu()
+        except cupy.cuda.memory.OutOfMemoryError:
+            cupy.get_default_memory_pool().free_all_blocks()
+    if not _NOTED:
+        _NOTED.append(True)
+        print("lowlight_gpu: a physics image did not fit in GPU memory; it is rendered on the CPU (the same bytes)",
+              file=sys.stderr)
+    return on_cpu()
