@@ -310,6 +310,10 @@ def _main(args):
                                                                             or args.preview or args.report))
     except ConfigError as exc:
         return _fail(exc)
+    try:
+        pipeline.check_model_library()  # every action replays or samples through it: one line if not built
+    except BackendUnavailable as exc:
+        return _fail(exc)
     actions = [a for a in ("merge", "preview", "report") if getattr(args, a)] + \
         (["verify"] if args.verify is not None else [])
     if args.dry_run:  # the checks of a real run (pipeline.preflight), then the plan
