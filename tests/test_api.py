@@ -130,8 +130,7 @@ def test_torch_tensors_round_trip_through_dlpack():
             pytest.skip("no working CuPy backend")
         gpu = ll.synthesize(tensor.cuda(), params)
         assert gpu.device.type == "cuda"
-        diff = np.abs(gpu.cpu().numpy().astype(int) - low.numpy().astype(int))
-        assert diff.max() <= 1 and np.count_nonzero(diff) <= max(1, 1e-4 * diff.size)
+        assert np.array_equal(gpu.cpu().numpy(), low.numpy())  # one source: the same bytes
 
 
 def test_cupy_arrays_stay_on_the_gpu():
@@ -144,8 +143,7 @@ def test_cupy_arrays_stay_on_the_gpu():
     params = ll.sample_params(3)
     low = ll.synthesize(cupy.asarray(rgb), params)
     assert isinstance(low, cupy.ndarray)
-    diff = np.abs(cupy.asnumpy(low).astype(int) - ll.synthesize(rgb, params).astype(int))
-    assert diff.max() <= 1 and np.count_nonzero(diff) <= max(1, 1e-4 * diff.size)
+    assert np.array_equal(cupy.asnumpy(low), ll.synthesize(rgb, params))  # one source: the same bytes
     clean = ll.synthesize(cupy.asarray(rgb), params, noisy=False)
     assert np.array_equal(cupy.asnumpy(clean), ll.synthesize(rgb, params, noisy=False))
 
