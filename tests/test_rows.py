@@ -4,12 +4,16 @@ Each family is a real tiny run into tmp_path; the key sets are written out liter
 renaming a field of a row (rows.py, containers, params.py) fails here first (STYLE habit 6).
 """
 
+import dataclasses
 import json
+import pickle
 
+import numpy as np
 import pytest
 
 from conftest import read_jsonl, write_images
-from lowlight_gpu import decode_gpu, imageio, pipeline
+from lowlight_gpu import decode_gpu, encode, imageio, layout, pipeline, rows
+from lowlight_gpu.sources import Source
 from lowlight_gpu.config import load_config
 
 BASE = {"source", "high", "low", "seed", "params", "width", "height", "backend", "decoder"}
@@ -102,3 +106,49 @@ def test_a_gpu_decoded_row_records_nvimgcodec(tmp_path, monkeypatch):
     info = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert info["decoder"] == {"name": "nvimgcodec", "version": "0.0-test"}
     assert all(set(r["_state"]) == STATE_FILES for r in part_rows)
+
+
+def test_the_row_function_records_which_decoder_decoded(tmp_path):
+    src_file = tmp_path / "s.jpg"
+    src_file.write_bytes(b"x" * 10)
+    config = load_config(None, [f"input={tmp_path}", f"output={tmp_path / 'out'}"])
+    plan = layout.plan_outputs("s.png", config, None)
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    src = Source(str(src_file), "s.jpg", "s.png")
+    params = {"seed": 7, "noise": {}}
+    gpu = rows.build_row(src, decode_gpu.GpuDecoded(rgb=rgb, alpha=None), params, plan, None, "numpy", {})
+    cpu = rows.build_row(src, imageio.Decoded(rgb=rgb, alpha=None), params, plan, None, "numpy", {})
+    assert set(gpu) == set(cpu) == BASE | {"_state"}
+    assert (gpu["decoder"], cpu["decoder"]) == ("nvimgcodec", "pillow")
+    assert (gpu["high"], gpu["low"], gpu["width"], gpu["height"]) == ("high/s.png", "low/s.png", 4, 3)
+    assert gpu["_state"] == {"source": [10, src_file.stat().st_mtime_ns], "files": {}}
+
+
+def test_plans_and_pair_results_are_frozen_records_that_pickle(tmp_path):
+    config = load_config(None, [f"input={tmp_path}", f"output={tmp_path / 'out'}", "noise.model=physics",
+                                "save.raw=true", "save.clean_low=true", *ALL_STEPS])
+    plan = layout.plan_outputs("d/x.png", config, "val")
+    raws = layout.plan_raw("d/x.png", config, "val")
+    assert plan[0] == layout.Output("high", None, False, "val/high/d/x.png")
+    assert [(o.role, o.t, o.noisy) for o in plan[1:4]] == [("low", 1, True), ("low", 2, True), ("low", 3, True)]
+    assert [(o.role, o.t) for o in plan[4:]] == [("clean_low", 1), ("clean_low", 2), ("clean_low", 3)]
+    assert raws[-1] == layout.RawOutput("raw_low", 3, "val/raw_low/t03/d/x.npy")
+    outcome = pipeline.PairResult(pipeline.FAILED, rows.error_row("x.png", "cannot read"), unwritable=True)
+    # worker processes and Dask send these across: each must come back equal
+    assert pickle.loads(pickle.dumps((plan, raws, outcome))) == (plan, raws, outcome)
+    assert outcome.failed and not outcome.reused and outcome.row == {"source": "x.png", "error": "cannot read"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan[0].rel = "elsewhere.png"
+
+
+def test_write_pngs_writes_and_returns_sizes_encode_pngs_returns_the_same_bytes(tmp_path):
+    encoder = encode.resolve("pillow", 1)
+    images = [np.full((5, 6, 3), v, np.uint8) for v in (10, 200)]
+    alpha = np.full((5, 6), 128, np.uint8)
+    encoded = pipeline.encode_pngs(images, alpha, encoder)
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    sizes = pipeline.write_pngs(list(zip(map(str, paths), images)), alpha, encoder)
+    assert all(isinstance(data, bytes) for data in encoded)
+    assert [p.read_bytes() for p in paths] == encoded
+    assert [size for size, _ in sizes] == [len(data) for data in encoded]
+    assert sizes[0] != sizes[1] and all(isinstance(digest, str) for _, digest in sizes)
