@@ -3,9 +3,9 @@
 Workers encode a pair's images; where the bytes go depends on the container:
 
 * ``files``: each worker writes its own PNGs (pipeline.write_pngs), in parallel, as always.
-* ``webdataset`` and ``lmdb``: the worker returns the encoded bytes (pipeline.encode_pngs) with its row (plain, picklable data),
-  and one writer in the main process (a Store, below) stores them in manifest order, so the result does
-  not depend on the workers.
+* ``webdataset`` and ``lmdb``: the worker returns the encoded bytes (pipeline.encode_pngs) with its row
+  (plain, picklable data), and one writer in the main process (a Store, below) stores them in manifest
+  order, so the result does not depend on the workers.
 
 Names.  A pair's **key** is its output name without ``.png`` with every character outside
 ``[A-Za-z0-9_/-]`` written as ``%XX`` (UTF-8 bytes): no dots (WebDataset splits a member name at its first
