@@ -51,13 +51,13 @@ def planned_arrays(config, store):
         dec = imageio.decode(src.path, config.max_pixels)
         plan = layout.plan_outputs(src.out_rel, config, None)
         params = sample_params(pair_seed(config.seed, src.rel), config)
-        lows = numpy_backend.render_many(dec.rgb, params, [(t, noisy) for _, t, noisy, _ in plan[1:]])
+        lows = numpy_backend.render_many(dec.rgb, params, [(o.t, o.noisy) for o in plan[1:]])
         saved = []
-        for k, ((_, _, _, rel), arr) in enumerate(zip(plan[1:], lows)):
+        for k, (out, arr) in enumerate(zip(plan[1:], lows)):
             npy = os.path.join(store, f"{i:05d}-{k}.npy")
             np.save(npy, arr)
-            saved.append((rel, npy))
-        jobs.append((src.path, plan[0][3], saved))
+            saved.append((out.rel, npy))
+        jobs.append((src.path, plan[0].rel, saved))
     return jobs
 
 

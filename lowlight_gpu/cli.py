@@ -316,7 +316,7 @@ def _main(args):
         return _fail(exc)
     actions = [a for a in ("merge", "preview", "report") if getattr(args, a)] + \
         (["verify"] if args.verify is not None else [])
-    if args.dry_run:  # the checks of a real run (pipeline.preflight), then the plan
+    if args.dry_run:  # the checks of a real run (run_record.preflight), then the plan
         try:
             pipeline.dry_run(config, args.shard or (0, 1), args.limit, quiet=args.quiet)
         except (ConfigError, BackendUnavailable, UntrustedDataset) as exc:
@@ -461,12 +461,13 @@ class _progress:
         self.bar.total = n
         self.bar.set_description_str("pairs", refresh=True)
 
-    def __call__(self, kind, row):
+    def __call__(self, outcome):
+        """Count one pair (a pipeline.PairResult); a failed one is named beside the bar."""
         if self.bar is None:
             self.start()
         self.bar.update(1)
-        if kind == "error":
-            self.bar.set_postfix_str(f"last error: {row['source']}", refresh=False)
+        if outcome.failed:
+            self.bar.set_postfix_str(f"last error: {outcome.row['source']}", refresh=False)
 
     def __exit__(self, *exc):
         self.stop.set()

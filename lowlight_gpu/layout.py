@@ -1,5 +1,7 @@
 """Where each image of a pair goes: LOL or MBLLEN folders, progressive steps, hash splits."""
 
+from dataclasses import dataclass
+
 from .hashing import split_fraction
 
 # role -> folder, per layout.  "{split}" is the split name when a split is configured.
@@ -9,6 +11,25 @@ LAYOUTS = {
                "raw_clean": "train_raw_clean", "raw_low": "train_raw_low"},
 }
 RAW_ROLES = ("raw_clean", "raw_low")  # physics noise with save.raw: uint16 RGGB mosaics as .npy
+
+
+@dataclass(frozen=True)
+class Output:
+    """One planned image of a pair: its role (high, low, clean_low), progressive step, whether it is noisy, its path."""
+
+    role: str
+    t: int | None  # the progressive step; None without progressive (and for high)
+    noisy: bool
+    rel: str  # relative to the output folder, in the files layout
+
+
+@dataclass(frozen=True)
+class RawOutput:
+    """One planned raw mosaic of a pair (save.raw): its role (raw_clean, raw_low), progressive step and .npy path."""
+
+    role: str
+    t: int | None
+    rel: str
 
 
 def split_of(rel, split):
@@ -40,10 +61,10 @@ def step_folder(t, steps):
 
 
 def plan_outputs(out_rel, config, split_name):
-    """The images to write for one pair: a list of (role, step or None, noisy, relative path)."""
+    """The images to write for one pair: a list of Output, high first."""
     layout = config.layout
     clean = config.save.clean_low or layout == "mbllen"
-    plan = [("high", None, False, f"{folder(layout, 'high', split_name)}/{out_rel}")]
+    plan = [Output("high", None, False, f"{folder(layout, 'high', split_name)}/{out_rel}")]
     if config.progressive.enabled:
         steps = config.progressive.steps
         saved = config.progressive.saved_steps()
@@ -55,12 +76,12 @@ def plan_outputs(out_rel, config, split_name):
         base = folder(layout, role, split_name)
         for t in saved:
             sub = f"{step_folder(t, steps)}/" if t is not None else ""
-            plan.append((role, t, noisy, f"{base}/{sub}{out_rel}"))
+            plan.append(Output(role, t, noisy, f"{base}/{sub}{out_rel}"))
     return plan
 
 
 def plan_raw(out_rel, config, split_name):
-    """The raw mosaics to write for one pair (save.raw with noise.model physics): a list of (role, step or None, path).
+    """The raw mosaics to write for one pair (save.raw with noise.model physics): a list of RawOutput.
 
     One raw_clean and one raw_low per saved low image, in the same step sub-folders, named like the image
     with the suffix .npy.
@@ -75,5 +96,6 @@ def plan_raw(out_rel, config, split_name):
     plan = []
     for t in saved:
         sub = f"{step_folder(t, steps)}/" if t is not None else ""
-        plan += [(role, t, f"{folder(config.layout, role, split_name)}/{sub}{stem}.npy") for role in RAW_ROLES]
+        plan += [RawOutput(role, t, f"{folder(config.layout, role, split_name)}/{sub}{stem}.npy")
+                 for role in RAW_ROLES]
     return plan

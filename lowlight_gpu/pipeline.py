@@ -1,11 +1,12 @@
-"""The stages wired together: scan -> (skip finished) -> decode -> synthesize -> encode/write -> manifest.
+"""A run's execution: scan -> (skip finished) -> decode -> synthesize -> encode/write -> manifest, for one shard.
 
 Work items carry only paths and small dicts (never pixels), so the same
-function runs in local threads or on Dask workers.  Each item returns either
-a manifest row or an error row; nothing raises for a bad input.
+function runs in local threads, worker processes or on Dask workers.  Each
+item returns a PairResult (a new row, an earlier row reused, or an errors
+row); nothing raises for a bad input.  What a run records and checks before
+it writes lives in run_record.py; the rows themselves are built in rows.py.
 """
 
-import dataclasses
 import errno
 import functools
 import itertools
@@ -14,17 +15,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import __version__, containers, encode, fsutil, imageio, interrupts, layout, manifest, paths, synth
+from . import __version__, containers, encode, fsutil, imageio, interrupts, layout, manifest, paths, rows, synth
 from . import worker_pool
-from .config import ConfigError
-from .errors import BackendUnavailable, LockHeld, MergeError, StorageError
+from .errors import ConfigError, LockHeld, MergeError, StorageError
 from .params import pair_seed, sample_params, size_problem
+from .run_record import absolute_paths, config_difference, dataset_info, preflight, read_recorded, record_run
 from .sources import ScanStats, scan, shard_of
-from .synth.spec import FORMAT_VERSION
 
 # Failures of the output's storage: every later pair would fail the same way, so they stop the run (exit 4).
 STORAGE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EIO", "EROFS") if hasattr(errno, n))
-UNWRITABLE = "_unwritable"  # an error row's private mark: its output name cannot exist, so a rerun cannot help
+MADE, REUSED, FAILED = "made", "reused", "failed"  # the kinds of PairResult
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,27 @@ class RunContext:
 
     config: object
     backend: str
-    encoder: encode.Encoder = None  # resolved once per run (see resolve_codecs); None: from config.save.encoder
+    encoder: encode.Encoder = None  # resolved once per run (run_record.resolve_codecs); None: from config.save.encoder
     encode_processes: int = 0  # > 0: encode and write in a pool of this many processes (choose_executor)
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """What one work item gives back (plain, picklable data): a new row, an earlier row reused, or an errors row."""
+
+    kind: str  # MADE, REUSED or FAILED
+    row: dict  # the manifest row with its private state; FAILED: the errors row (rows.error_row)
+    unwritable: bool = False  # FAILED only: the output's name cannot exist on its filesystem; a rerun cannot help
+
+    @property
+    def failed(self):
+        """Whether the source gave no pair (its row goes to errors.jsonl)."""
+        return self.kind == FAILED
+
+    @property
+    def reused(self):
+        """Whether the row is an earlier run's, whose files still verify."""
+        return self.kind == REUSED
 
 
 @dataclass
@@ -65,34 +84,39 @@ class RunResult:
 
 
 def make_pair(src, prior, ctx):
-    """Produce one pair (or reuse a verified earlier one); returns ('row', row) or ('error', row)."""
+    """Produce one pair (or reuse a verified earlier one); returns its PairResult."""
     config = ctx.config
     prepare_process(ctx)
     if src.error:
-        return "error", {"source": src.rel, "error": src.error}
+        return failed(src, src.error)
     out_root = config.output
     if prior is not None:
         row, from_journal = prior
         if manifest.row_is_intact(out_root, row, src.path, check_hashes=from_journal):
             remove_temps(out_root, row[manifest.STATE]["files"])
-            return "skip", row
+            return PairResult(REUSED, row)
     try:
         decoded = decode_source(src.path, config)
     except imageio.DecodeError as exc:
-        return "error", {"source": src.rel, "error": str(exc)}
+        return failed(src, str(exc))
     too_small = size_problem(decoded.rgb.shape[1], decoded.rgb.shape[0], config.noise.model)
     if too_small:
-        return "error", {"source": src.rel, "error": too_small}
+        return failed(src, too_small)
     try:
-        return "row", synthesize_and_write(src, decoded, ctx)
+        return PairResult(MADE, synthesize_and_write(src, decoded, ctx))
     except encode.EncoderUnavailable as exc:  # a worker without the run's encoder: the pair waits for one with it
-        return "error", {"source": src.rel, "error": f"cannot write output: {exc}"}
+        return failed(src, f"cannot write output: {exc}")
     except OSError as exc:  # permissions, a name too long: record it, the next run retries
         if exc.errno in STORAGE_ERRNOS:  # the disk, not this pair: stop the run
             raise StorageError(exc.errno, exc.strerror, exc.filename) from None
         if exc.errno == errno.ENAMETOOLONG:
-            return "error", {"source": src.rel, "error": name_too_long(exc.filename, config.output), UNWRITABLE: True}
-        return "error", {"source": src.rel, "error": f"cannot write output: {exc.strerror or exc}"}
+            return failed(src, name_too_long(exc.filename, config.output), unwritable=True)
+        return failed(src, f"cannot write output: {exc.strerror or exc}")
+
+
+def failed(src, error, unwritable=False):
+    """The PairResult of a source that gave no pair: its errors row."""
+    return PairResult(FAILED, rows.error_row(src.rel, error), unwritable)
 
 
 def name_too_long(path, out_root):
@@ -130,226 +154,71 @@ def remove_temps(out_root, rels):
 
 
 def synthesize_and_write(src, decoded, ctx):
-    """Render every planned image of one pair, write them atomically, and return its manifest row."""
+    """Render every planned image of one pair, write them atomically (or hand their bytes to a container's
+    writer), and return its manifest row."""
     config = ctx.config
     backend = synth.get(ctx.backend)
     split_name = layout.split_of(src.rel, config.split)
     plan = layout.plan_outputs(src.out_rel, config, split_name)
+    raw_plan = layout.plan_raw(src.out_rel, config, split_name)
     params = sample_params(pair_seed(config.seed, src.rel), config)
-    lows = backend.render_many(decoded.rgb, params, [(t, noisy) for role, t, noisy, _ in plan[1:]])
+    lows = backend.render_many(decoded.rgb, params, [(o.t, o.noisy) for o in plan[1:]])
     ran = backend.effective_name(params["noise"]["model"])  # the row records what rendered: numpy or cupy
     encoder = ctx.encoder or encode.resolve(config.save.encoder, config.save.compress_level)
-    outputs = [(os.path.join(config.output, rel), rgb) for (_, _, _, rel), rgb in zip(plan, [decoded.rgb] + lows)]
-    keep = containers.needs_writer(config)  # tar, LMDB: the bytes go back to the run's one ordered writer
-    if ctx.encode_processes:
-        sizes = worker_pool.pool(ctx.encode_processes).submit(write_pngs, outputs, decoded.alpha, encoder, keep).result()
-    else:
-        sizes = write_pngs(outputs, decoded.alpha, encoder, keep)
-    raws = render_raw(backend, decoded.rgb, params, layout.plan_raw(src.out_rel, config, split_name))
-    if keep:
-        row = with_raw(build_row(src, decoded, params, plan, split_name, ran, {}), raws)
-        payload = [(containers.image_tag(role, t, config), rel, data) for (role, t, _, rel), data in zip(plan, sizes)]
-        payload += [(containers.image_tag(role, t, config), rel, data) for role, t, rel, data in raws]
+    images = [decoded.rgb] + lows
+    if containers.needs_writer(config):  # tar, LMDB: the bytes go back to the run's one ordered writer
+        encoded = in_encode_pool(ctx, encode_pngs, images, decoded.alpha, encoder)
+        raws = render_raw(backend, decoded.rgb, params, raw_plan)
+        row = rows.with_raw(rows.build_row(src, decoded, params, plan, split_name, ran, {}), raw_plan)
+        payload = [(containers.image_tag(o.role, o.t, config), o.rel, data)
+                   for o, data in zip(plan + raw_plan, encoded + raws)]
         return containers.attach(row, payload, src.out_rel, config.save.container)
-    files = {rel: size for (_, _, _, rel), size in zip(plan, sizes)}
-    files.update(write_bytes([(os.path.join(config.output, rel), data) for _, _, rel, data in raws], raws))
-    return with_raw(build_row(src, decoded, params, plan, split_name, ran, files), raws)
+    outputs = [(os.path.join(config.output, o.rel), rgb) for o, rgb in zip(plan, images)]
+    files = dict(zip([o.rel for o in plan], in_encode_pool(ctx, write_pngs, outputs, decoded.alpha, encoder)))
+    files.update(write_bytes(config.output, raw_plan, render_raw(backend, decoded.rgb, params, raw_plan)))
+    return rows.with_raw(rows.build_row(src, decoded, params, plan, split_name, ran, files), raw_plan)
+
+
+def in_encode_pool(ctx, fn, *args):
+    """fn(*args) in the run's encode processes when it has them (the encode-pool executor), else right here."""
+    if ctx.encode_processes:
+        return worker_pool.pool(ctx.encode_processes).submit(fn, *args).result()
+    return fn(*args)
 
 
 def render_raw(backend, rgb, params, raw_plan):
-    """The .npy bytes of each planned raw mosaic (layout.plan_raw): [(role, t, rel, bytes), ...] in plan order."""
+    """The .npy bytes of each planned raw mosaic (layout.RawOutput), in plan order."""
     mosaics = {}
     out = []
-    for role, t, rel in raw_plan:
-        if t not in mosaics:  # one render gives the step's clean and noisy mosaics
-            mosaics[t] = dict(zip(layout.RAW_ROLES, backend.render_raw(rgb, params, t)))
-        out.append((role, t, rel, encode.npy_bytes(mosaics[t][role])))
+    for raw in raw_plan:
+        if raw.t not in mosaics:  # one render gives the step's clean and noisy mosaics
+            mosaics[raw.t] = dict(zip(layout.RAW_ROLES, backend.render_raw(rgb, params, raw.t)))
+        out.append(encode.npy_bytes(mosaics[raw.t][raw.role]))
     return out
 
 
-def write_bytes(outputs, plan):
-    """Write each (path, bytes) atomically; returns {rel: [size, digest]} keyed by the plan's rels."""
+def write_bytes(out_root, plan, datas):
+    """Write the bytes of each planned file (a layout.RawOutput) atomically; returns {rel: [size, digest]}."""
     files = {}
-    for (path, data), entry in zip(outputs, plan):
-        imageio.write_atomic(path, data)
-        files[entry[2]] = [len(data), manifest.data_digest(data)]
+    for entry, data in zip(plan, datas):
+        imageio.write_atomic(os.path.join(out_root, entry.rel), data)
+        files[entry.rel] = [len(data), manifest.data_digest(data)]
     return files
 
 
-def with_raw(row, raws):
-    """The row with its raw mosaics' paths: raw_clean and raw_low of the last step, and raw_steps when progressive."""
-    if raws:
-        last = raws[-1][1]
-        row.update({role: rel for role, t, rel, _ in raws if t == last})
-        if "progressive" in row["params"]:
-            row["raw_steps"] = [{"t": t, "role": role, "path": rel} for role, t, rel, _ in raws]
-    return row
+def encode_pngs(images, alpha, encoder):
+    """The PNG bytes of each rgb image with alpha, in order (for a container's writer)."""
+    return [encoder.encode(rgb, alpha) for rgb in images]
 
 
-def write_pngs(outputs, alpha, encoder, keep=False):
-    """Encode each (path, rgb) with alpha and write it atomically; returns [[size, digest], ...] in order.
-
-    With keep, nothing is written and the encoded bytes are returned instead (for a container's writer).
-    """
+def write_pngs(outputs, alpha, encoder):
+    """Encode each (path, rgb) with alpha and write it atomically; returns [[size, digest], ...] in order."""
     sizes = []
     for path, rgb in outputs:
         data = encoder.encode(rgb, alpha)
-        if keep:
-            sizes.append(data)
-            continue
         imageio.write_atomic(path, data)
         sizes.append([len(data), manifest.data_digest(data)])
     return sizes
-
-
-def build_row(src, decoded, params, plan, split_name, backend, files):
-    """The manifest row of one pair (plus private resume state)."""
-    lows = [(t, rel) for role, t, noisy, rel in plan if role == "low"]
-    cleans = [(t, rel) for role, t, noisy, rel in plan if role == "clean_low"]
-    row = {
-        "source": src.rel,
-        "high": plan[0][3],
-        "low": lows[-1][1],
-        "seed": params["seed"],
-        "params": params,
-        "width": int(decoded.rgb.shape[1]),
-        "height": int(decoded.rgb.shape[0]),
-        "backend": backend,
-        "decoder": getattr(decoded, "decoder", "pillow"),  # decode_gpu.GpuDecoded says 'nvimgcodec'
-    }
-    if "progressive" in params:
-        row["steps"] = [{"t": t, "path": rel} for t, rel in lows]
-    if cleans:
-        row["clean_low"] = cleans[-1][1]
-        if "progressive" in params:
-            row["clean_steps"] = [{"t": t, "path": rel} for t, rel in cleans]
-    if decoded.alpha is not None:
-        row["alpha"] = True
-    if split_name is not None:
-        row["split"] = split_name
-    st = os.stat(src.path)
-    row[manifest.STATE] = {"source": [st.st_size, st.st_mtime_ns], "files": files}
-    return row
-
-
-def dataset_info(config):
-    """The body of dataset.json, without counts."""
-    # Only the settings that shape the bytes (the fingerprinted ones): where the run read and wrote, and on
-    # how many threads or which cluster, must not make a sharded or Dask run differ from a local one.
-    settings = config.output_settings()
-    return {
-        "name": "lowlight_gpu dataset",
-        "version": __version__,
-        "fingerprint": config.fingerprint(),
-        "format_version": FORMAT_VERSION,  # which revision of the model made the bytes (synth/spec.py)
-        "config": settings,
-        "layout": describe_layout(config),
-    }
-
-
-def describe_layout(config):
-    """A short map of where each image of a pair lives, for readers of dataset.json."""
-    plan = layout.plan_outputs("NAME.png", config, "SPLIT" if config.split else None)
-    plan += [(role, t, True, rel) for role, t, rel in layout.plan_raw("NAME.png", config, "SPLIT" if config.split else None)]
-    return {f"{role}" + (f"@t{t}" if t is not None else ""): rel for role, t, noisy, rel in plan}
-
-
-def resolve_codecs(config):
-    """(encoder, {"encoder": ..., "decoder": ...}) this machine uses for config; ConfigError when one is missing."""
-    try:
-        encoder = encode.resolve(config.save.encoder, config.save.compress_level)
-    except encode.EncoderUnavailable as exc:
-        raise ConfigError(str(exc)) from None
-    return encoder, {"encoder": {"name": encoder.name, "version": encoder.version}, "decoder": describe_decoder(config)}
-
-
-def describe_decoder(config):
-    """The decoder record of dataset.json, run.json and done-markers: name and version (GPU: its CPU fallback too)."""
-    if config.decode.device == "gpu":
-        from . import decode_gpu
-
-        try:
-            return decode_gpu.describe()
-        except decode_gpu.GpuDecoderUnavailable as exc:
-            raise ConfigError(str(exc)) from None
-    from PIL import Image
-
-    return {"name": "pillow", "version": Image.__version__}
-
-
-def check_output(config, codecs=None):
-    """Refuse (ConfigError, before writing) an output folder made with a different config or other codecs."""
-    _check_recorded(config, _read_run(config), codecs)
-
-
-def record_run(config, codecs=None):
-    """Claim parts/run.json for this config (the first of several starting jobs wins); refuse another config's."""
-    body = {"fingerprint": config.fingerprint(), "version": __version__, "input": config.input,
-            "config": config.output_settings(), "format_version": FORMAT_VERSION}
-    if codecs is not None:
-        body.update(codecs)
-    try:
-        recorded = manifest.claim_run(config.output, body)
-    except ValueError:
-        recorded = _read_run(config)  # raises the one-line error
-    _check_recorded(config, recorded, codecs)
-
-
-def _read_run(config):
-    """parts/run.json of config.output, or None; ConfigError when it is unreadable."""
-    try:
-        return manifest.read_run(config.output)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"output: '{os.path.join(config.output, manifest.PARTS, manifest.RUN_FILE)}' is "
-                          f"unreadable ({exc}); delete it to reuse this folder") from None
-
-
-def _check_recorded(config, recorded, codecs=None):
-    """ConfigError unless the recorded run.json body is absent or has this config's fingerprint and codecs."""
-    if recorded is None:
-        return
-    was_input = recorded.get("input")
-    if was_input is not None and not isinstance(was_input, str):
-        raise ConfigError(f"output: '{os.path.join(config.output, manifest.PARTS, manifest.RUN_FILE)}' is "
-                          "unreadable (its input is not a path); delete it to reuse this folder")
-    if was_input is not None and os.path.abspath(was_input) != os.path.abspath(config.input):
-        # A dataset's identity includes its input: rows of two input folders must never mix.
-        raise ConfigError(
-            f"input: folder '{config.output}' holds a dataset made from input '{was_input}', not "
-            f"'{os.path.abspath(config.input)}'; keep input as it was, or start a new dataset with "
-            "--set output=NEW_FOLDER")
-    made_by = recorded.get("format_version", 1 if "fingerprint" in recorded else FORMAT_VERSION)
-    if made_by != FORMAT_VERSION:
-        # Another revision of the model renders other bytes (synth/spec.py): one dataset never mixes two.
-        raise ConfigError(
-            f"output: folder '{config.output}' holds a dataset made by format version {made_by} of the model, "
-            f"this is version {FORMAT_VERSION}, whose images differ; choose a new output folder (or finish it "
-            "with the release that started it)")
-    if recorded.get("fingerprint") != config.fingerprint():
-        raise ConfigError(
-            f"output: folder '{config.output}' holds a dataset made with a different config "
-            f"({_config_difference(recorded, config)}); choose a new output folder or delete it")
-    for role, key in (("encoder", "save.encoder"), ("decoder", "decode.device")):
-        # Pixels are the contract, bytes belong to one encoder: one dataset never mixes two (nor two decoders).
-        # A run.json from before codecs were recorded has none to compare.
-        was, now = recorded.get(role), (codecs or {}).get(role)
-        if was is not None and now is not None and was != now:
-            raise ConfigError(
-                f"{key}: folder '{config.output}' was written with {role} {_codec_label(was)}, this run would use "
-                f"{_codec_label(now)}; install {_codec_label(was)} here (the pixels would match, the bytes not), "
-                "or choose a new output folder")
-
-
-def _codec_label(record):
-    """'fpng 0.1.0' for a codec record."""
-    if not isinstance(record, dict):
-        return repr(record)
-    return " ".join(str(record[k]) for k in ("name", "version") if k in record)
-
-
-def absolute_paths(config):
-    """config with absolute input and output, so a work item means the same file on any machine's cwd."""
-    return dataclasses.replace(config, input=os.path.abspath(config.input), output=os.path.abspath(config.output))
 
 
 def plan_sources(config, shard, limit, stats=None):
@@ -359,7 +228,7 @@ def plan_sources(config, shard, limit, stats=None):
 
 
 def execute(items, ctx, workers, engine, executor="threads"):
-    """Run make_pair over items in order, in threads, processes or on a Dask cluster; yields outcomes in item order.
+    """Run make_pair over items in order, in threads, processes or on a Dask cluster; yields PairResults in item order.
 
     Each call is a (function, args, kwargs) tuple, the form joblib's delayed makes and the Dask engine takes.
     """
@@ -369,52 +238,6 @@ def execute(items, ctx, workers, engine, executor="threads"):
     if executor == "processes":
         return worker_pool.in_order(worker_pool.pool(workers), calls, 2 * workers)
     return worker_pool.in_threads(calls, workers)
-
-
-@dataclass(frozen=True)
-class Preflight:
-    """What the checks before a run resolved: the config with absolute paths, the codecs and the backend."""
-
-    config: object
-    encoder: encode.Encoder
-    codecs: dict
-    backend: str
-
-
-def preflight(config, backend=None, quiet=False, shard=(0, 1)):
-    """Every check a run makes before it writes anything (a dry run makes the same); returns a Preflight.
-
-    ConfigError (exit 2): a codec, container package or Dask missing, an output made with another config or
-    holding finished shards of another shard count.  BackendUnavailable (exit 2): backend cupy without a
-    working GPU.  (An input without a single image is found by the scan itself: check_found.)
-    """
-    check_model_library()
-    config = absolute_paths(config)
-    if os.path.isdir(config.output):
-        manifest.check_folders(config.output)  # UntrustedDataset: parts/ or shards/ linked out, before they are read
-    encoder, codecs = resolve_codecs(config)  # save.encoder, decode.device
-    check_output(config, codecs)
-    mixed = manifest.other_count_refusal(config.output, *shard)
-    if mixed:
-        raise ConfigError(mixed)
-    # An explicit numpy needs no probe, and worker processes import the backend themselves.
-    backend = backend or ("numpy" if config.backend == "numpy" else synth.select(config.backend, quiet=quiet).NAME)
-    containers.check_available(config.save.container)
-    if config.distributed.engine == "dask":
-        from .distributed import _import_distributed
-
-        _import_distributed()
-    return Preflight(config, encoder, codecs, backend)
-
-
-def check_model_library():
-    """BackendUnavailable (exit 2) when the model's C library is not built: every pair's params need it."""
-    from .synth import native
-
-    try:
-        native.lib()
-    except native.NativeUnavailable as exc:
-        raise BackendUnavailable(str(exc)) from None
 
 
 def check_found(config, stats):
@@ -518,24 +341,24 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     ctx = RunContext(config, backend, encoder, workers if executor == "encode-pool" else 0)
     try:
         with interrupts.deferred():  # Ctrl-C, SIGTERM: noted, then raised between pairs (check)
-            for kind, row in execute(items, ctx, workers, engine, executor):
-                if kind == "error":
-                    result.unwritable += bool(row.pop(UNWRITABLE, False))
-                    writer.add_error(row)
+            for outcome in execute(items, ctx, workers, engine, executor):
+                if outcome.failed:
+                    result.unwritable += outcome.unwritable
+                    writer.add_error(outcome.row)
                     result.errors += 1
                 else:
-                    for stored in store.put(kind, row):  # in manifest order, once their bytes are stored
+                    for stored in store.put(outcome.row, outcome.reused):  # in manifest order, once stored
                         writer.add_row(stored)
                     result.pairs += 1
-                    result.skipped += kind == "skip"
+                    result.skipped += outcome.reused
                 if progress is not None:
-                    progress(kind, row)
+                    progress(outcome)
                 interrupts.check()
         prior_errors = manifest.PriorErrors(config.output, shard) if limit is not None else None
         for src in sources:  # beyond --limit: earlier pairs (and failed inputs) stay as they are, none is made
             row = keep_prior(src, _intact_in(store, prior.pop(src.rel)), config.output)
             if row is not None:
-                for stored in store.put("skip", row):
+                for stored in store.put(row, reused=True):
                     writer.add_row(stored)
                 result.pairs += 1
                 result.skipped += 1
@@ -618,35 +441,6 @@ def get_ready(backend):
     encode.fpng_version()
 
 
-def _config_difference(recorded, config):
-    """'seed was 0, now 5; darken.gamma was [1.5, 5.0], now [2.0, 3.0]' between a recorded run.json and config."""
-    was = recorded.get("config")
-    if not isinstance(was, dict):  # a run.json from before settings were recorded
-        return f"fingerprint {recorded.get('fingerprint')}, now {config.fingerprint()}"
-    old, new = _flatten(was), _flatten(config.output_settings())
-    diffs = [f"{k} was {_show(old.get(k))}, now {_show(new.get(k))}" for k in sorted(set(old) | set(new))
-             if old.get(k) != new.get(k)]
-    return "; ".join(diffs) or f"fingerprint {recorded.get('fingerprint')}, now {config.fingerprint()}"
-
-
-def _flatten(settings, prefix=""):
-    """{dotted key: value} of a nested settings dict."""
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict) and key != "split":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
-def _show(value):
-    """A settings value as YAML-ish text."""
-    import json
-
-    return json.dumps(value) if not isinstance(value, str) else value
-
-
 def merge(config):
     """Combine finished shard parts of config.output into the dataset files."""
     config = absolute_paths(config)
@@ -656,10 +450,10 @@ def merge(config):
     if running:  # a whole run merges its own output when it ends; shards still being made are not done
         raise LockHeld(f"output '{config.output}' is in use: " + "; ".join(
             f"{manifest.runs_of(n)} is in progress ({who})" for n, who in running))
-    recorded = _read_run(config)
+    recorded = read_recorded(config)
     if recorded is not None and recorded.get("fingerprint") != config.fingerprint():
         raise MergeError(f"cannot merge: the shards in '{config.output}' were made with a different config "
-                         f"({_config_difference(recorded, config)}); merge with the --config and --set of the "
+                         f"({config_difference(recorded, config)}); merge with the --config and --set of the "
                          "shard jobs")
     with manifest.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
         merged = manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
@@ -687,7 +481,7 @@ def dry_run(config, shard=(0, 1), limit=None, out=None, quiet=False):
             continue
         if n < 5 and not src.error:
             plan = layout.plan_outputs(src.out_rel, config, layout.split_of(src.rel, config.split))
-            print(f"  {src.rel} -> " + ", ".join(rel for _, _, _, rel in plan), file=out)
+            print(f"  {src.rel} -> " + ", ".join(o.rel for o in plan), file=out)
         n += 1
     check_found(config, stats)  # refused as the run refuses it
     skipped = f"; skipped: {stats.describe()}" if stats.describe() else ""

@@ -328,7 +328,7 @@ def test_killed_staging_is_never_referenced(tmp_path):
     for i in range(3):
         row = {"source": f"s{i}", "key": f"k{i}", "_state": {"source": [1, 1], "files": {}},
                containers.PAYLOAD: [(f"k{i}.high.png", bytes([i]) * 700, None)]}
-        rows += store.put("row", row)
+        rows += store.put(row)
     store.abandon()  # killed: no trailer
     seg = root / rows[0]["_state"]["at"][0]
     seg.write_bytes(seg.read_bytes()[:-500])  # the last sample's data is torn
@@ -444,10 +444,10 @@ def test_lmdb_rows_reach_the_journal_only_once_committed(tmp_path, monkeypatch):
         return {"source": f"s{i}", "key": f"k{i}", "_state": {"source": [1, 1], "files": {}},
                 containers.PAYLOAD: [(f"k{i}.high.png", b"x" * (i + 1), "high.lmdb")]}
 
-    assert store.put("row", row(0)) == []  # not committed yet: nothing to journal
-    released = store.put("row", row(1))
+    assert store.put(row(0)) == []  # not committed yet: nothing to journal
+    released = store.put(row(1))
     assert [r["source"] for r in released] == ["s0", "s1"]
-    assert store.put("row", row(2)) == []
+    assert store.put(row(2)) == []
     assert all(store.check(r, True) for r in released)
     store.abandon()  # killed before the commit: s2 was never journaled, and is not in the database
     assert lmdb_items(tmp_path / "high.lmdb") == {"k0": b"x", "k1": b"xx"}

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import random_pixels, read_png, tree_bytes, write_images
-from lowlight_gpu import encode, manifest, pipeline, worker_pool
+from lowlight_gpu import encode, manifest, pipeline, run_record, worker_pool
 from lowlight_gpu.config import ConfigError, load_config
 
 fpng = pytest.importorskip("fpng")
@@ -254,7 +254,7 @@ def test_a_worker_without_the_runs_fpng_records_an_error_not_other_bytes(tmp_pat
         other.encode(rgb, None)
     inp, out = tmp_path / "in", tmp_path / "out"
     write_images(inp)
-    ctx = pipeline.RunContext(pipeline.absolute_paths(_config(inp, out)), "numpy", other)
+    ctx = pipeline.RunContext(run_record.absolute_paths(_config(inp, out)), "numpy", other)
     src = next(iter(pipeline.plan_sources(ctx.config, (0, 1), None)))
-    kind, row = pipeline.make_pair(src, None, ctx)
-    assert kind == "error" and "pip install fpng==0.0.1" in row["error"]
+    outcome = pipeline.make_pair(src, None, ctx)
+    assert outcome.failed and "pip install fpng==0.0.1" in outcome.row["error"]

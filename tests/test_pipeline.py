@@ -396,14 +396,14 @@ def test_work_in_flight_is_bounded(monkeypatch):
         time.sleep(0.0005)
         with lock:
             running[0] -= 1
-        return "row", {"source": src}
+        return pipeline.PairResult(pipeline.MADE, {"source": src})
 
     monkeypatch.setattr(pipeline, "make_pair", fake_make_pair)
     outcomes = pipeline.execute(items(), ctx=None, workers=2, engine=None)
-    _, first = next(outcomes)
-    assert first == {"source": 0}
+    first = next(outcomes)
+    assert first.row == {"source": 0}
     assert len(consumed) < 1000  # the scan is pulled as work completes, not drained up front
-    rest = [row["source"] for _, row in outcomes]
+    rest = [outcome.row["source"] for outcome in outcomes]
     assert rest == list(range(1, 2000))  # results come back in input order
     assert 1 <= running[1] <= 2  # never more items being worked on than workers
 

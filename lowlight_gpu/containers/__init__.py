@@ -3,9 +3,9 @@
 Workers encode a pair's images; where the bytes go depends on the container:
 
 * ``files``: each worker writes its own PNGs (pipeline.write_pngs), in parallel, as always.
-* ``webdataset`` and ``lmdb``: the worker returns the encoded bytes with its row (plain, picklable data),
-  and one writer in the main process (a Store, below) stores them in manifest order, so the result does
-  not depend on the workers.
+* ``webdataset`` and ``lmdb``: the worker returns the encoded bytes (pipeline.encode_pngs) with its row
+  (plain, picklable data), and one writer in the main process (a Store, below) stores them in manifest
+  order, so the result does not depend on the workers.
 
 Names.  A pair's **key** is its output name without ``.png`` with every character outside
 ``[A-Za-z0-9_/-]`` written as ``%XX`` (UTF-8 bytes): no dots (WebDataset splits a member name at its first
@@ -59,7 +59,7 @@ class FilesStore:
         """Files are checked by manifest.row_is_intact on the worker."""
         return True
 
-    def put(self, kind, row):
+    def put(self, row, reused=False):
         """Rows ready for the journal: this one."""
         return [row]
 

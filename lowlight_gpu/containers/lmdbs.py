@@ -106,13 +106,14 @@ class LmdbStore:
             return tars.sample_intact(self.root, row, from_journal)
         return committed(self.root, row, from_journal, self._env)
 
-    def put(self, kind, row):
-        """Queue a pair: its bytes into the write transactions; returns the rows whose bytes are committed."""
+    def put(self, row, reused=False):
+        """Queue a pair (reused: an earlier one, whose bytes are committed or staged): its bytes into the write
+        transactions; returns the rows whose bytes are committed."""
         state = row[manifest.STATE]
-        if kind == "skip" and state.get("at"):
+        if reused and state.get("at"):
             members = tars.read_members(self.root, row)
             payload = [(name, data, db) for (name, data), (_, _, _, db) in zip(members, state["members"])]
-        elif kind == "skip":
+        elif reused:
             payload = None
         else:
             payload = row.pop(PAYLOAD)
@@ -215,7 +216,7 @@ def assemble(root, part_paths):
             state = row.get(manifest.STATE) or {}
             if state.get("at"):
                 try:
-                    store.put("skip", row)
+                    store.put(row, reused=True)
                 except OSError as exc:
                     raise manifest.MergeError(f"cannot merge: the staged images of '{row.get('source')}' "
                                               f"({part_paths[i]}) cannot be read ({exc}); run that shard again"

@@ -137,17 +137,19 @@ def container_of(row):
 
 
 def planned_refs(row, plan, cfg):
-    """[(plan entry, reference)] of a row's pair: its files path, tar member or database for each planned image."""
+    """[(plan entry, reference)] of a row's pair: its files path, tar member or database for each planned image.
+
+    plan holds layout.Output or layout.RawOutput records (role, t, rel).
+    """
     container = container_of(row)
     if container == "files":
-        return [(entry, entry[3]) for entry in plan]
+        return [(entry, entry.rel) for entry in plan]
     key = row["key"]
     out_rel = out_rel_of_row(row)
     refs = []
     for entry in plan:
-        role, t, _, rel = entry
         if container == "webdataset":
-            refs.append((entry, member_name(key, image_tag(role, t, cfg), rel)))
+            refs.append((entry, member_name(key, image_tag(entry.role, entry.t, cfg), entry.rel)))
         else:
-            refs.append((entry, database_of(rel, out_rel)))
+            refs.append((entry, database_of(entry.rel, out_rel)))
     return refs

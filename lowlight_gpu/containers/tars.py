@@ -126,12 +126,12 @@ class TarStaging:
                                    lambda db: readers.environment(os.path.join(self.root, db)))
         return sample_intact(self.root, row, from_journal)
 
-    def put(self, kind, row):
-        """Store a new pair's bytes (a skipped pair's stay where they are); returns the rows to journal."""
+    def put(self, row, reused=False):
+        """Store a new pair's bytes (a reused pair's stay where they are); returns the rows to journal."""
         split = row.get("split")
         position = self.positions.get(split, 0)
         self.positions[split] = position + 1
-        if kind == "skip":
+        if reused:
             at = row[manifest.STATE].get("at")
             if at:  # (an LMDB pair merged earlier has none: it is in the databases)
                 self.used.add(at[0])

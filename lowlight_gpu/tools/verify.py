@@ -114,7 +114,7 @@ def check_row(row, cfg):
                                           f"{row.get('width')}x{row.get('height')} when generated")]
     problems = check_params(row, cfg)
     params = row["params"]
-    lows = synth.get(REPLAY_BACKEND).render_many(decoded.rgb, params, [(t, noisy) for _, t, noisy, _ in plan[1:]])
+    lows = synth.get(REPLAY_BACKEND).render_many(decoded.rgb, params, [(o.t, o.noisy) for o in plan[1:]])
     for entry, rgb in zip(plan, [decoded.rgb] + lows):
         where, rel = _where(row, cfg, entry)
         problem = compare_file(where, rgb, decoded.alpha, cfg.max_pixels)
@@ -145,11 +145,11 @@ def check_raw(row, cfg, rgb, params):
     name = row["high"][len(prefix):] if containers.container_of(row) == "files" else containers.out_rel_of_row(row)
     raws = layout.plan_raw(name, cfg, split_name)
     problems, mosaics = [], {}
-    for role, t, rel in raws:
-        if t not in mosaics:
-            mosaics[t] = dict(zip(layout.RAW_ROLES, synth.get(REPLAY_BACKEND).render_raw(rgb, params, t)))
-        want = mosaics[t][role]
-        path, rel = _where(row, cfg, (role, t, True, rel))
+    for raw in raws:
+        if raw.t not in mosaics:
+            mosaics[raw.t] = dict(zip(layout.RAW_ROLES, synth.get(REPLAY_BACKEND).render_raw(rgb, params, raw.t)))
+        want = mosaics[raw.t][raw.role]
+        path, rel = _where(row, cfg, raw)
         if not callable(path) and not os.path.isfile(path):
             problems.append((MISSING, rel, "in the manifest but not on disk"))
             continue
@@ -171,10 +171,11 @@ def check_raw(row, cfg, rgb, params):
 
 
 def _where(row, cfg, entry):
-    """(the file path, or a callable returning the bytes from the row's container; the name to report) of a plan entry."""
+    """(the file path, or a callable returning the bytes from the row's container; the name to report) of a plan
+    entry (a layout.Output or RawOutput)."""
     if containers.container_of(row) == "files":  # planned from the row's checked names; checked on disk here
         where = f"the row of source {paths.show(row.get('source'))}"
-        return paths.Root(cfg.output).path(entry[3], where=where), entry[3]
+        return paths.Root(cfg.output).path(entry.rel, where=where), entry.rel
     (_, ref), = containers.planned_refs(row, [entry], cfg)
     reader = shared_reader(cfg.output)
     return (lambda: reader.for_row(row, ref)), reader.describe(ref, row.get("shard"), row.get("key"))
