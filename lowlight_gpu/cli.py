@@ -301,7 +301,7 @@ def _fail(message):
 
 def _main(args):
     """Load the config, then run the requested action."""
-    from . import pipeline, synth, worker_pool
+    from . import pipeline, run_record, synth, worker_pool
     from .config import load_config
     from .errors import BackendUnavailable, ConfigError, DamagedDatabase, LockHeld, MergeError, UntrustedDataset
 
@@ -311,7 +311,7 @@ def _main(args):
     except ConfigError as exc:
         return _fail(exc)
     try:
-        pipeline.check_model_library()  # every action replays or samples through it: one line if not built
+        run_record.check_model_library()  # every action replays or samples through it: one line if not built
     except BackendUnavailable as exc:
         return _fail(exc)
     actions = [a for a in ("merge", "preview", "report") if getattr(args, a)] + \
