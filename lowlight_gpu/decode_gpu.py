@@ -94,10 +94,7 @@ def decode_jpeg(data, max_pixels, color="convert"):
     rgb = _gpu_decode(data)
     if rgb is None or rgb.shape != (size[1], size[0], 3):
         return None
-    orient = imageio._ORIENT.get(orientation)
-    if orient is not None:
-        rgb = orient(rgb)
-    return imageio._finish(rgb)
+    return imageio.read_only(imageio.upright(rgb, orientation))
 
 
 def _header(data, max_pixels, color):
@@ -109,7 +106,7 @@ def _header(data, max_pixels, color):
                 return None  # the CPU path refuses it with its own words
             if im.mode != "RGB" or (color == "convert" and im.info.get("icc_profile")):
                 return None  # CMYK, gray, or a colour profile to convert: the CPU path's rules apply
-            return (w, h), imageio._orientation(im)
+            return (w, h), imageio.exif_orientation(im)
     except Exception:  # noqa: BLE001 - not a JPEG Pillow can read: the CPU path says why
         return None
 

@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, containers, encode, fsutil, imageio, interrupts, layout, manifest, paths, synth
-from . import worker_pool
-from .config import ConfigError
-from .errors import BackendUnavailable, LockHeld, MergeError, StorageError
-from .params import pair_seed, sample_params, size_problem
-from .sources import ScanStats, scan, shard_of
+from . import locks, merging, worker_pool
+from .errors import BackendUnavailable, ConfigError, LockHeld, MergeError, StorageError
+from .hashing import pair_seed, shard_of
+from .params import sample_params, size_problem
+from .sources import ScanStats, scan
 from .synth.spec import FORMAT_VERSION
 
 # Failures of the output's storage: every later pair would fail the same way, so they stop the run (exit 4).
@@ -171,7 +171,7 @@ def write_bytes(outputs, plan):
     """Write each (path, bytes) atomically; returns {rel: [size, digest]} keyed by the plan's rels."""
     files = {}
     for (path, data), entry in zip(outputs, plan):
-        imageio.write_atomic(path, data)
+        fsutil.write_atomic(path, data)
         files[entry[2]] = [len(data), manifest.data_digest(data)]
     return files
 
@@ -197,7 +197,7 @@ def write_pngs(outputs, alpha, encoder, keep=False):
         if keep:
             sizes.append(data)
             continue
-        imageio.write_atomic(path, data)
+        fsutil.write_atomic(path, data)
         sizes.append([len(data), manifest.data_digest(data)])
     return sizes
 
@@ -394,7 +394,7 @@ def preflight(config, backend=None, quiet=False, shard=(0, 1)):
         manifest.check_folders(config.output)  # UntrustedDataset: parts/ or shards/ linked out, before they are read
     encoder, codecs = resolve_codecs(config)  # save.encoder, decode.device
     check_output(config, codecs)
-    mixed = manifest.other_count_refusal(config.output, *shard)
+    mixed = merging.other_count_refusal(config.output, *shard)
     if mixed:
         raise ConfigError(mixed)
     # An explicit numpy needs no probe, and worker processes import the backend themselves.
@@ -465,7 +465,7 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
         for folder in made:  # refused: leave no empty output folder behind
             fsutil.remove_empty_folder(folder)
         raise
-    lock = manifest.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
+    lock = locks.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
     try:
         return _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor,
                            workers, sources, repair)
@@ -566,9 +566,9 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
                    "skipped": result.scan.counts})
     store.cleanup()
     if shard[1] == 1:
-        with manifest.OutputLock(config.output).acquire_merge():
-            result.merged = manifest.merge(config.output, dataset_info(config), count=1,
-                                           prepare=functools.partial(containers.assemble, config))
+        with locks.OutputLock(config.output).acquire_merge():
+            result.merged = merging.merge(config.output, dataset_info(config), count=1,
+                                          prepare=functools.partial(containers.assemble, config))
             result.meta_info_left_out = containers.write_meta_info(config).left_out
     result.removed = remove_gone(config, shard, prior.passed, unlistable, result.scan)
     result.seconds = time.perf_counter() - start
@@ -652,17 +652,17 @@ def merge(config):
     config = absolute_paths(config)
     fsutil.allow_open_files()  # the parts of every shard job are read (and rewritten) side by side
     manifest.check_folders(config.output)  # before a lock file is made in parts/
-    running = manifest.OutputLock(config.output).runs_in_progress()
+    running = locks.OutputLock(config.output).runs_in_progress()
     if running:  # a whole run merges its own output when it ends; shards still being made are not done
         raise LockHeld(f"output '{config.output}' is in use: " + "; ".join(
-            f"{manifest.runs_of(n)} is in progress ({who})" for n, who in running))
+            f"{merging.runs_of(n)} is in progress ({who})" for n, who in running))
     recorded = _read_run(config)
     if recorded is not None and recorded.get("fingerprint") != config.fingerprint():
         raise MergeError(f"cannot merge: the shards in '{config.output}' were made with a different config "
                          f"({_config_difference(recorded, config)}); merge with the --config and --set of the "
                          "shard jobs")
-    with manifest.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
-        merged = manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
+    with locks.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
+        merged = merging.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
                                 prepare=functools.partial(containers.assemble, config))
         merged["meta_info_left_out"] = containers.write_meta_info(config).left_out
     return merged

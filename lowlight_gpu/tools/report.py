@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from .. import imageio, paths
+from .. import fsutil, imageio, paths
 from ..errors import UntrustedDataset
 from ..config import ConfigError
 from ..containers import container_of
@@ -82,9 +82,9 @@ def write_report(output_dir, sample_rows=SAMPLE_ROWS, pixel_budget=PIXEL_BUDGET)
     transfer = [s["transfer"] for s in stats if s.get("transfer")]
     png = os.path.join(output_dir, "report.png")
     md = os.path.join(output_dir, "report.md")
-    imageio.write_atomic(png, draw_report(values, stats, total, ranges, transfer))
+    fsutil.write_atomic(png, draw_report(values, stats, total, ranges, transfer))
     text = markdown(output_dir, values, stats, total, ranges, transfer, share)
-    imageio.write_atomic(md, text.encode("utf-8"))
+    fsutil.write_atomic(md, text.encode("utf-8"))
     return [png, md]
 
 
