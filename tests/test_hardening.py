@@ -365,9 +365,3 @@ def test_progress_bar_counts_its_total(tmp_path, five, config_file):
 
     # No tqdm monitor thread stays behind: it would keep later runs in this process from forking workers.
     assert "tqdm_monitor" not in {t.name for t in threading.enumerate()}
-
-
-def test_license_ships_with_third_party_notices():
-    text = (REPO_ROOT / "LICENSE").read_text(encoding="utf-8")
-    assert text.startswith("MIT License")
-    assert "Kaixuan Wei" in text and "Apache License, Version 2.0" in text and "astronaut.png" in text
