@@ -326,7 +326,7 @@ FIELDS = (
     Field("noise.camera", "virtual", Union[str, dict], _camera),
     Field("noise.components", "ptrqc", str, _components),
     Field("noise.gain", None, Optional[Range], _in(0.0, False, 1e6, True, "(0, 1e6]", optional=True)),
-    Field("save.format", "png", str, _one_of("png")),
+    Field("save.format", "png", str, _one_of("png")),  # png only: the writers know no other format (config.yaml)
     Field("save.compress_level", 1, int, _int_in(0, 10, "an integer in 0..9")),
     Field("save.clean_low", False, bool, _bool),
     Field("save.encoder", "auto", str, _one_of("auto", "fpng", "pillow")),
