@@ -663,7 +663,7 @@ def merge(config):
                          "shard jobs")
     with locks.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
         merged = merging.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
-                                prepare=functools.partial(containers.assemble, config))
+                               prepare=functools.partial(containers.assemble, config))
         merged["meta_info_left_out"] = containers.write_meta_info(config).left_out
     return merged
 
