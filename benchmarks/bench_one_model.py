@@ -43,7 +43,8 @@ import json, statistics, sys, time
 import numpy as np
 from PIL import Image
 from lowlight_gpu.config import config_from_dict
-from lowlight_gpu.params import pair_seed, sample_params
+from lowlight_gpu.hashing import pair_seed
+from lowlight_gpu.params import sample_params
 from lowlight_gpu.synth import numpy_backend
 rgb = np.asarray(Image.open(sys.argv[1]).convert("RGB").resize((768, 512)))
 out = {}

@@ -36,9 +36,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import REPO, machine, make_photo_crops, settle, settled_time  # noqa: E402
-from lowlight_gpu import encode, imageio, layout, pipeline, worker_pool  # noqa: E402
+from lowlight_gpu import encode, fsutil, imageio, layout, pipeline, worker_pool  # noqa: E402
 from lowlight_gpu.config import config_from_dict  # noqa: E402
-from lowlight_gpu.params import pair_seed, sample_params  # noqa: E402
+from lowlight_gpu.hashing import pair_seed  # noqa: E402
+from lowlight_gpu.params import sample_params  # noqa: E402
 from lowlight_gpu.sources import scan  # noqa: E402
 from lowlight_gpu.synth import numpy_backend  # noqa: E402
 
@@ -66,7 +67,7 @@ def floor_pair(path, high_rel, lows, out, encoder, max_pixels):
     written = 0
     for rel, arr in [(high_rel, imageio.decode(path, max_pixels).rgb)] + [(r, np.load(n)) for r, n in lows]:
         data = encoder.encode(arr, None)
-        imageio.write_atomic(os.path.join(out, rel), data)
+        fsutil.write_atomic(os.path.join(out, rel), data)
         written += len(data)
     return written
 

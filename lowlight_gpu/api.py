@@ -31,11 +31,11 @@ import numpy as np
 from . import params as _params
 from . import synth
 from .config import load_config
+from .hashing import pair_seed
 from .synth.signal import quantize_lut
 
 __all__ = ["load_config", "load_image", "pair_seed", "sample_params", "synthesize"]
 
-pair_seed = _params.pair_seed
 DEFAULT_MAX_PIXELS = 89478485
 
 

@@ -341,6 +341,10 @@ def _main(args):
         engine = _engine(config)
         # An explicit numpy needs no probe; the worker processes import the numpy backend themselves.
         backend = "numpy" if config.backend == "numpy" else synth.select(config.backend, quiet=args.quiet).NAME
+        if config.decode.device == "gpu":
+            from . import decode_gpu  # only here: a CPU run never loads nvImageCodec
+
+            decode_gpu.reset_fallbacks()  # this run logs and counts its own failed GPU decodes
         with _progress(args, config) as progress:
             result = pipeline.run(config, shard=args.shard or (0, 1), limit=args.limit,
                                   progress=progress, engine=engine, backend=backend, repair=args.repair)
@@ -505,6 +509,11 @@ def _summary(config, args, result):
           f"{result.pairs_per_second:.1f} pairs/s -> {config.output}{kept}{skipped}")
     if result.scan.heif_note():
         print(f"lowlight-gpu: {result.scan.heif_note()}", file=sys.stderr)
+    if config.decode.device == "gpu":
+        from . import decode_gpu
+
+        if decode_gpu.describe_fallbacks():
+            print(f"lowlight-gpu: {decode_gpu.describe_fallbacks()}", file=sys.stderr)
     _meta_info_note(config, result.meta_info_left_out)
     if result.removed:
         print(f"lowlight-gpu: removed {result.removed} file(s) of pairs whose source is gone", file=sys.stderr)

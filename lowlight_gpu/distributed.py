@@ -14,8 +14,8 @@ import functools
 import logging
 import warnings
 
-from . import manifest
-from .config import ConfigError
+from . import fsutil
+from .errors import ConfigError
 
 MISSING_EXTRA = "distributed.engine: dask needs the dask extra: pip install -e '.[dask]'"
 
@@ -65,7 +65,7 @@ class DaskEngine:
             if self.address is not None:
                 # Remote workers wrote the outputs: flush their page caches before the shard's part (which
                 # later runs trust on sizes alone) is promoted on this machine.
-                _run_everywhere(client, manifest.flush_to_disk)
+                _run_everywhere(client, fsutil.flush_to_disk)
 
     @contextlib.contextmanager
     def _session(self, workers):

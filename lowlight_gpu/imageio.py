@@ -1,8 +1,8 @@
-"""Image decoding (file helpers such as write_atomic live in fsutil.py).
+"""Image decoding: a source image file to the upright 8-bit RGB "high" image.
 
 This module turns a source image file into the upright 8-bit RGB "high" image
-(plus its alpha channel, when it has one) and writes PNG outputs. It knows
-nothing about synthesis parameters.
+(plus its alpha channel, when it has one). It knows nothing about synthesis
+parameters and writes nothing (encoders: encode.py; atomic writes: fsutil.py).
 
 Decoding rules, in short:
 
@@ -64,8 +64,6 @@ from PIL import Image, ImageFile
 
 from .errors import DecodeError
 from .errors import first_line as _first_line
-# The file helpers' old home: callers and tests still reach them as imageio.write_atomic etc.
-from .fsutil import SYNC_FILE_RANGE_WRITE, start_writeback, temp_name, write_atomic  # noqa: F401
 
 # Pillow's PNG writer hands zlib 64 KiB at a time from a Python loop, taking the GIL back
 # between blocks; with 16 encoder threads that loop, not zlib, limits throughput.  Larger
@@ -84,11 +82,11 @@ __all__ = [
     "DecodeError",
     "decode",
     "decode_bytes",
-    "encode_png",
+    "exif_orientation",
     "is_image_name",
     "needs_extra",
-    "temp_name",
-    "write_atomic",
+    "read_only",
+    "upright",
 ]
 
 # Extension -> Pillow format that normally reads it. Decoding tries the
@@ -131,7 +129,7 @@ _FORMATS: tuple[str, ...] = (
 # as ImageOps.exif_transpose (the tests compare the two), done here instead
 # because exif_transpose copies the whole image even when it is already
 # upright, and because views work alike for every mode we convert from.
-_ORIENT = {
+ORIENTATIONS = {
     2: lambda a: a[:, ::-1],                       # FLIP_LEFT_RIGHT
     3: lambda a: a[::-1, ::-1],                    # ROTATE_180
     4: lambda a: a[::-1],                          # FLIP_TOP_BOTTOM
@@ -221,12 +219,10 @@ def decode_bytes(data: bytes, max_pixels: int, name: str = "", color: str = "con
     return _decode_stream(io.BytesIO(data), max_pixels, name, color)
 
 
-def encode_png(rgb: np.ndarray, alpha: np.ndarray | None, compress_level: int) -> bytes:
-    """Encode uint8 rgb (H, W, 3) and optional alpha (H, W) as a metadata-free Pillow PNG (fpng: see encode.py)."""
-    from . import encode  # the encoders live there; this is the Pillow one, kept for callers of imageio
-
-    encode.check_level(compress_level)
-    return encode.encode_pillow(encode.interleave(rgb, alpha), compress_level)
+def upright(a: np.ndarray, orientation: int) -> np.ndarray:
+    """a (H, W, ...) turned upright for an EXIF orientation 1..8 (a view; a itself for 1 or an unknown value)."""
+    orient = ORIENTATIONS.get(orientation)
+    return a if orient is None else orient(a)
 
 
 # --------------------------------------------------------------------------
@@ -268,7 +264,7 @@ def _decode_stream(fp: io.IOBase, max_pixels: int, name: str, color: str = "conv
             raise DecodeError(f"decompression bomb: {_first_line(e)}") from e
         except Exception as e:
             raise DecodeError(f"truncated or corrupt image data: {_first_line(e)}") from e
-        orientation = _orientation(im)
+        orientation = exif_orientation(im)
         try:
             rgb, alpha = _to_rgb8(_to_srgb(im) if color == "convert" else im)
         except (MemoryError, DecodeError):
@@ -276,11 +272,9 @@ def _decode_stream(fp: io.IOBase, max_pixels: int, name: str, color: str = "conv
         except Exception as e:
             raise DecodeError(f"cannot convert mode {im.mode!r} to RGB: {_first_line(e)}") from e
 
-    orient = _ORIENT.get(orientation)
-    if orient is not None:
-        rgb = orient(rgb)
-        alpha = None if alpha is None else orient(alpha)
-    return Decoded(rgb=_finish(rgb), alpha=None if alpha is None else _finish(alpha))
+    rgb = upright(rgb, orientation)
+    alpha = None if alpha is None else upright(alpha, orientation)
+    return Decoded(rgb=read_only(rgb), alpha=None if alpha is None else read_only(alpha))
 
 
 @functools.lru_cache(maxsize=None)
@@ -352,11 +346,11 @@ def _is_identity(transform, mode: str) -> bool:
     return np.array_equal(np.asarray(transform.apply(Image.fromarray(probe, "RGB"))), probe)
 
 
-def _orientation(im: Image.Image) -> int:
+def exif_orientation(im: Image.Image) -> int:
     """EXIF/XMP orientation 1..8, or 1 if absent or unreadable."""
     try:
         value = im.getexif().get(_EXIF_ORIENTATION, 1)
-        return value if isinstance(value, int) and value in _ORIENT else 1
+        return value if isinstance(value, int) and value in ORIENTATIONS else 1
     except MemoryError:
         raise
     except Exception:
@@ -435,7 +429,7 @@ def _float_to_8(values: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(v, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _finish(a: np.ndarray) -> np.ndarray:
+def read_only(a: np.ndarray) -> np.ndarray:
     """Make a uint8 C-contiguous array that owns its memory, and mark it read-only."""
     a = np.ascontiguousarray(a, dtype=np.uint8)
     if a.base is not None and (a.flags.writeable or isinstance(a.base, np.ndarray)):

@@ -9,7 +9,6 @@ a parameter never shifts the values of the others.
 import math
 
 from .synth import rng
-from .hashing import SEED_BITS, pair_seed  # noqa: F401 - pair_seed's old home
 from . import cameras, isp_ranges
 from .synth import detmath
 from .synth.signal import progressive_schedule

@@ -16,11 +16,12 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, containers, encode, fsutil, imageio, interrupts, layout, manifest, paths, rows, synth
-from . import worker_pool
+from . import locks, merging, worker_pool
 from .errors import ConfigError, LockHeld, MergeError, StorageError
-from .params import pair_seed, sample_params, size_problem
+from .hashing import pair_seed, shard_of
+from .params import sample_params, size_problem
 from .run_record import absolute_paths, config_difference, dataset_info, preflight, read_recorded, record_run
-from .sources import ScanStats, scan, shard_of
+from .sources import ScanStats, scan
 
 # Failures of the output's storage: every later pair would fail the same way, so they stop the run (exit 4).
 STORAGE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EIO", "EROFS") if hasattr(errno, n))
@@ -201,7 +202,7 @@ def write_bytes(out_root, plan, datas):
     """Write the bytes of each planned file (a layout.RawOutput) atomically; returns {rel: [size, digest]}."""
     files = {}
     for entry, data in zip(plan, datas):
-        imageio.write_atomic(os.path.join(out_root, entry.rel), data)
+        fsutil.write_atomic(os.path.join(out_root, entry.rel), data)
         files[entry.rel] = [len(data), manifest.data_digest(data)]
     return files
 
@@ -216,7 +217,7 @@ def write_pngs(outputs, alpha, encoder):
     sizes = []
     for path, rgb in outputs:
         data = encoder.encode(rgb, alpha)
-        imageio.write_atomic(path, data)
+        fsutil.write_atomic(path, data)
         sizes.append([len(data), manifest.data_digest(data)])
     return sizes
 
@@ -288,7 +289,7 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
         for folder in made:  # refused: leave no empty output folder behind
             fsutil.remove_empty_folder(folder)
         raise
-    lock = manifest.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
+    lock = locks.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
     try:
         return _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor,
                            workers, sources, repair)
@@ -389,9 +390,9 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
                    "skipped": result.scan.counts})
     store.cleanup()
     if shard[1] == 1:
-        with manifest.OutputLock(config.output).acquire_merge():
-            result.merged = manifest.merge(config.output, dataset_info(config), count=1,
-                                           prepare=functools.partial(containers.assemble, config))
+        with locks.OutputLock(config.output).acquire_merge():
+            result.merged = merging.merge(config.output, dataset_info(config), count=1,
+                                          prepare=functools.partial(containers.assemble, config))
             result.meta_info_left_out = containers.write_meta_info(config).left_out
     result.removed = remove_gone(config, shard, prior.passed, unlistable, result.scan)
     result.seconds = time.perf_counter() - start
@@ -446,18 +447,18 @@ def merge(config):
     config = absolute_paths(config)
     fsutil.allow_open_files()  # the parts of every shard job are read (and rewritten) side by side
     manifest.check_folders(config.output)  # before a lock file is made in parts/
-    running = manifest.OutputLock(config.output).runs_in_progress()
+    running = locks.OutputLock(config.output).runs_in_progress()
     if running:  # a whole run merges its own output when it ends; shards still being made are not done
         raise LockHeld(f"output '{config.output}' is in use: " + "; ".join(
-            f"{manifest.runs_of(n)} is in progress ({who})" for n, who in running))
+            f"{merging.runs_of(n)} is in progress ({who})" for n, who in running))
     recorded = read_recorded(config)
     if recorded is not None and recorded.get("fingerprint") != config.fingerprint():
         raise MergeError(f"cannot merge: the shards in '{config.output}' were made with a different config "
                          f"({config_difference(recorded, config)}); merge with the --config and --set of the "
                          "shard jobs")
-    with manifest.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
-        merged = manifest.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
-                                prepare=functools.partial(containers.assemble, config))
+    with locks.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
+        merged = merging.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
+                               prepare=functools.partial(containers.assemble, config))
         merged["meta_info_left_out"] = containers.write_meta_info(config).left_out
     return merged
 

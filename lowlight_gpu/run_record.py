@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from . import __version__, containers, encode, layout, manifest, synth
+from . import __version__, containers, encode, layout, manifest, merging, synth
 from .errors import BackendUnavailable, ConfigError
 from .synth.spec import FORMAT_VERSION
 
@@ -186,7 +186,7 @@ def preflight(config, backend=None, quiet=False, shard=(0, 1)):
         manifest.check_folders(config.output)  # UntrustedDataset: parts/ or shards/ linked out, before they are read
     encoder, codecs = resolve_codecs(config)  # save.encoder, decode.device
     check_output(config, codecs)
-    mixed = manifest.other_count_refusal(config.output, *shard)
+    mixed = merging.other_count_refusal(config.output, *shard)
     if mixed:
         raise ConfigError(mixed)
     # An explicit numpy needs no probe, and worker processes import the backend themselves.

@@ -25,7 +25,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from .hashing import name_tag, shard_of, stable_hash  # noqa: F401 - shard_of and stable_hash's old home
+from .hashing import name_tag, shard_of
 from .imageio import is_image_name, needs_extra
 
 # Skip reasons: the keys of ScanStats.counts (and of dataset.json's "skipped"), with their summary wording.

@@ -16,7 +16,8 @@ sys.path.insert(0, REPO)
 
 from lowlight_gpu import imageio  # noqa: E402
 from lowlight_gpu.config import config_from_dict  # noqa: E402
-from lowlight_gpu.params import pair_seed, sample_params  # noqa: E402
+from lowlight_gpu.hashing import pair_seed  # noqa: E402
+from lowlight_gpu.params import sample_params  # noqa: E402
 from lowlight_gpu.synth import numpy_backend  # noqa: E402
 
 OUT = os.path.join(REPO, "docs", "img")

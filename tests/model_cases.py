@@ -73,7 +73,8 @@ def digest(*arrays):
 def case_params(case, shape, seed):
     """The params of one case on one image."""
     from lowlight_gpu.config import config_from_dict
-    from lowlight_gpu.params import pair_seed, sample_params
+    from lowlight_gpu.hashing import pair_seed
+    from lowlight_gpu.params import sample_params
 
     return sample_params(pair_seed(seed, f"{case}/{shape[0]}x{shape[1]}"), config_from_dict(CASES[case][0]))
 

@@ -135,6 +135,43 @@ def test_gpu_decoding_without_nvimgcodec_exits_2_before_writing(run_cli, input_d
     assert not out_dir.exists()
 
 
+def test_an_api_drift_is_logged_once_and_counted_not_silent(run_cli, tmp_path, fake_gpu):
+    """A changed nvImageCodec API (here: Decoder.decode gone) is one stderr line with its reason and a count."""
+    del fake_gpu.Decoder.decode  # decoder.decode(...) now raises AttributeError, as after a renamed method
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_images(inp, {"a.png": (9, 7), "b.jpg": (11, 8), "c.jpg": (10, 6)})
+    res = run_cli("--set", f"input={inp}", "--set", f"output={out}", "--set", "decode.device=gpu")
+    assert res.code == 0, res
+    logged = [line for line in res.err.splitlines() if "nvImageCodec failed on" in line]
+    assert len(logged) == 1 and "AttributeError" in logged[0] and "'decode'" in logged[0], res.err
+    assert "b.jpg" in logged[0]  # the first JPEG of the run, named
+    summary = [line for line in res.err.splitlines() if "fell back to the CPU decoder" in line]
+    assert len(summary) == 1 and summary[0].startswith("lowlight-gpu: 2 JPEG(s) fell back to the CPU decoder: "
+                                                       "AttributeError: "), res.err
+    assert summary[0].endswith("(2)")
+    rows = read_jsonl(out / "manifest.jsonl")
+    assert {r["decoder"] for r in rows} == {"pillow"}  # the CPU decoded them, and the rows say so
+    res = run_cli("--set", f"input={inp}", "--set", f"output={out}", "--set", "decode.device=gpu")
+    assert "fell back" not in res.err  # a rerun that reuses every pair decodes nothing: its own count is 0
+
+
+def test_a_wrong_image_from_the_gpu_is_counted_with_its_reason(tmp_path, fake_gpu, capsys):
+    path = write_image(tmp_path / "r.jpg", 20, 12)
+    real = fake_gpu.Decoder.decode
+    fake_gpu.Decoder.decode = lambda self, data, params=None: _FakeImage(real(self, data, params).array[:5])
+    decode_gpu.reset_fallbacks()
+    try:
+        got = decode_gpu.decode(path, 10**8)
+        again = decode_gpu.decode(path, 10**8)
+        count, reasons = decode_gpu.fallbacks()
+    finally:
+        decode_gpu.reset_fallbacks()
+    assert not isinstance(got, decode_gpu.GpuDecoded) and np.array_equal(got.rgb, imageio.decode(path, 10**8).rgb)
+    assert not isinstance(again, decode_gpu.GpuDecoded)
+    assert count == 2 and len(reasons) == 1 and "(5, 20, 3)" in next(iter(reasons)), reasons
+    assert capsys.readouterr().err.count("nvImageCodec failed on") == 1  # logged once, counted twice
+
+
 def _exif(orientation):
     """EXIF bytes holding only an Orientation tag."""
     exif = Image.Exif()

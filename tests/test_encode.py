@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from conftest import random_pixels, read_png, tree_bytes, write_images
-from lowlight_gpu import encode, manifest, pipeline, run_record, worker_pool
+from lowlight_gpu import encode, locks, manifest, merging, pipeline, run_record, worker_pool
+from lowlight_gpu.errors import MergeError
 from lowlight_gpu.config import ConfigError, load_config
 
 fpng = pytest.importorskip("fpng")
@@ -92,7 +93,7 @@ def test_dataset_json_run_json_and_markers_record_the_encoder(tmp_path):
     want = {"name": "fpng", "version": fpng.__version__}
     assert json.loads((out / "dataset.json").read_text())["encoder"] == want
     assert manifest.read_run(str(out))["encoder"] == want
-    (marker,) = manifest.done_markers(str(out))[1].values()
+    (marker,) = merging.done_markers(str(out))[1].values()
     assert marker["encoder"] == want and marker["decoder"]["name"] == "pillow"
 
 
@@ -141,7 +142,7 @@ def test_merge_refuses_shards_of_different_encoders(tmp_path):
     body = json.loads(marker.read_text())
     body["encoder"] = {"name": "pillow", "version": Image.__version__}  # as if run.json had been deleted
     marker.write_text(json.dumps(body) + "\n")
-    with pytest.raises(manifest.MergeError, match="save.encoder") as info:
+    with pytest.raises(MergeError, match="save.encoder") as info:
         pipeline.merge(_config(inp, out))
     assert f"fpng {fpng.__version__}" in str(info.value) and f"pillow {Image.__version__}" in str(info.value)
 
@@ -171,7 +172,7 @@ def test_forked_workers_hold_no_lock_of_the_output(tmp_path, monkeypatch):
     monkeypatch.setattr(worker_pool, "start_method", lambda *args: "fork")
     pipeline.run(_config(inp, out, "workers=2", "noise.model=poisson-gaussian"))
     assert worker_pool._POOL  # the workers are still running, forked from this process ...
-    lock = manifest.OutputLock(str(out)).acquire_shard(0, 1)  # ... and hold none of the run's files open
+    lock = locks.OutputLock(str(out)).acquire_shard(0, 1)  # ... and hold none of the run's files open
     lock.release()
     worker_pool.release()
 

@@ -221,7 +221,8 @@ def case_model(case):
 def render_hashes(backend, cases=None):
     """{output name: hash} of every case on every input image, rendered by the backend module."""
     from lowlight_gpu.config import config_from_dict
-    from lowlight_gpu.params import pair_seed, sample_params
+    from lowlight_gpu.hashing import pair_seed
+    from lowlight_gpu.params import sample_params
 
     out = {}
     for case in cases or CASES:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lowlight_gpu import cli, imageio, manifest, pipeline
+from lowlight_gpu import cli, fsutil, imageio, locks, manifest, pipeline
 from lowlight_gpu.config import load_config
 
 from conftest import REPO_ROOT, read_jsonl, tree_bytes, tree_mtimes, write_images
@@ -140,7 +140,7 @@ def test_a_missing_model_library_is_one_line_that_says_to_reinstall(run_cli, fiv
 
 def test_a_second_run_into_a_busy_output_exits_at_once(run_cli, five, out_dir):
     out_dir.mkdir()
-    with manifest.OutputLock(str(out_dir)).acquire_shard(0, 1):
+    with locks.OutputLock(str(out_dir)).acquire_shard(0, 1):
         res = run_cli(*_io(five, out_dir))
     assert res.code == cli.EXIT_LOCKED == 5
     line, = res.err.strip().splitlines()
@@ -151,7 +151,7 @@ def test_a_second_run_into_a_busy_output_exits_at_once(run_cli, five, out_dir):
 
 def test_shard_jobs_stay_concurrent_but_other_shard_counts_wait(run_cli, five, out_dir):
     out_dir.mkdir()
-    with manifest.OutputLock(str(out_dir)).acquire_shard(0, 2):
+    with locks.OutputLock(str(out_dir)).acquire_shard(0, 2):
         assert run_cli(*_io(five, out_dir), "--shard", "1/2").code == 0
         assert run_cli(*_io(five, out_dir), "--shard", "0/2").code == 5  # the same shard
         res = run_cli(*_io(five, out_dir))  # a whole run would rewrite the shards' files
@@ -160,8 +160,8 @@ def test_shard_jobs_stay_concurrent_but_other_shard_counts_wait(run_cli, five, o
 
 def test_a_killed_runs_lock_does_not_block(five, out_dir, run_cli):
     out_dir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lowlight_gpu import manifest;"
-                               "lock = manifest.OutputLock(sys.argv[1]).acquire_shard(0, 1); print('held', flush=True);"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lowlight_gpu import locks;"
+                               "lock = locks.OutputLock(sys.argv[1]).acquire_shard(0, 1); print('held', flush=True);"
                                "time.sleep(60)", str(out_dir)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -175,8 +175,9 @@ def test_a_killed_runs_lock_does_not_block(five, out_dir, run_cli):
 # ---------------------------------------------------------------- 6. storage failures stop the run
 
 def _failing_writes(monkeypatch, after, err=errno.ENOSPC):
-    """Make imageio.write_atomic fail with err after `after` successful writes; returns the decode counter."""
-    real_write, real_decode = imageio.write_atomic, imageio.decode
+    """Make fsutil.write_atomic (the pipeline's image writes) fail with err after `after` successful writes; returns
+    the decode counter."""
+    real_write, real_decode = fsutil.write_atomic, imageio.decode
     state = {"writes": 0, "decodes": 0}
 
     def write(path, data):
@@ -189,7 +190,7 @@ def _failing_writes(monkeypatch, after, err=errno.ENOSPC):
         state["decodes"] += 1
         return real_decode(*a, **k)
 
-    monkeypatch.setattr(imageio, "write_atomic", write)
+    monkeypatch.setattr(fsutil, "write_atomic", write)
     monkeypatch.setattr(imageio, "decode", decode)
     return state
 
@@ -310,7 +311,7 @@ def test_deleted_source_loses_its_files_and_row(run_cli, five, out_dir):
 
 
 def test_deleted_source_is_removed_only_by_the_shard_that_owns_it(run_cli, five, out_dir):
-    from lowlight_gpu.sources import shard_of
+    from lowlight_gpu.hashing import shard_of
 
     for i in range(2):
         assert run_cli(*_io(five, out_dir), "--shard", f"{i}/2").code == 0
@@ -364,9 +365,3 @@ def test_progress_bar_counts_its_total(tmp_path, five, config_file):
 
     # No tqdm monitor thread stays behind: it would keep later runs in this process from forking workers.
     assert "tqdm_monitor" not in {t.name for t in threading.enumerate()}
-
-
-def test_license_ships_with_third_party_notices():
-    text = (REPO_ROOT / "LICENSE").read_text(encoding="utf-8")
-    assert text.startswith("MIT License")
-    assert "Kaixuan Wei" in text and "Apache License, Version 2.0" in text and "astronaut.png" in text

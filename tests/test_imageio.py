@@ -14,17 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from lowlight_gpu import fsutil, imageio
+from lowlight_gpu import encode, fsutil
+from lowlight_gpu.fsutil import temp_name, write_atomic
 from lowlight_gpu.imageio import (
     IMAGE_EXTENSIONS,
     DecodeError,
     Decoded,
     decode,
     decode_bytes,
-    encode_png,
     is_image_name,
-    temp_name,
-    write_atomic,
 )
 
 W, H = 37, 23  # odd sizes catch width/height mix-ups
@@ -418,7 +416,12 @@ def test_other_formats_round_trip(tmp_path, ext):
     np.testing.assert_array_equal(decode(_save(Image.fromarray(src), tmp_path / f"x{ext}"), BIG).rgb, src)
 
 
-# ---------------------------------------------------------------- encode / write
+# ---------------------------------------------------------------- the Pillow encoder (encode.py) / write
+
+
+def encode_png(rgb, alpha, level):
+    """PNG bytes of the Pillow encoder at level, as a run with save.encoder: pillow writes them."""
+    return encode.encode_png(rgb, alpha, encode.resolve("pillow", level))
 
 
 def test_encode_png_round_trip_and_determinism():
@@ -489,7 +492,7 @@ def test_write_atomic_starts_writeback_of_each_new_file(tmp_path, monkeypatch):
     write_atomic(tmp_path / "a.png", b"12345")
     write_atomic(tmp_path / "a.png", b"12345")  # unchanged bytes: nothing written, nothing to flush
     write_atomic(tmp_path / "b.png", b"xy")
-    assert calls == [(5, 0, 0, imageio.SYNC_FILE_RANGE_WRITE), (2, 0, 0, imageio.SYNC_FILE_RANGE_WRITE)]
+    assert calls == [(5, 0, 0, fsutil.SYNC_FILE_RANGE_WRITE), (2, 0, 0, fsutil.SYNC_FILE_RANGE_WRITE)]
     assert (tmp_path / "a.png").read_bytes() == b"12345" and (tmp_path / "b.png").read_bytes() == b"xy"
 
 
@@ -499,7 +502,7 @@ def test_start_writeback_uses_the_c_library(tmp_path, monkeypatch):
     with open(tmp_path / "f", "wb") as f:
         f.write(b"data")
         f.flush()
-        imageio.start_writeback(f.fileno())
+        fsutil.start_writeback(f.fileno())
     assert fsutil._sync_file_range and fsutil._sync_file_range.restype is ctypes.c_int
 
 

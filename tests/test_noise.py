@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lowlight_gpu import params as P
+from lowlight_gpu.hashing import pair_seed
 from lowlight_gpu.config import ConfigError, config_from_dict
 from lowlight_gpu.synth import detmath, native, numpy_backend as nb, poisson, rng, signal
 
@@ -95,10 +96,10 @@ def test_render_rebuilt_from_the_counter_layout():
 def test_same_pair_same_noise_other_pair_other_noise():
     rgb = np.random.default_rng(3).integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
     cfg = config_from_dict({})
-    p = P.sample_params(P.pair_seed(0, "a.png"), cfg)
+    p = P.sample_params(pair_seed(0, "a.png"), cfg)
     a = nb.render(rgb, p)
     assert np.array_equal(a, nb.render(rgb, p))
-    assert np.array_equal(a, nb.render(rgb, P.sample_params(P.pair_seed(0, "a.png"), cfg)))
+    assert np.array_equal(a, nb.render(rgb, P.sample_params(pair_seed(0, "a.png"), cfg)))
     assert not np.array_equal(a, nb.render(rgb, p, noisy=False))
     # Same darkening and noise levels, another seed: only the noise changes.
     q = dict(p, seed=p["seed"] + 1)

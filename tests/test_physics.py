@@ -16,6 +16,7 @@ from lowlight_gpu.params import sample_params
 from lowlight_gpu import cameras
 from lowlight_gpu.synth import native, numpy_backend, physics, records
 from lowlight_gpu.synth.signal import clean_lut
+from lowlight_gpu.tools import report_stats
 
 NOISE = {"K": 4.0, "read_scale": 3.0, "read_lambda": 0.14, "row_sigma": 2.0, "bias": [1.0, -2.0, 3.0, 0.5],
          "black_level": 512, "white_level": 16383}
@@ -213,7 +214,7 @@ def test_photon_transfer_report_hook_follows_the_declared_line():
     ramp = np.repeat(np.linspace(30, 200, 96).astype(np.uint8)[None, :, None], 64, axis=0).repeat(3, axis=2)
     params = physics_params(6, camera="virtual", components="ptrq", gain=[3.0, 3.0])
     clean, low = numpy_backend.render_raw(ramp, params)
-    pt = physics.photon_transfer(clean, low, params["noise"], bins=6)
+    pt = report_stats.photon_transfer(clean, low, params["noise"], bins=6)
     assert set(pt) == {"mean", "variance", "count", "declared"} and len(pt["mean"]) >= 4
     good = pt["count"] > 300
     np.testing.assert_allclose(pt["variance"][good], pt["declared"][good], rtol=0.15)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from lowlight_gpu import __version__
-from lowlight_gpu.imageio import temp_name
+from lowlight_gpu.fsutil import temp_name
 from lowlight_gpu.synth import numpy_backend
 
 from conftest import random_pixels, read_jsonl, read_png, tree_bytes, tree_mtimes, write_image, write_images

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, read_jsonl, tree_mtimes, write_image, write_images
-from lowlight_gpu import cli, encode, manifest, synth
+from lowlight_gpu import cli, encode, locks, synth
 from lowlight_gpu.config import ConfigError, config_from_dict, load_config
 from lowlight_gpu.tools import preview
 
@@ -212,7 +212,7 @@ def test_merge_of_shards_with_two_encoders_names_the_files(run_cli, four, out_di
 
 
 def test_merge_during_a_whole_run_says_a_run_is_in_progress(run_cli, four, out_dir):
-    lock = manifest.OutputLock(str(out_dir)).acquire_shard(0, 1)  # a whole run holding the output
+    lock = locks.OutputLock(str(out_dir)).acquire_shard(0, 1)  # a whole run holding the output
     try:
         res = run_cli(*_io(four, out_dir), "--merge")
     finally:
@@ -380,7 +380,7 @@ def test_a_closed_stdout_after_a_good_run_exits_0(tmp_path, four):
 
 def test_lock_message_says_wait_once(run_cli, four, out_dir):
     for held in ((0, 1), (0, 2)):  # the same shard, then a run of another count
-        lock = manifest.OutputLock(str(out_dir)).acquire_shard(*held)
+        lock = locks.OutputLock(str(out_dir)).acquire_shard(*held)
         try:
             # one worker, in a thread: a forked worker process would inherit this test's lock
             line = _one_line(run_cli(*_io(four, out_dir), "--set", "workers=1"), code=5)

@@ -13,7 +13,7 @@ import pytest
 
 from lowlight_gpu import manifest, pipeline, sources
 from lowlight_gpu.config import ConfigError, load_config
-from lowlight_gpu.sources import shard_of
+from lowlight_gpu.hashing import shard_of
 
 from conftest import REPO_ROOT, read_jsonl, write_image
 

@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from lowlight_gpu import sources
-from lowlight_gpu.sources import Source, output_names, scan, shard_of
+from lowlight_gpu.hashing import shard_of
+from lowlight_gpu.sources import Source, output_names, scan
 
 from conftest import write_image, write_images
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lowlight_gpu import params as P
+from lowlight_gpu.hashing import pair_seed
 from lowlight_gpu.config import config_from_dict
 from lowlight_gpu.synth import get, numpy_backend as nb, signal
 
@@ -115,7 +116,7 @@ def test_render_is_a_function_of_seed_and_relative_path():
     rgb = random_image(1, 32, 32)
 
     def low(seed, rel):
-        return nb.render(rgb, P.sample_params(P.pair_seed(seed, rel), cfg))
+        return nb.render(rgb, P.sample_params(pair_seed(seed, rel), cfg))
 
     a = low(4, "x/a.png")
     assert np.array_equal(a, low(4, "x/a.png"))

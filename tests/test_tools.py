@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from lowlight_gpu.synth.spec import FORMAT_VERSION
-from lowlight_gpu.tools import preview, report, spread, verify
+from lowlight_gpu.tools import preview, report, report_draw, report_stats, spread, verify
 
 from conftest import read_jsonl, read_png, write_image
 
@@ -197,7 +197,7 @@ def test_run_writes_the_report_at_the_end(dataset):
     with Image.open(out / "report.png") as im:
         im.load()
         # alpha, beta, gamma, peak, read_sigma histograms + brightness + noise panels.
-        assert im.size == report.sheet_size(7) == (3 * report.PANEL_W, report.TITLE_H + 3 * report.PANEL_H)
+        assert im.size == report_draw.sheet_size(7) == (3 * report_draw.PANEL_W, report_draw.TITLE_H + 3 * report_draw.PANEL_H)
     text = (out / "report.md").read_text()
     for word in ("alpha", "gamma", "peak", "read_sigma", "brightness", "Noise", "report.png"):
         assert word in text
@@ -215,7 +215,7 @@ def test_report_flag_and_noise_estimate(run_cli, tmp_path, out_dir):
     res = run_cli(*sets, "--report")
     assert res.code == 0 and "report.png" in res.out and "report.md" in res.out
     assert (out_dir / "report.png").exists()
-    stats = [report.image_stats(str(out_dir), row) for row in read_jsonl(out_dir / "manifest.jsonl")]
+    stats = [report_stats.image_stats(str(out_dir), row) for row in read_jsonl(out_dir / "manifest.jsonl")]
     for s in stats:
         assert s["low"] < s["high"]
         assert s["estimated"] == pytest.approx(s["declared"], rel=0.1)
@@ -229,9 +229,9 @@ def test_no_report_for_a_shard(run_cli, input_dir, out_dir):
 
 
 def test_matplotlib_is_imported_only_to_draw_the_report():
-    code = ("import sys, numpy, lowlight_gpu as ll, lowlight_gpu.cli, lowlight_gpu.tools.report as r; "
+    code = ("import sys, numpy, lowlight_gpu as ll, lowlight_gpu.cli, lowlight_gpu.tools.report as r, lowlight_gpu.tools.report_draw as d; "
             "ll.synthesize(numpy.zeros((2, 2, 3), numpy.uint8), ll.sample_params(1)); "
-            "print('matplotlib' in sys.modules); r.draw_report({'alpha': [0.9]}, [], 1); "
+            "print('matplotlib' in sys.modules); d.draw_report({'alpha': [0.9]}, [], 1); "
             "print('matplotlib' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, capture_output=True,
                          text=True, timeout=120)
@@ -240,20 +240,29 @@ def test_matplotlib_is_imported_only_to_draw_the_report():
 
 
 def test_report_ranges_and_shares():
-    assert math.isclose(report.widen(2.0, 2.0, False)[0], 1.8)
-    assert report.widen(10.0, 10.0, True) == pytest.approx((10 / 1.5, 15.0))
-    assert report.widen(0.1, 0.3, False) == (0.1, 0.3)
-    assert report.pair_share(1000, 64) == 15 and report.pair_share(1000, 0) == 1000 and report.pair_share(3, 64) == 1
+    assert math.isclose(report_draw.widen(2.0, 2.0, False)[0], 1.8)
+    assert report_draw.widen(10.0, 10.0, True) == pytest.approx((10 / 1.5, 15.0))
+    assert report_draw.widen(0.1, 0.3, False) == (0.1, 0.3)
+
+
+def test_pairs_within_the_budget_are_spread_and_at_least_one():
+    assert report_stats.pairs_within([100] * 10, 1000, 64) == 10  # all fit
+    assert report_stats.pairs_within([100] * 10, 450, 64) == 4
+    assert report_stats.pairs_within([100] * 10, 10 ** 6, 3) == 3  # capped by the sample size
+    assert report_stats.pairs_within([10 ** 6] * 5, 10, 64) == 1  # one pair even when it alone exceeds the budget
+    assert report_stats.pairs_within([], 10, 64) == 0
+    # Rows 0, 2, 4 (spread(6, 3)) hold 10 + 10 + 10; rows 0, 1, 3, 4 (spread(6, 4)) hold 10 + 500 + ...: too many.
+    assert report_stats.pairs_within([10, 500, 10, 500, 10, 500], 40, 64) == 3
 
 
 def _panel_boxes(n):
     """(left, top, right, bottom) of each panel's plot area in report.png."""
     boxes = []
     for i in range(n):
-        left = (i % report.COLUMNS) * report.PANEL_W + report.MARGIN[0]
-        top = report.TITLE_H + (i // report.COLUMNS) * report.PANEL_H + report.MARGIN[1]
-        boxes.append((left, top, left - report.MARGIN[0] + report.PANEL_W - report.MARGIN[2],
-                      top - report.MARGIN[1] + report.PANEL_H - report.MARGIN[3]))
+        left = (i % report_draw.COLUMNS) * report_draw.PANEL_W + report_draw.MARGIN[0]
+        top = report_draw.TITLE_H + (i // report_draw.COLUMNS) * report_draw.PANEL_H + report_draw.MARGIN[1]
+        boxes.append((left, top, left - report_draw.MARGIN[0] + report_draw.PANEL_W - report_draw.MARGIN[2],
+                      top - report_draw.MARGIN[1] + report_draw.PANEL_H - report_draw.MARGIN[3]))
     return boxes
 
 
@@ -261,9 +270,9 @@ def _panel_boxes(n):
 def test_report_draws_every_panel(dataset):
     _, out = dataset
     rows = read_jsonl(out / "manifest.jsonl")
-    values = report.parameter_values(rows)
-    stats = [report.image_stats(str(out), row) for row in rows]
-    names = [name for name, _ in report.panels(values, stats)]
+    values = report_stats.parameter_values(rows)
+    stats = [report_stats.image_stats(str(out), row) for row in rows]
+    names = [name for name, _ in report_draw.panels(values, stats)]
     assert names == ["alpha", "beta", "gamma", "peak", "read_sigma", "brightness", "noise"]
     sheet = read_png(out / "report.png")
     blank = np.full(3, 255)
@@ -273,7 +282,7 @@ def test_report_draws_every_panel(dataset):
         # Bars, dots, a line or a note: each plot area holds more than its frame and light grid.
         assert coloured.sum() >= 20, name
     # The space right of the last panel stays empty.
-    empty = sheet[report.TITLE_H + 2 * report.PANEL_H:, report.PANEL_W + 1:]
+    empty = sheet[report_draw.TITLE_H + 2 * report_draw.PANEL_H:, report_draw.PANEL_W + 1:]
     assert (empty == 255).all()
 
 
@@ -288,61 +297,44 @@ def test_report_is_deterministic_and_a_rerun_leaves_it(dataset):
     assert b"Software" not in png and b"tEXt" not in png  # no encoder or date metadata that would vary
 
 
-def test_report_reads_at_most_its_pixel_budget(run_cli, tmp_path, out_dir, monkeypatch):
-    """A dataset of images bigger than the report's share: the decoded pixels stay within the budget."""
+def test_report_reads_whole_images_of_as_many_pairs_as_its_pixel_budget_holds(run_cli, tmp_path, out_dir,
+                                                                              monkeypatch):
+    """A dataset of images bigger than the report's share: fewer pairs are decoded, each whole, within budget."""
     inp = tmp_path / "in"
     for i in range(4):
         write_image(inp / f"p{i}.png", 203, 151, seed=i)  # 30653 pixels each, odd width
     assert run_cli(*_io(inp, out_dir)).code == 0
     decoded = []
-    real = report.imageio.decode_bytes
+    real = report_stats.imageio.decode
 
-    def counting(data, *args, **kwargs):
-        d = real(data, *args, **kwargs)
+    def counting(path, *args, **kwargs):
+        d = real(path, *args, **kwargs)
         decoded.append(d.rgb.shape[0] * d.rgb.shape[1])
         return d
 
-    monkeypatch.setattr(report.imageio, "decode_bytes", counting)
-    budget = 8000  # 2000 pixels per image of each of the 4 pairs: 9 rows of 203
+    monkeypatch.setattr(report_stats.imageio, "decode", counting)
+    budget = 2 * 30653 + 100  # two pairs' worth of each side
     report.write_report(out_dir, pixel_budget=budget)
-    assert len(decoded) == 8 and set(decoded) == {9 * 203}
+    assert len(decoded) == 4 and set(decoded) == {203 * 151}  # high and low of 2 pairs, each whole
     assert sum(decoded) <= 2 * budget
     text = (out_dir / "report.md").read_text()
-    assert "4 of 4 pairs are larger" in text and "top rows" in text
-    stats = [report.image_stats(str(out_dir), row, 2000) for row in read_jsonl(out_dir / "manifest.jsonl")]
-    assert all(s is not None and s["cut"] and s["estimated"] for s in stats)
+    assert "## Images (2 pairs sampled" in text and f"budget of {budget} pixels" in text
     decoded.clear()
-    report.write_report(out_dir, pixel_budget=4 * 40000)  # room for every image whole
-    assert set(decoded) == {203 * 151}
-    assert "read whole" in (out_dir / "report.md").read_text()
-
-
-@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
-@pytest.mark.parametrize("encoder", ["pillow", "fpng"])
-def test_read_top_equals_the_top_of_a_full_decode(tmp_path, mode, encoder):
-    from lowlight_gpu import encode
-
-    rgb = np.random.default_rng(3).integers(0, 256, (57, 41, 3), dtype=np.uint8)
-    alpha = np.random.default_rng(4).integers(0, 256, (57, 41), dtype=np.uint8) if mode == "RGBA" else None
-    if encoder == "fpng":
-        pytest.importorskip("fpng")
-    data = encode.encode_png(rgb, alpha, encode.resolve(encoder, 6, quiet=True))
-    path = tmp_path / "x.png"
-    path.write_bytes(data)
-    for budget, rows in [(41 * 5, 5), (100, 2), (1, 1), (41 * 57, 57), (10 ** 9, 57)]:
-        top, cut = report.read_top(path, budget)
-        assert top.shape == (rows, 41, 3) and cut == (rows < 57)
-        assert np.array_equal(top, rgb[:rows])
-        in_memory, cut_too = report.decode_top(data, budget, "x.png")  # a container member's bytes
-        assert np.array_equal(in_memory, top) and cut_too == cut
+    report.write_report(out_dir, pixel_budget=4 * 40000)  # room for every pair
+    assert len(decoded) == 8 and set(decoded) == {203 * 151}
+    assert "## Images (4 pairs sampled" in (out_dir / "report.md").read_text()
+    assert "budget" not in (out_dir / "report.md").read_text()
+    decoded.clear()
+    report.write_report(out_dir, pixel_budget=10)  # one pair, even above the budget
+    assert len(decoded) == 2 and "## Images (1 pairs sampled" in (out_dir / "report.md").read_text()
 
 
 def test_transfer_pairs_are_the_physics_rows_spread():
     rows = [{"params": {"noise": {"model": "physics" if i % 2 else "poisson-gaussian"}}} for i in range(30)]
-    picked = sorted(report.transfer_rows(rows))
-    assert len(picked) == report.TRANSFER_PAIRS and all(i % 2 for i in picked)
+    picked = sorted(report_stats.transfer_rows(rows))
+    assert len(picked) == report_stats.TRANSFER_PAIRS and all(i % 2 for i in picked)
     assert picked[0] == 1 and picked[-1] > 20
-    assert report.transfer_rows(rows[:1]) == set()
+    assert report_stats.transfer_rows(rows[:1]) == set()
 
 
 @pytest.mark.end_report
@@ -357,12 +349,12 @@ def test_report_photon_transfer_panel_for_physics(run_cli, tmp_path, out_dir):
     text = (out_dir / "report.md").read_text()
     assert "## Photon transfer (2 physics pairs" in text
     rows = read_jsonl(out_dir / "manifest.jsonl")
-    stats = [report.image_stats(str(out_dir), row, 10 ** 6, 10 ** 6) for row in rows]
+    stats = [report_stats.image_stats(str(out_dir), row, 10 ** 6) for row in rows]
     transfer = [s["transfer"] for s in stats]
-    names = [name for name, _ in report.panels(report.parameter_values(rows), stats, {}, transfer)]
+    names = [name for name, _ in report_draw.panels(report_stats.parameter_values(rows), stats, {}, transfer)]
     assert names == ["alpha", "beta", "gamma", "brightness", "noise", "photon transfer"]
     with Image.open(out_dir / "report.png") as im:
-        assert im.size == report.sheet_size(6)  # alpha, beta, gamma, brightness, noise, photon transfer
+        assert im.size == report_draw.sheet_size(6)  # alpha, beta, gamma, brightness, noise, photon transfer
     for row, s in zip(rows, stats):
         points = s["transfer"]
         ratio = np.asarray(points["measured"]) / np.asarray(points["declared"])
@@ -370,17 +362,6 @@ def test_report_photon_transfer_panel_for_physics(run_cli, tmp_path, out_dir):
         # Without save.raw the mosaics are re-rendered from the high image: the same points.
         high = read_png(out_dir / row["high"])[..., :3]
         bare = {k: v for k, v in row.items() if k not in ("raw_clean", "raw_low")}
-        again = report.photon_transfer(str(out_dir), bare, high, 10 ** 6)
+        again = report_stats.pair_transfer(str(out_dir), bare, high, 10 ** 6)
         for k in ("mean", "measured", "declared"):
             assert np.array_equal(again[k], points[k]), k
-
-
-def test_read_top_reads_the_whole_file_when_its_first_guess_falls_short(tmp_path, monkeypatch):
-    rgb = np.random.default_rng(5).integers(0, 256, (200, 230, 3), dtype=np.uint8)  # incompressible: 138 kB
-    path = tmp_path / "x.png"
-    Image.fromarray(rgb).save(path, compress_level=1)
-    real = report.png_rows_kept
-    # Claim 1 byte per row, so the first read (that much plus 64 KiB of slack) holds too little data.
-    monkeypatch.setattr(report, "png_rows_kept", lambda header, n: (*real(header, n)[:2], 1))
-    top, cut = report.read_top(path, 230 * 150)
-    assert cut and np.array_equal(top, rgb[:150])

@@ -32,7 +32,7 @@ def _alive(pid):
 @pytest.mark.parametrize("method", ["fork", "loky"])
 def test_workers_exit_when_their_parent_is_sigkilled(method):
     if not os.path.isdir("/proc"):
-        return
+        pytest.skip("no /proc here: a worker's liveness is read from /proc/PID/stat")
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, method], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]

@@ -28,11 +28,12 @@ import glob
 import os
 
 from .. import interrupts, manifest, paths
-from ..errors import DamagedDatabase, UntrustedDataset
+from ..errors import DamagedDatabase, MergeError, UntrustedDataset
 from ..fsutil import remove_if_present as _remove
+from ..fsutil import replace_if_changed
 from . import readers, tars
 from .naming import PAYLOAD
-from .readers import committed, damage, damaged_message, open_reader  # noqa: F401 - names of this module too
+from .readers import committed, open_reader
 
 MAP_SIZE = 1 << 40        # address space, not disk: data.mdb grows with what is written (sparse on Linux)
 COMMIT_BYTES = 64 << 20   # bounds a write transaction's dirty pages in memory
@@ -218,7 +219,7 @@ def assemble(root, part_paths):
                 try:
                     store.put(row, reused=True)
                 except OSError as exc:
-                    raise manifest.MergeError(f"cannot merge: the staged images of '{row.get('source')}' "
+                    raise MergeError(f"cannot merge: the staged images of '{row.get('source')}' "
                                               f"({part_paths[i]}) cannot be read ({exc}); run that shard again"
                                               ) from None
             databases.update(m[3] for m in state.get("members", []))
@@ -233,7 +234,7 @@ def assemble(root, part_paths):
             _remove(t)
         raise
     for tmp, path in zip(temps, part_paths):
-        manifest.replace_if_changed(tmp, path)
+        replace_if_changed(tmp, path)
     for part in part_paths:  # every sample is in the databases now
         tag = os.path.basename(part)[: -len(".jsonl")]
         for path in tars.glob.glob(os.path.join(root, manifest.PARTS, tars.SEGMENT_GLOB.format(tag=tag))):
@@ -251,7 +252,7 @@ def check_damaged(root, part_paths, store):
         lost = sorted({m[3] for m in state.get("members", [])} & damaged)
         if lost and not state.get("at"):  # its images were only in the damaged database
             shard = "/".join(map(str, manifest.file_shard(part_paths[i])))
-            raise manifest.MergeError(
+            raise MergeError(
                 f"cannot merge: LMDB database '{os.path.join(root, lost[0])}' is damaged (truncated?) and held "
                 f"the images of '{row.get('source')}'; run --shard {shard}"
                 " again (it redoes the pairs of a damaged database; so do the other shard jobs), then --merge")

@@ -15,6 +15,7 @@ import os
 from collections import namedtuple
 
 from .. import layout, manifest, paths
+from ..fsutil import replace_if_changed
 from .naming import container_of, image_refs
 
 MANIFEST = "manifest.jsonl"
@@ -82,7 +83,7 @@ def write(cfg):
             f.close()
     for rel in files:
         path = os.path.join(root, rel)
-        manifest.replace_if_changed(_temp(path), path)
+        replace_if_changed(_temp(path), path)
     return Written(sorted(files), left_out)
 
 

@@ -28,8 +28,9 @@ import tarfile
 import zlib
 
 from .. import manifest, paths
-from ..errors import UntrustedDataset
+from ..errors import MergeError, UntrustedDataset
 from ..fsutil import remove_if_present as _remove
+from ..fsutil import replace_if_changed
 from .naming import PAYLOAD, SHARDS, public, split_prefix
 
 MTIME = 0
@@ -293,7 +294,7 @@ class _ShardBuild:
             with open(paths.join(self.root, rel, paths.TAR, what="_state.at"), "rb") as src:
                 _copy_range(src.fileno(), self.fd, start, length)
         except FileNotFoundError:
-            raise manifest.MergeError(f"cannot merge: '{rel}', which holds samples of {self.rel}, is gone; "
+            raise MergeError(f"cannot merge: '{rel}', which holds samples of {self.rel}, is gone; "
                                       "run the shard that wrote it again") from None
 
     def finish(self):
@@ -315,7 +316,7 @@ class _ShardBuild:
             end = end[os.write(self.fd, end):]
         os.close(self.fd)
         self.fd = None
-        return lambda: manifest.replace_if_changed(self.tmp, final)
+        return lambda: replace_if_changed(self.tmp, final)
 
     def abandon(self):
         """Drop the temporary file after a failure."""
@@ -360,7 +361,7 @@ def assemble(root, part_paths, shard_pairs):
                 builds.append(build)
             state = row.get(manifest.STATE) or {}
             if not state.get("at") or not state.get("members"):
-                raise manifest.MergeError(f"cannot merge: '{part_paths[i]}' has a row without its sample's place "
+                raise MergeError(f"cannot merge: '{part_paths[i]}' has a row without its sample's place "
                                           f"({row.get('source')}); run that shard again")
             offset = build.add(state["at"][0], state["at"][1], sample_length(state["members"]))
             state["at"] = [rel, offset]
@@ -381,7 +382,7 @@ def assemble(root, part_paths, shard_pairs):
         if move is not None:
             move()
     for tmp, path in zip(temps, part_paths):
-        manifest.replace_if_changed(tmp, path)
+        replace_if_changed(tmp, path)
     built = [build.rel for build in builds]
     _sweep(root, part_paths, set(built))
     return describe(built, shard_pairs)
@@ -401,7 +402,7 @@ def _copy_range(src, dst, start, length):
             chunk = os.pread(src, min(length, 1 << 20), start)
             n = os.write(dst, chunk) if chunk else 0
         if n <= 0:
-            raise manifest.MergeError("cannot merge: a staged sample ends early; run its shard again")
+            raise MergeError("cannot merge: a staged sample ends early; run its shard again")
         start += n
         length -= n
 

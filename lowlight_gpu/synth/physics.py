@@ -134,31 +134,3 @@ def declared_variance(noise, x):
 def full_scale(noise):
     """white - black as a float: the DN of raw value 1."""
     return float(noise["white_level"] - noise["black_level"])
-
-
-# ---------------------------------------------------------------- realism check (report hook)
-
-def photon_transfer(raw_clean, raw_low, noise, bins=16):
-    """Measured noise variance against mean clean level in DN on raw mosaics, with the declared K x + read^2 + row^2.
-
-    raw_clean and raw_low are uint16 mosaics as render_raw writes them (black level
-    included).  Sites are grouped into `bins` equal-width bins of clean level; for
-    each non-empty bin: mean clean DN, variance of (low - clean), site count, and the
-    model's declared variance at that mean.  Returns a dict of equal-length arrays.
-    """
-    x = np.asarray(raw_clean, dtype=np.float64).ravel() - noise["black_level"]
-    d = np.asarray(raw_low, dtype=np.float64).ravel() - (x + noise["black_level"])
-    # The declared line holds away from the ADC's clipping at 0 and white.
-    ok = (x >= 0) & (x < 0.9 * full_scale(noise))
-    x, d = x[ok], d[ok]
-    if x.size == 0:
-        return {"mean": np.zeros(0), "variance": np.zeros(0), "count": np.zeros(0, int), "declared": np.zeros(0)}
-    edges = np.linspace(x.min(), x.max() + 1e-9, bins + 1)
-    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
-    count = np.bincount(which, minlength=bins)
-    keep = count > 1
-    mean = np.bincount(which, x, bins)[keep] / count[keep]
-    dm = np.bincount(which, d, bins)[keep] / count[keep]
-    var = np.bincount(which, d * d, bins)[keep] / count[keep] - dm * dm
-    var = var * count[keep] / (count[keep] - 1)
-    return {"mean": mean, "variance": var, "count": count[keep], "declared": declared_variance(noise, mean)}

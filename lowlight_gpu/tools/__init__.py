@@ -9,7 +9,8 @@ import json
 import os
 
 from .. import paths
-from ..config import ConfigError, config_from_dict
+from ..config import config_from_dict
+from ..errors import ConfigError
 from ..manifest import read_rows
 
 MANIFEST = "manifest.jsonl"

@@ -14,10 +14,9 @@ import os
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .. import containers, imageio, paths
-from ..errors import UntrustedDataset
+from .. import containers, fsutil, paths
 from ..containers.readers import shared_reader
-from ..config import ConfigError
+from ..errors import ConfigError, UntrustedDataset
 from . import sample, spread
 
 CELL_H = 256
@@ -52,7 +51,7 @@ def write_preview(output_dir, rows=8):
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", compress_level=6)
     path = os.path.join(os.fspath(output_dir), "preview.png")
-    imageio.write_atomic(path, buf.getvalue())
+    fsutil.write_atomic(path, buf.getvalue())
     return path
 
 

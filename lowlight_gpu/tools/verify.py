@@ -30,7 +30,8 @@ import numpy as np
 from .. import containers, imageio, layout, paths, synth
 from ..errors import UntrustedDataset
 from ..containers.readers import shared_reader
-from ..params import pair_seed, sample_params
+from ..hashing import pair_seed
+from ..params import sample_params
 from ..synth.spec import FORMAT_VERSION
 from . import recorded_config, sample
 
