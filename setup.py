@@ -21,14 +21,15 @@ SYNTH = os.path.join("lowlight_gpu", "synth")
 # -fno-math-errno changes no value (sqrt of a negative sets no errno), it lets sqrt vectorise.
 FLAGS = ["-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno", "-fno-exceptions", "-fno-rtti",
          "-fPIC", "-fno-semantic-interposition", "-shared", "-fvisibility=hidden"]
-NO_COMPILER = ("lowlight-gpu needs a C++ compiler to build its model library and found none: install g++ "
-               "(Debian/Ubuntu: apt install g++; Fedora: dnf install gcc-c++; macOS: xcode-select --install) "
+NO_COMPILER = ("lowlight-gpu needs a C++ compiler to build its model library and found none: install gcc with g++ "
+               "or clang (Debian/Ubuntu: apt install g++; Fedora: dnf install gcc-c++; macOS: xcode-select --install) "
                "or set CXX to one")
 
 
 def compilers():
     """C++ compilers to try, the user's choice ($CXX) first."""
-    names = [os.environ.get("CXX", ""), "c++", "g++", "clang++"]
+    # gcc and clang compile C++ too (-x c++); the library needs no C++ runtime (no exceptions, RTTI or STL).
+    names = [os.environ.get("CXX", ""), "c++", "g++", "clang++", "clang", "gcc", "cc"]
     seen = []
     for name in names:
         path = shutil.which(name.split()[0]) if name.strip() else None
