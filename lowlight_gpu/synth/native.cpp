@@ -5,12 +5,14 @@
 // (synth/native.py), which releases the GIL for the length of each call.  Every per-value step is a
 // header function, so the CPU and the GPU run one source; only the loops around them differ:
 //
-//   * the noise loop goes in chunks of CHUNK_BLOCKS Philox blocks, one pass per stage (Philox,
-//     Box-Muller, Poisson search, compose), so the compiler can vectorise the pure arithmetic passes;
-//   * the physics path runs ll_phys_site over the mosaic, then ll_phys_pixel over the image, as the
-//     two CUDA kernels do;
+//   * the noise loop goes in chunks of LL_CHUNK_BLOCKS Philox blocks, one pass per stage (Philox in
+//     structure-of-arrays rounds, Box-Muller, Poisson search, compose), so the compiler vectorises the
+//     arithmetic passes;
+//   * the physics path goes row by row: a row's sites take the steps of ll_phys_site, with many sites'
+//     Poisson chains side by side, and a ring of three gained rows feeds ll_phys_pixel_rows;
 //   * the scalar helpers (Philox blocks, the detmath functions, the Poisson tables) loop over arrays
-//     for the Python side, which holds no copy of this arithmetic.
+//     for the Python side, which holds no copy of this arithmetic;
+//   * each GPU kernel's body is exported too, looped serially (*_serial), for the tests.
 //
 // It must be compiled WITHOUT multiply-add contraction (-ffp-contract=off) and without -ffast-math:
 // the bytes then do not depend on the compiler, the instruction set or the machine (ARCHITECTURE.md,
@@ -20,7 +22,6 @@
 #include "physics.cuh"
 
 #include <stdlib.h>
-#include <string.h>
 
 #define LL_API extern "C" __attribute__((visibility("default")))
 
@@ -53,8 +54,9 @@ LL_API int ll_abi_version(void) { return LL_ABI_VERSION; }
 // Philox4x32-10 of blocks [first, first + count) of (step, stream), structure of arrays: each round runs
 // across the whole chunk, so the compiler vectorises it over the blocks (ll_philox4x32_10's words).
 static inline void philox_pass(unsigned long long first, long long count, unsigned int step, unsigned int stream,
-                               unsigned int key0, unsigned int key1, unsigned int* __restrict__ w0, unsigned int* __restrict__ w1,
-                               unsigned int* __restrict__ w2, unsigned int* __restrict__ w3)
+                               unsigned int key0, unsigned int key1, unsigned int* __restrict__ w0,
+                               unsigned int* __restrict__ w1, unsigned int* __restrict__ w2,
+                               unsigned int* __restrict__ w3)
 {
     for (long long b = 0; b < count; ++b) {
         const unsigned long long block = first + (unsigned long long)b;
@@ -69,11 +71,9 @@ static inline void philox_pass(unsigned long long first, long long count, unsign
     }
 }
 
-
 // Philox4x32-10 words of blocks [start, start + count) of (key, step, stream): out is (count, 4) uint32.
-LL_API void ll_philox_blocks(unsigned long long start, long long count, unsigned int step,
-                                        unsigned int stream, unsigned int key0, unsigned int key1,
-                                        unsigned int* out)
+LL_API void ll_philox_blocks(unsigned long long start, long long count, unsigned int step, unsigned int stream,
+                             unsigned int key0, unsigned int key1, unsigned int* out)
 {
     unsigned int w0[LL_CHUNK_BLOCKS], w1[LL_CHUNK_BLOCKS], w2[LL_CHUNK_BLOCKS], w3[LL_CHUNK_BLOCKS];
     for (long long first = 0; first < count; first += LL_CHUNK_BLOCKS) {
@@ -211,7 +211,6 @@ LL_API long long ll_build_tables(const double* lam, const double* log_lam, const
 
 // ---------------------------------------------------------------- the noise loop
 
-
 // Poisson counts of `count` values by ll_poisson (table inversion, or the normal approximation).
 static inline void poisson_pass(const ll_tables& tb, const unsigned char* codes, const unsigned int* wp,
                                 long long count, int* k)
@@ -250,8 +249,8 @@ static inline void compose_pass(const ll_noise_params& p, const ll_tables& tb, c
 }
 
 // The noisy uint8 codes of n input codes (ll_noise_pair's values, block by block in order).
-LL_API void ll_render_noisy(const unsigned char* codes, unsigned char* out, long long n,
-                                      const ll_noise_params* params, const ll_tables* tables)
+LL_API void ll_render_noisy(const unsigned char* codes, unsigned char* out, long long n, const ll_noise_params* params,
+                            const ll_tables* tables)
 {
     const ll_noise_params p = *params;
     const ll_tables tb = *tables;
@@ -360,7 +359,8 @@ static void phys_walk(phys_row* r, long long first, long long n, bool down, doub
         if (down) {
             for (long long j = 0; j < n; ++j) go[j] = k[j] > 0 ? ll_phys_down_step(lam[j], u[j], p[j], k[j], f[j]) : 0;
         } else {
-            for (long long j = 0; j < n; ++j) go[j] = f[j] <= u[j] ? ll_phys_up_step(lam[j], cap[j], p[j], k[j], f[j]) : 0;
+            for (long long j = 0; j < n; ++j)
+                go[j] = f[j] <= u[j] ? ll_phys_up_step(lam[j], cap[j], p[j], k[j], f[j]) : 0;
         }
         long long live = 0;
         for (long long j = 0; j < n; ++j) {
