@@ -18,10 +18,11 @@ from setuptools.errors import CompileError
 HERE = os.path.dirname(os.path.abspath(__file__))
 SYNTH = os.path.join("lowlight_gpu", "synth")
 # -ffp-contract=off and no -ffast-math: the bytes must not depend on the compiler or the CPU (ARCHITECTURE.md);
-# -fno-math-errno changes no value (sqrt of a negative sets no errno), it lets sqrt vectorise;
-# -fno-semantic-interposition lets the exported functions' callees inline.
-FLAGS = ["-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno", "-fno-exceptions",
-         "-fno-rtti", "-fPIC", "-fno-semantic-interposition", "-shared", "-fvisibility=hidden"]
+# -fno-math-errno and -fno-trapping-math change no value (no errno is set, no trap is enabled): they let sqrt
+# and floor become vector instructions; -fno-semantic-interposition lets the exported functions' callees inline.
+FLAGS = ["-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno",
+         "-fno-trapping-math", "-fno-exceptions", "-fno-rtti", "-fPIC", "-fno-semantic-interposition", "-shared",
+         "-fvisibility=hidden"]
 NO_COMPILER = ("lowlight-gpu needs a C++ compiler to build its model library and found none: install gcc with g++ "
                "or clang (Debian/Ubuntu: apt install g++; Fedora: dnf install gcc-c++; macOS: xcode-select --install) "
                "or set CXX to one")

@@ -60,11 +60,15 @@ LL_HD double ll_dm_nan() { return ll_dm_from_bits(0x7FF8000000000000LL); }
 LL_HD double ll_dm_min(double a, double b) { return b < a ? b : a; }  // numpy.minimum for non-nan a, b
 LL_HD double ll_dm_max(double a, double b) { return b > a ? b : a; }
 
-// floor(x) for |x| < 2**62 (the callers clamp): truncate, then step down below a negative fraction.
+// floor(x): exact in IEEE arithmetic (the hardware's rounding instruction, or the C library's floor), so
+// every implementation gives the same bits.
 LL_HD double ll_dm_floor(double x)
 {
-    const double t = (double)(long long)x;
-    return t > x ? t - 1.0 : t;
+#if defined(__CUDA_ARCH__)
+    return floor(x);
+#else
+    return __builtin_floor(x);
+#endif
 }
 
 LL_HD double ll_dm_sqrt(double x)
@@ -106,7 +110,7 @@ LL_HD double ll_dm_log_core(double x)
     long long k;
     const double m = ll_dm_decompose(x, &k);
     const double f = m - 1.0;
-    const double kd = (double)k;
+    const double kd = (double)(int)k;  // k in [-1075, 1024]: an int converts alike, and in vectors on AVX2
     const double s = f / (2.0 + f);
     const double z = s * s;
     const double w = z * z;
@@ -154,7 +158,7 @@ LL_HD double ll_dm_log_ext(double x, double* lo_out)
                           1.0 / 13.0, 1.0 / 15.0, 1.0 / 17.0, 1.0 / 19.0, 1.0 / 21.0};
     long long k;
     const double m = ll_dm_decompose(x, &k);
-    const double kd = (double)k;
+    const double kd = (double)(int)k;  // k in [-1075, 1024]
     const double f = m - 1.0;
     double d_lo, p_lo;
     const double d = ll_dm_two_sum(2.0, f, &d_lo);
@@ -184,7 +188,7 @@ LL_HD double ll_dm_exp_core(double xc)
     const double t = r * r;
     const double c = r - t * (p1 + t * (p2 + t * (p3 + t * (p4 + t * p5))));
     const double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
-    const long long k = (long long)kd;
+    const long long k = (long long)(int)kd;  // kd in [-1076, 1024]
     const long long k1 = k >> 1;
     return y * ll_dm_pow2(k1) * ll_dm_pow2(k - k1);
 }
@@ -219,7 +223,7 @@ LL_HD double ll_dm_expm1(double x)
     const double r1 = 1.0 + hxs * (q1 + hxs * (q2 + hxs * (q3 + hxs * (q4 + hxs * q5))));
     const double t = 3.0 - r1 * hfx;
     double e = hxs * ((r1 - t) / (6.0 - r * t));
-    const long long k = (long long)kd;
+    const long long k = (long long)(int)kd;  // kd in [-58, 1025]
     if (k == 0) return r - (r * e - hxs);
     e = (r * (e - c) - c) - hxs;
     if (k <= -2 || k > 56) return (1.0 - (e - r)) * ll_dm_pow2(ll_dm_clampk(k - 1)) * 2.0 - 1.0;
@@ -280,7 +284,7 @@ LL_HD void ll_dm_sincos_core(double x, double* s_out, double* c_out)
     const double hz = 0.5 * z;
     const double w = 1.0 - hz;
     const double c = w + (((1.0 - w) - hz) + z * cr);
-    const long long q = (long long)n;
+    const long long q = (long long)(int)n;  // |n| <= 2**20 * 2 / pi + 1
     double sv = (q & 1) ? c : s;
     double cv = (q & 1) ? s : c;
     if (q & 2) sv = -sv;
