@@ -17,7 +17,8 @@ included), medians of --repeat runs:
   noise and physics noise.
 
 Also the kernel alone: milliseconds per 768x512 noisy image in one process, for both (the baseline's
-numba kernels imported from its checkout).  Ratios are baseline time / this time (> 1: this is faster).
+numba kernels imported from its checkout), with the widest instruction set this CPU runs and capped to
+AVX2 (the library's x86-64-v3 build against numba compiling for haswell).  Ratios are baseline time / this time (> 1: this is faster).
 
 Usage: python benchmarks/bench_one_model.py --baseline ../baseline [--count 96] [--repeat 5] [--workers 2]
        [--write docs/performance.md]
@@ -78,6 +79,7 @@ def env_for(checkout, cache=None):
     """The environment of one run: the checkout first on the path, numba's cache in the folder cache if given."""
     env = dict(os.environ, PYTHONPATH=checkout)
     env.pop("LOWLIGHT_CPU_LEVEL", None)
+    env.pop("NUMBA_CPU_NAME", None)
     if cache:
         env["NUMBA_CACHE_DIR"] = cache
     return env
@@ -122,13 +124,23 @@ def throughput(checkouts, inputs, tmp, repeat, workers):
     return results
 
 
-def kernels(checkouts, repeat):
+# Instruction sets compared for the kernel alone: (label, the library's LOWLIGHT_CPU_LEVEL, numba's NUMBA_CPU_NAME).
+ISAS = [("widest this CPU runs", None, None), ("AVX2 (x86-64-v3; numba: haswell)", "3", "haswell")]
+
+
+def kernels(checkouts, repeat, level=None, numba_cpu=None):
     """{checkout name: {model: ms per 768x512 image}} in one process each (process CPU time, median)."""
     photo = os.path.join(SAMPLES, sorted(n for n in os.listdir(SAMPLES) if n.endswith(".png"))[0])
     out = {}
     for name, path in checkouts.items():
+        env = env_for(path)
+        if level:
+            env["LOWLIGHT_CPU_LEVEL"] = level
+        if numba_cpu:
+            env["NUMBA_CPU_NAME"] = numba_cpu
+            env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-isa-")  # no kernel cached for another CPU
         proc = subprocess.run([sys.executable, "-c", KERNEL_SCRIPT, photo, str(repeat)], cwd=path,
-                              env=env_for(path), capture_output=True, text=True)
+                              env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{path}: kernel timing failed: {proc.stderr.strip()[-400:]}")
         out[name] = json.loads(proc.stdout)
@@ -148,10 +160,12 @@ def table(args, first, through, kern, count):
     for model in MODELS:
         b, o = med(through[(model, "numba")]), med(through[(model, "library")])
         lines.append(f"| {count} JPEGs 768x512, {args.workers} workers | {model} | {b:.2f} | {o:.2f} | {b / o:.2f}x |")
-    lines += ["", "| kernel alone, one core, ms per noisy 768x512 | numba | C library | speed-up |", "|---|---|---|---|"]
-    for model in MODELS:
-        b, o = kern["numba"][model], kern["library"][model]
-        lines.append(f"| {model} | {b:.1f} | {o:.1f} | {b / o:.2f}x |")
+    lines += ["", "| kernel alone, one core, ms per noisy 768x512 | instruction set | numba | C library | speed-up |",
+              "|---|---|---|---|---|"]
+    for label, result in kern.items():
+        for model in MODELS:
+            b, o = result["numba"][model], result["library"][model]
+            lines.append(f"| {model} | {label} | {b:.1f} | {o:.1f} | {b / o:.2f}x |")
     return "\n".join(lines)
 
 
@@ -167,7 +181,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="bench-one-model-")
     try:
         inputs = make_photo_crops(os.path.join(tmp, "in"), args.count)
-        kern = kernels(checkouts, 15)
+        kern = {label: kernels(checkouts, 15, level, cpu) for label, level, cpu in ISAS}
         first = first_runs(checkouts, tmp, args.repeat, args.workers)
         through = throughput(checkouts, inputs, tmp, args.repeat, args.workers)
     finally:

@@ -30,7 +30,7 @@ from ..synth.signal import declared_variance, srgb_to_linear, step_signal, to_ou
 from . import spread
 
 SAMPLE_ROWS = 64
-PIXEL_BUDGET = 1 << 24  # pixels of each side (high, low) decoded over all sampled pairs together
+PIXEL_BUDGET = 1 << 22  # pixels of each side (high, low) decoded over all sampled pairs together: about 0.2 s
 MIN_NOISE_VALUES = 1000
 TRANSFER_PAIRS = 6  # physics pairs in the photon-transfer panel (one colour each), spread over the sampled ones
 TRANSFER_SITES = 1 << 16  # raw mosaic sites measured over those pairs together (re-rendering costs ~3 us a site)
