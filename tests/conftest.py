@@ -14,6 +14,7 @@ Everything here is generic so any test module can use it:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -176,3 +177,19 @@ def stand_in(monkeypatch):
     import stand_in_cupy
 
     return stand_in_cupy.install(monkeypatch)
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(folder, size, grown):
+    """A tmpfs of `size` mounted at folder (root only, else the test skips); yields a function that remounts it
+    at `grown`, and unmounts it afterwards."""
+    import os
+
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and tmpfs to fill a real disk")
+    try:
+        yield lambda: subprocess.run(["mount", "-o", f"remount,size={grown}", str(folder)], check=True)
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from lowlight_gpu import cli, fsutil, imageio, locks, manifest, pipeline
+from lowlight_gpu import cli, fsutil, imageio, locks, manifest
 from lowlight_gpu.config import load_config
 
-from conftest import REPO_ROOT, read_jsonl, tree_bytes, tree_mtimes, write_images
+from conftest import REPO_ROOT, read_jsonl, tiny_tmpfs, tree_bytes, tree_mtimes, write_images
 
 SUMMARY = re.compile(r"(\d+) pairs(?: \((\d+) already done\))?, (\d+) errors, ([0-9.]+) pairs/s")
 
@@ -229,13 +229,8 @@ def test_a_failing_journal_write_is_exit_4_not_2(run_cli, monkeypatch, five, out
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 40 KiB tmpfs mounted at tmp_path/disk (root only); grown to 4 MiB by calling the returned function."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(disk)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root and tmpfs to fill a real disk")
-    yield disk, lambda: subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
-    subprocess.run(["umount", str(disk)], check=True)
+    with tiny_tmpfs(tmp_path / "disk", "40k", "4m") as grow:
+        yield tmp_path / "disk", grow
 
 
 def test_a_really_full_disk_then_a_rerun_gives_a_clean_runs_bytes(run_cli, tmp_path, tiny_disk):

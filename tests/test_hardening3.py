@@ -5,7 +5,6 @@ Each test follows one report: what the user did, and what now happens instead.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
@@ -20,7 +19,7 @@ import pytest
 
 from lowlight_gpu import PairDataset, containers
 
-from conftest import REPO_ROOT, read_jsonl, write_image, write_images
+from conftest import REPO_ROOT, read_jsonl, tiny_tmpfs, write_image, write_images
 
 lmdb = pytest.importorskip("lmdb", reason="the lmdb extra is not installed")
 
@@ -363,13 +362,8 @@ class _FailingTxn:
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 160 KiB tmpfs at tmp_path/disk (root only); the returned function grows it to 8 MiB."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root and tmpfs to fill a real disk")
-    yield disk, lambda: subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
-    subprocess.run(["umount", str(disk)], check=True)
+    with tiny_tmpfs(tmp_path / "disk", "160k", "8m") as grow:
+        yield tmp_path / "disk", grow
 
 
 def test_a_really_full_disk_stops_an_lmdb_run_with_enospc_then_resumes(run_cli, tmp_path, tiny_disk):
