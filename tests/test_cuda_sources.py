@@ -29,6 +29,8 @@ from lowlight_gpu import pipeline
 from lowlight_gpu.config import config_from_dict
 from lowlight_gpu.params import sample_params
 from lowlight_gpu.synth import cupy_backend, native, numpy_backend, records
+from model_cases import CASES as MODEL_CASES
+from model_cases import PHYSICS_CASES
 from stand_in_cupy import StandInArray
 
 NVCC = shutil.which("nvcc")
@@ -39,20 +41,10 @@ SYNTH = cupy_backend.SOURCE_DIR
 ARCH = "sm_90"
 GPU_FLAGS = [*cupy_backend.COMPILE_OPTIONS, *cupy_backend.CUPY_ADDED_OPTIONS]  # what NVRTC gets from CuPy
 
-# Configs covering every kernel branch: models, orders, spaces, progressive steps, normal-approximation rates.
-RENDER_CASES = [
-    ({}, (None,)),
-    ({"noise": {"model": "poisson"}}, (None,)),
-    ({"noise": {"model": "gaussian"}}, (None,)),
-    ({"noise": {"model": "brooks"}}, (None,)),
-    ({"noise": {"order": "before"}}, (None,)),
-    ({"noise": {"space": "linear"}}, (None,)),
-    ({"noise": {"order": "before", "space": "linear"}}, (None,)),
-    ({"noise": {"model": "gaussian", "order": "before", "space": "linear"}}, (None,)),
-    ({"noise": {"peak": [2e4, 1e6]}}, (None,)),
-    ({"progressive": {"enabled": True, "steps": 4}}, (None, 1, 3, 4)),
-    ({"progressive": {"enabled": True, "steps": 3}, "noise": {"order": "before"}}, (1, 2, 3)),
-]
+# The Lv cases of the one case table (tests/model_cases.py): every kernel branch, models, orders, spaces,
+# progressive steps, normal-approximation rates.
+RENDER_NAMES = [name for name in MODEL_CASES if name not in PHYSICS_CASES and name != "none"]  # noisy kernels only
+RENDER_CASES = [MODEL_CASES[name] for name in RENDER_NAMES]
 
 
 def numpy_reference(rgb, params, t, noisy=True):
@@ -147,7 +139,7 @@ def test_kernels_compile_with_nvrtc():
 
 # ---------------------------------------------------------------- the kernel's body against the CPU driver
 
-@pytest.mark.parametrize("config,steps", RENDER_CASES, ids=[str(c) for c, _ in RENDER_CASES])
+@pytest.mark.parametrize("config,steps", RENDER_CASES, ids=RENDER_NAMES)
 def test_kernel_body_equals_the_cpu_driver(config, steps):
     rgb = np.random.default_rng(len(str(config))).integers(0, 256, (131, 97, 3), dtype=np.uint8)
     for seed in (3, 2 ** 52 + 17, *[1000 + 7919 * i for i in range(6)]):
@@ -189,7 +181,7 @@ def test_probe_rejects_kernels_that_run_but_compute_wrong_noise(stand_in, broken
 
 
 @pytest.mark.parametrize("config,steps", RENDER_CASES[:3] + RENDER_CASES[-2:],
-                         ids=[str(c) for c, _ in RENDER_CASES[:3] + RENDER_CASES[-2:]])
+                         ids=RENDER_NAMES[:3] + RENDER_NAMES[-2:])
 def test_driver_render_many_on_stand_in(stand_in, config, steps):
     rgb = np.random.default_rng(5).integers(0, 256, (37, 23, 3), dtype=np.uint8)
     params = sample_params(13, config_from_dict(config))
@@ -201,7 +193,7 @@ def test_driver_render_many_on_stand_in(stand_in, config, steps):
         assert type(got) is np.ndarray and got.shape == rgb.shape
         assert isinstance(dev, StandInArray) and np.array_equal(np.asarray(dev), got)
         assert np.array_equal(cut, got)
-        if noisy:
+        if noisy and params["noise"]["model"] != "none":  # "none" renders the clean LUT
             assert np.array_equal(got.reshape(-1), kernel_body(rgb, params, t))
         assert np.array_equal(got, numpy_reference(rgb, params, t, noisy))
 

@@ -15,7 +15,7 @@ GPU kernels' bodies through the CuPy driver on the stand-in CuPy
 GPU (``python tests/test_golden.py --check --backend cupy``).  tests/model_cases.py
 holds the wider case table.
 
-Adding a case is one line in CASES.
+Adding a case is one line in tests/model_cases.py's CASES (then --regenerate both files).
 """
 
 import argparse
@@ -33,31 +33,18 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 20261130
-# name: (config overrides, steps to render: None is the one-shot low image); each renders noisy and clean.
-CASES = {
-    "none": ({"noise": {"model": "none"}}, [None]),
-    "poisson-gaussian": ({}, [None]),
-    "poisson": ({"noise": {"model": "poisson"}}, [None]),
-    "gaussian": ({"noise": {"model": "gaussian"}}, [None]),
-    "brooks": ({"noise": {"model": "brooks"}}, [None]),
-    "normal-approximation": ({"noise": {"peak": [3e4, 3e5]}}, [None]),
-    "before": ({"noise": {"order": "before"}}, [None]),
-    "linear": ({"noise": {"space": "linear"}}, [None]),
-    "gaussian-before-linear": ({"noise": {"model": "gaussian", "order": "before", "space": "linear"}}, [None]),
-    "progressive": ({"progressive": {"enabled": True, "steps": 4}}, [1, 2, 3, 4]),
-    "progressive-before-linear": ({"progressive": {"enabled": True, "steps": 3},
-                                   "noise": {"order": "before", "space": "linear"}}, [1, 2, 3]),
-    "physics": ({"noise": {"model": "physics"}}, [None]),
-    "physics-sony-pgrqc": ({"noise": {"model": "physics", "camera": "SonyA7S2", "components": "pgrqc"}}, [None]),
-    "physics-imx686-normal-approximation": ({"noise": {"model": "physics", "camera": "IMX686", "gain": 0.02}}, [None]),
-    "physics-progressive": ({"noise": {"model": "physics", "camera": "NikonD850"},
-                             "progressive": {"enabled": True, "steps": 3}}, [1, 3]),
-}
+# The one case table of the model (tests/model_cases.py): (config overrides, steps; None is the one-shot image).
+from model_cases import CASES  # noqa: E402
+
 CUDA_MODELS = ("none", "poisson-gaussian", "poisson", "gaussian", "brooks")  # what the CUDA kernels render
 
 # ---- pins: written by --regenerate -------------------------------------------------------------
 PINNED_FORMAT_VERSION = 2
 GOLDEN = {
+    "before-linear/photo/tNone/clean": "ad406715a8f5cf4938734a39a2eeb97b5e60297636a265ed0102bdfd72fd2e91",
+    "before-linear/photo/tNone/noisy": "d777f2e9a01daa51574a104fae99c00581f073888691afd8bd18f6d0b9a63d1b",
+    "before-linear/ramp/tNone/clean": "de5d4ac4507dd1c59ac8955855a6b1b8161f4a2c8bc101068686bf57f938b295",
+    "before-linear/ramp/tNone/noisy": "def116db3431db3de6b2ae3f63c44afcc48f3d6f72625c82e47fabb76ff0817c",
     "before/photo/tNone/clean": "3342afb1617d6236895a815efbe899595680ad26768b93d5480518faf2d87ef4",
     "before/photo/tNone/noisy": "72514ba622f6260fa94c8c8953fc91783bac1380b675863783e994d3444d2f60",
     "before/ramp/tNone/clean": "e4c8edfe6b59ec2958b59b68439dc44f3b9048d9a64e0ae553318bf4d1388b61",
@@ -83,9 +70,11 @@ GOLDEN = {
     "none/ramp/tNone/clean": "db6ed80e5b6551c1aa739d5f17db0d0708950d4fa5d5caf4c81bb737454e1637",
     "none/ramp/tNone/noisy": "db6ed80e5b6551c1aa739d5f17db0d0708950d4fa5d5caf4c81bb737454e1637",
     "normal-approximation/photo/tNone/clean": "7ea88e81c168bda20814a0b92160816b9ae61f7b6c58cdc0145ad6bcd282bf99",
-    "normal-approximation/photo/tNone/noisy": "c6bb5723af565c1b5b93714504c2ea15cac37763c370e507c1fa1fcab224b029",
+    "normal-approximation/photo/tNone/noisy": "d92044563bf07285dd56e8eae19c06a725ce4c0d9c18f8538498d28d0b6ab85c",
     "normal-approximation/ramp/tNone/clean": "975264cedc299ed175dcf6064ef203712fbdcd1b9b3cb00db480071ba5931a89",
-    "normal-approximation/ramp/tNone/noisy": "5af7637dea64c9fed6ad836e8990bc9b012f319d4ff1d78d4f0fe3648c9182c1",
+    "normal-approximation/ramp/tNone/noisy": "5bb19e5e24094b59b5d14bc6764ac03d17a86626a3b12acc0155d6a3e351ae4a",
+    "params/before-linear/photo": "4f6742291525cc1b0dcbc2a7e18fc2012b44ab850d53405569bd61e7bd6b3c50",
+    "params/before-linear/ramp": "47d5b1888973cbd614ba6d73f47c0cb0b9961b1f51e0a98dc35c4f383618ea30",
     "params/before/photo": "929aa284f93dfc84e8e7a76715d486dec11b02a61d0b0d4c2f37774ef46389b6",
     "params/before/ramp": "5d833ed118557efd92689dfaca12f4401e165a4fffeab0ee3cea4e1cf243a393",
     "params/brooks/photo": "7597ecc983ba3458e439c894bb11e60b19d7fd27731e3192ded00f389eb92799",
@@ -98,12 +87,18 @@ GOLDEN = {
     "params/linear/ramp": "2059f6a0413a655b1a3d981f4094e8a3261abf0a454919adc8809033ab84e297",
     "params/none/photo": "0394a2f70329ebaa51bd4bf82853e5a06c23ccd31f82f418761bf0d19519a301",
     "params/none/ramp": "da5e1183ce799cfd8f1c98dd5b5f6773d44da8b89530d74c9cf2f0d97eba1a06",
-    "params/normal-approximation/photo": "913e16815b6c88eb8dc7c454bfb6354921e17f9680904c918543109d16b1390e",
-    "params/normal-approximation/ramp": "78469a6700897de82b5a703d6f2262ebedc426fe9eed9baa825e55296cba112c",
+    "params/normal-approximation/photo": "4db3b276f930c3c7f10121e8d8608e8cdb0527bd69511bfd32a5a78713b55055",
+    "params/normal-approximation/ramp": "b801cb9080308e4849b9c0d068af21f7abdfb456ece4d5863e1e20519fb23d18",
+    "params/physics-canon-isp-only/photo": "33cc270350e7aeeb25c9e78d653c36ed6271939dfee3e435fea5f795008e4fe2",
+    "params/physics-canon-isp-only/ramp": "ec40b1afdfa3bdfabc00dc19c11a3e3082cf4d81f6cf6afb5ba5787a939d407f",
     "params/physics-imx686-normal-approximation/photo": "7c15062de456a91d7038a88955b71f4db6f8f799a8f6c24d12fec21acefe5d8e",
     "params/physics-imx686-normal-approximation/ramp": "d32682ea3f017050e881e48106b821db286760b2c5076e5457398f697de64311",
+    "params/physics-nikon-shot-read/photo": "ae45cda5698d8c4eb1020772311c838f7de72fcd0b5e73e06f8c1a43b4f3b3de",
+    "params/physics-nikon-shot-read/ramp": "d96b08df3afc6d4cef762c715dead615a37349927c6c0e72cd643ca324ec5cb6",
     "params/physics-progressive/photo": "5feebcf90e9cff20e658b8f8ece2e87a7c11999b4d8bf491f6fc9cf799307fc6",
     "params/physics-progressive/ramp": "31262c19965dfa8b2aea7afe879e6d10097cece0060e271d7009217e46c77160",
+    "params/physics-sony-high-gain/photo": "e03eb31ec56c64ad30365ecb7b9ab0f8655392683bbf3f207260d40eb6da14c7",
+    "params/physics-sony-high-gain/ramp": "8a5574163b8a5040d5226b5dae6a8268a6f3cf09adce8a4f869905652c22a5aa",
     "params/physics-sony-pgrqc/photo": "71781b8011a14509a3ae2b5b9aaf79b770df7a415b0a86394e7cf2f025ce14f8",
     "params/physics-sony-pgrqc/ramp": "c3e4ea69e1735d266cc137323ee4ad866bc6dfc75b77c9adcd82ade5cc5e753c",
     "params/physics/photo": "71cf85109bce750c5e73dec999ef9771519fbd54b108aba36fdbf7e7f7d05abd",
@@ -116,18 +111,36 @@ GOLDEN = {
     "params/progressive-before-linear/ramp": "815503ac7aff01fd31d6bd805404eaf38d281954e9a6ea6ccccec6457ce06c1a",
     "params/progressive/photo": "75287124030f0989d1e7cc6302dd331c8b13a7565b4c69a5516cb2d42670313f",
     "params/progressive/ramp": "a77230420019896a433680d8b3dcc3332ddfc16ae7c25535c767b6b3f30f2c53",
+    "params/tiny-peak/photo": "6a18d7f56dbfd6f818f2a5eaf0eb744f9ec5f018e1421e1835c928644fca3fb9",
+    "params/tiny-peak/ramp": "b9de6a6ea29458d6341c9ddd604d4c696fa08a6195b45dddee674992c3f6f2a5",
+    "physics-canon-isp-only/photo/tNone/clean": "490a7fdc5864837ad49d22cdf7e4d3a84017ba44a3c93c31fff497b326ce7d2a",
+    "physics-canon-isp-only/photo/tNone/noisy": "fe7352bcbee850a84561b96173730c0292dc40e197ebddd6fb36846066ab5549",
+    "physics-canon-isp-only/ramp/tNone/clean": "1ca4dac2461e9273f1060a234c8a29a3f65b79245f447b8b7e5789ce189a8151",
+    "physics-canon-isp-only/ramp/tNone/noisy": "d2fb6fe8b3e77fa07b1d395fa4ef4c4d11da3189b6205e46703440dd5356046c",
     "physics-imx686-normal-approximation/photo/tNone/clean": "9acc53b74a33e6e45062bf2d6ce31de0075953302d5dd815af8252cf97974968",
     "physics-imx686-normal-approximation/photo/tNone/noisy": "2821fd5e4c1dcfb4f71a5e1e62cb92f7ea37738a9f7950b7c4afb08080a8b92b",
     "physics-imx686-normal-approximation/ramp/tNone/clean": "4a78ad987a3f82b5af73493f80bf208561e97bd7b047c227e9cc033c3a8472a2",
     "physics-imx686-normal-approximation/ramp/tNone/noisy": "7d09962611a7bba87b17e48e08f586e5cf7c42b84492883c8c6044c3e4ad38ae",
+    "physics-nikon-shot-read/photo/tNone/clean": "90048b87f20ae97488fb104c57ed3093a2a7c00335672110148d80dbbc87ec93",
+    "physics-nikon-shot-read/photo/tNone/noisy": "79206e0c3c37555bd6c8b9253ccedb87186da87568b75ffbc1446bff3a2410f8",
+    "physics-nikon-shot-read/ramp/tNone/clean": "d4aeab0a919e79b02ad6e985f30f6a0762607afcf9dfc427c730cb91d67fc083",
+    "physics-nikon-shot-read/ramp/tNone/noisy": "3ad67bcbeee05fc462b3eefc0351ba88526de9a750f4533b4f0a0dce487a772c",
     "physics-progressive/photo/t1/clean": "00690dde8e606c42fc076ff21953fcd5eefeb4fe18189977ef8694d9c12f88ca",
     "physics-progressive/photo/t1/noisy": "ed78f04c8ab208f70fd54eb825c16d33ee0903fd8daaa43cb8680eca333abe9e",
+    "physics-progressive/photo/t2/clean": "91292e1a25417bef1077567ef42a27cc9c8206ff9f2fb2ed68ee3a724abb00e2",
+    "physics-progressive/photo/t2/noisy": "bfc27a1772441a1d84f6aeb221a496b467f7995fcf22ff5f6aaa3e0a7a05a521",
     "physics-progressive/photo/t3/clean": "05cd73a59b7f80296bdcd9f74ab7655de7ace18cb7e06165ef94060b670ad6da",
     "physics-progressive/photo/t3/noisy": "6869c781f3d26592ab3d05604752979645bf7afb77dba2186af692a2c6abf795",
     "physics-progressive/ramp/t1/clean": "969e61084d365bbf0ece769df76b7430fde87ee9ec340ee0b8e873adad9f4fbb",
     "physics-progressive/ramp/t1/noisy": "c631b444e54029343cc5ea718217b9e601dba510da743e4326439f052bdc7986",
+    "physics-progressive/ramp/t2/clean": "8cf1278ad4eef28f43d214ebe5ed8e385133073c9a1e995f833a49a51a2e98a4",
+    "physics-progressive/ramp/t2/noisy": "2f318b80d035bac19a862d6eb40a78bd35a6e08ed73ed27835d0f83d3c5ff542",
     "physics-progressive/ramp/t3/clean": "4e358511f58b9c34038e19b0d967f219bcb4b214841a2b1c20037cfc2ee459a1",
     "physics-progressive/ramp/t3/noisy": "9865b0a295e6f01780a267999ee87108fc23845a80814307a3810bc46c8e2638",
+    "physics-sony-high-gain/photo/tNone/clean": "6a9744026941e2a1552c708c2b88f517811501d37b100b82d6db7f0396dec340",
+    "physics-sony-high-gain/photo/tNone/noisy": "7ce5851c6ae91a5e7af84171f6910b69dee69339286878f2b8fcc4ed791653bc",
+    "physics-sony-high-gain/ramp/tNone/clean": "c25ce28d6eb77a337a6150b5f7c06e1c0a911c0bea40c7565ab9ef58bb2209c6",
+    "physics-sony-high-gain/ramp/tNone/noisy": "5a2492c0e722b91a712356be31a30ec745220e3ba0573f23bfc1469c84b2ccbb",
     "physics-sony-pgrqc/photo/tNone/clean": "c073c0143e575b10ddd2df4228dc1c6f60046a57a1c0cab36e23b5da34339025",
     "physics-sony-pgrqc/photo/tNone/noisy": "bd5fc1f51341cab95f913457b26e271ecefd2c5881e2e2885f5303852daaa052",
     "physics-sony-pgrqc/ramp/tNone/clean": "ca25147a8497bdc1add58cf98f9ddeeeaceb815d8ed1ad9d6f309891b286d468",
@@ -174,6 +187,8 @@ GOLDEN = {
     "progressive/photo/t3/noisy": "f940d3d748972066259004da81d21eec9b83d5f7c6bef03f7127689b2e6a0755",
     "progressive/photo/t4/clean": "dd99a3ac227a986375d297a19890d25bd2ebc15b36ce6ff650eb9061ed0c1628",
     "progressive/photo/t4/noisy": "0b17ac93bf57da46197b068c822eb3c9308818d2de26a141e5a6b2fed5ab2430",
+    "progressive/photo/tNone/clean": "dd99a3ac227a986375d297a19890d25bd2ebc15b36ce6ff650eb9061ed0c1628",
+    "progressive/photo/tNone/noisy": "0b17ac93bf57da46197b068c822eb3c9308818d2de26a141e5a6b2fed5ab2430",
     "progressive/ramp/t1/clean": "7e3583668b7637adacbe7c097b18a3ccd95453ef6dec765075fefe898fcc0459",
     "progressive/ramp/t1/noisy": "a34f7c43e4602b723b894594697136aac78af792953686afb76098902d4128da",
     "progressive/ramp/t2/clean": "5ea24c97a1fdfa5bf44b55e5fac6239f75a5dbf8019da783934433a7a3c7502e",
@@ -182,6 +197,12 @@ GOLDEN = {
     "progressive/ramp/t3/noisy": "a1faad150c36c96b366e6fa3d1dd7fab7e7f123d1b55e3b385cae31d5b29c50e",
     "progressive/ramp/t4/clean": "fc4fc5b4276132a0c65b9fb07b8453134444e4ef7f53a017a60a7cd30e723cbc",
     "progressive/ramp/t4/noisy": "aac4029687e0e6c0c9f51af9628ea180665a88f07c09a591dddda9af586cb0e1",
+    "progressive/ramp/tNone/clean": "fc4fc5b4276132a0c65b9fb07b8453134444e4ef7f53a017a60a7cd30e723cbc",
+    "progressive/ramp/tNone/noisy": "aac4029687e0e6c0c9f51af9628ea180665a88f07c09a591dddda9af586cb0e1",
+    "tiny-peak/photo/tNone/clean": "ec34f03ba43c00fdc16daa6c34b7983df267f973dc6cb30a1ac10ceae45de52d",
+    "tiny-peak/photo/tNone/noisy": "68cfb4ffbc79b0fc60072856cb548aad9abfbc67f8bc7aeb515c2abcd2fc9eda",
+    "tiny-peak/ramp/tNone/clean": "764d11d6c76fa8ff40ef3277a6969897dbf2fb6a253ba4ddf9314aa867229614",
+    "tiny-peak/ramp/tNone/noisy": "c403e646475c4633e4d2d551015d47b79488931d9d2811d3bdd8da87ce6227de",
 }
 # ---- end of pins ----------------------------------------------------------------------------
 
