@@ -20,9 +20,9 @@ SYNTH = os.path.join("lowlight_gpu", "synth")
 # -ffp-contract=off and no -ffast-math: the bytes must not depend on the compiler or the CPU (ARCHITECTURE.md);
 # -fno-math-errno and -fno-trapping-math change no value (no errno is set, no trap is enabled): they let sqrt
 # and floor become vector instructions; -fno-semantic-interposition lets the exported functions' callees inline.
-FLAGS = ["-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno",
-         "-fno-trapping-math", "-fno-exceptions", "-fno-rtti", "-fPIC", "-fno-semantic-interposition", "-shared",
-         "-fvisibility=hidden"]
+FLAGS = ["-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-exceptions", "-fno-rtti",
+         "-fPIC", "-shared", "-fvisibility=hidden"]
+SPEED_FLAGS = ["-fno-math-errno", "-fno-trapping-math", "-fno-semantic-interposition"]  # left out where refused
 NO_COMPILER = ("lowlight-gpu needs a C++ compiler to build its model library and found none: install gcc with g++ "
                "or clang (Debian/Ubuntu: apt install g++; Fedora: dnf install gcc-c++; macOS: xcode-select --install) "
                "or set CXX to one")
@@ -68,14 +68,15 @@ def compile_library(source, target, flags):
     """Compile source with flags into the shared library target; raises CompileError with one line on failure.
 
     A level build the compiler cannot make (an old compiler without -march=x86-64-v4) falls back to the
-    baseline flags, so every listed library exists.
+    baseline flags, so every listed library exists; so does a compiler that refuses a flag of SPEED_FLAGS
+    (none of them changes a value).
     """
     found = compilers()
     if not found:
         raise CompileError(NO_COMPILER)
     errors = []
     for cxx in found:
-        for extra in ([flags, []] if flags else [[]]):
+        for extra in ([flags + SPEED_FLAGS, flags, SPEED_FLAGS, []] if flags else [SPEED_FLAGS, []]):
             problem = compile_once(cxx, source, target, extra)
             if problem is None:
                 return
