@@ -327,3 +327,10 @@ LL_HD double ll_dm_ndtri(double p)
     return (((((a0 * r + a1) * r + a2) * r + a3) * r + a4) * r + a5) * h /
            (((((b0 * r + b1) * r + b2) * r + b3) * r + b4) * r + 1.0);
 }
+
+// The normal approximation of a Poisson(lam) count at probability p (the huge rates of both noise models):
+// floor(lam + sqrt(lam) * ndtri(p) + 1/2), at least 0.
+LL_HD double ll_dm_poisson_normal(double lam, double p)
+{
+    return ll_dm_max(ll_dm_floor(lam + ll_dm_sqrt(lam) * ll_dm_ndtri(p) + 0.5), 0.0);
+}

@@ -410,7 +410,7 @@ static void phys_poisson_row(phys_row* r, long long n, double* counts)
     for (long long c = 0; c < n; ++c) {
         const double lam = r->lam[c];
         if (!(lam > 0)) { counts[c] = 0.0; continue; }
-        if (lam > LL_PHYS_LAMBDA_EXACT_MAX) { counts[c] = ll_phys_poisson_normal(lam, r->u[c]); continue; }
+        if (lam > LL_PHYS_LAMBDA_EXACT_MAX) { counts[c] = ll_dm_poisson_normal(lam, r->u[c]); continue; }
         if (lam >= LL_PHYS_LAMBDA_SMALL) continue;
         const double p0 = ll_dm_exp(-lam);
         ch[CH_P][small] = p0; ch[CH_F][small] = p0; ch[CH_K][small] = 0.0; ch[CH_CAP][small] = LL_PHYS_SMALL_CAP;

@@ -75,11 +75,7 @@ LL_HD void ll_box_muller(unsigned int w_radius, unsigned int w_angle, float* n0,
 // The Poisson count of one value: table inversion, or the normal approximation for huge rates.
 LL_HD long long ll_poisson(const ll_tables& tb, int code, unsigned int u)
 {
-    if (tb.normal[code]) {
-        const double lam = tb.lam[code];
-        const double z = ll_dm_ndtri(((double)u + 0.5) / 4294967296.0);
-        return (long long)fmax(floor(lam + sqrt(lam) * z + 0.5), 0.0);
-    }
+    if (tb.normal[code]) return (long long)ll_dm_poisson_normal(tb.lam[code], ((double)u + 0.5) / 4294967296.0);
     const int g = code * (LL_GUIDE_BUCKETS + 1) + (int)(u >> LL_GUIDE_SHIFT);
     int pos = tb.guide[g];
     int end = tb.guide[g + 1];

@@ -101,12 +101,6 @@ LL_HD void ll_phys_mode_start(double lam, double* m, double* pm, double* lo, dou
     *cap = *m + ll_dm_floor(10.0 * ll_dm_sqrt(lam)) + 20.0;
 }
 
-// The normal approximation for huge rates.
-LL_HD double ll_phys_poisson_normal(double lam, double u)
-{
-    return ll_dm_max(ll_dm_floor(lam + ll_dm_sqrt(lam) * ll_dm_ndtri(u) + 0.5), 0.0);
-}
-
 // physics.poisson_counts for one site: the smallest k with CDF(k) > u.
 LL_HD double ll_phys_poisson(double lam, double u)
 {
@@ -116,7 +110,7 @@ LL_HD double ll_phys_poisson(double lam, double u)
         while (f <= u && ll_phys_up_step(lam, LL_PHYS_SMALL_CAP, p, k, f)) {}
         return k;
     }
-    if (lam > LL_PHYS_LAMBDA_EXACT_MAX) return ll_phys_poisson_normal(lam, u);
+    if (lam > LL_PHYS_LAMBDA_EXACT_MAX) return ll_dm_poisson_normal(lam, u);
     double m, pm, lo, cap;
     ll_phys_mode_start(lam, &m, &pm, &lo, &cap);
     double f = pm, p = pm, k = m;
