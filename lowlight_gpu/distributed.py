@@ -29,7 +29,7 @@ RETRIES = 2
 IN_FLIGHT_PER_THREAD = 4
 
 
-def _import_distributed():
+def import_distributed():
     """The dask.distributed module, or a ConfigError naming the extra to install."""
     try:
         import distributed
@@ -42,7 +42,7 @@ class DaskEngine:
     """Spreads work items over the Dask scheduler at address, or over a LocalCluster started for each run."""
 
     def __init__(self, address=None, connect_timeout=30, **cluster_options):
-        self._dd = _import_distributed()  # before anything is written: the CLI builds the engine first
+        self._dd = import_distributed()  # before anything is written: the CLI builds the engine first
         self.address = address
         self.connect_timeout = connect_timeout
         self.cluster_options = cluster_options

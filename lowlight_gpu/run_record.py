@@ -193,9 +193,9 @@ def preflight(config, backend=None, quiet=False, shard=(0, 1)):
     backend = backend or ("numpy" if config.backend == "numpy" else synth.select(config.backend, quiet=quiet).NAME)
     containers.check_available(config.save.container)
     if config.distributed.engine == "dask":
-        from .distributed import _import_distributed
+        from .distributed import import_distributed
 
-        _import_distributed()
+        import_distributed()
     return Preflight(config, encoder, codecs, backend)
 
 
