@@ -44,7 +44,7 @@ Sources:
   ``G_shape`` values; no colour bias; 14 bits, black 512, white 16383.
 
 None of these calibrations includes a colour matrix, so every preset unprocesses with
-Brooks et al.'s random CCM and gains (``physics.sample_isp``).
+Brooks et al.'s random CCM and gains (``params.sample_isp``).
 
 Preset files: ``lowlight-gpu calibrate`` writes a camera as JSON with the fields of
 ``Camera`` (``to_dict``); ``noise.camera: path/to/CAMERA.json`` loads one (``load``), and

@@ -45,12 +45,11 @@ import numpy as np
 from . import detmath
 from .signal import CODES, step_signal
 
-CFA = "RGGB"
 GAMMA = 2.2
 GAMMA_FLOOR = 1e-8
 SMOOTHSTEP_ITERATIONS = 64    # bisection steps of the inverse tone curve (exact to the last bit)
 
-# ---------------------------------------------------------------- ISP parameters (sampled per pair: isp_ranges.py)
+# ---------------------------------------------------------------- the colour matrix and gains a pair drew (isp_ranges.py)
 
 def invert3(m):
     """The inverse of a 3x3 matrix (lists) by cofactors, in a fixed order of float operations."""

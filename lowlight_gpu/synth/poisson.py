@@ -24,9 +24,6 @@ import numpy as np
 from . import detmath, native
 
 LAMBDA_EXACT_MAX = 1e4
-GUIDE_BITS = 8
-GUIDE_BUCKETS = 1 << GUIDE_BITS
-TWO32 = 4294967296.0
 @dataclass(frozen=True)
 class PoissonTables:
     """Inversion tables for 256 rates: flat thresholds, a guide index, and the normal-approximation rates."""

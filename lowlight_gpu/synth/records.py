@@ -8,8 +8,7 @@ records, so their arithmetic starts from the same bits.
 
 import numpy as np
 
-from . import rng
-from . import native, physics
+from . import native, physics, rng
 from .signal import is_final_step, step_constants32, step_signal, working_codes
 
 
@@ -39,8 +38,10 @@ def noise_record(params, t):
     key0, key1 = rng.split_key(params["seed"])
     if model == "gaussian":
         inv_peak, sigma = 0.0, noise["sigma"]
-    else:
-        inv_peak, sigma = 1.0 / noise["peak"], noise.get("read_sigma", 0.0) if model != "poisson" else 0.0
+    elif model == "poisson":
+        inv_peak, sigma = 1.0 / noise["peak"], 0.0
+    else:  # poisson-gaussian, brooks
+        inv_peak, sigma = 1.0 / noise["peak"], noise["read_sigma"]
     alpha, beta, gamma = step_constants32(params, t)
     rec = np.zeros(1, native.NOISE_PARAMS_DTYPE)
     rec["key0"], rec["key1"], rec["step"] = key0, key1, noise_step(params, t)
