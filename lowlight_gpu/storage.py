@@ -1,0 +1,284 @@
+"""Object storage (s3://, gs://, az://) through fsspec: the one place that knows a URL from a local path.
+
+A local path never comes here: local runs keep their POSIX code (atomic renames, flock, copy_file_range).
+A URL's filesystem is made from the URL, the standard credential sources of its SDK (``AWS_*`` variables,
+``AWS_ENDPOINT_URL`` for an S3-compatible server, ``~/.aws``, gcloud's and Azure's own files), fsspec's
+config, and the run's ``storage_options``, which override them.  Those options may hold secrets, so they are
+never written anywhere: not to run.json, dataset.json, a manifest, a log or an error message.
+
+What object storage guarantees, and what the run relies on (docs/cluster.md):
+
+* a PUT of one object is atomic: a reader sees all of its bytes or none (a killed multipart upload leaves
+  no object); there is no rename, so every object is written once under its final name;
+* a conditional PUT (``If-None-Match: *``) creates an object only if none exists, where the store has it
+  (``create_exclusive``): the run record and shard locks use it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from .errors import ConfigError, StorageError
+
+# URL scheme -> the extra that installs its fsspec filesystem.
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
+_URL_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+_FILESYSTEMS = {}  # (protocol, options) -> fsspec filesystem, one per process
+
+
+def scheme(path) -> str | None:
+    """The URL scheme of path ('s3'), or None for a local path (file:// counts as local)."""
+    m = _URL_RE.match(str(path))
+    if not m or m.group(1).lower() == "file":
+        return None
+    return m.group(1).lower()
+
+
+def is_url(path) -> bool:
+    """Whether path names object storage rather than a local file."""
+    return scheme(path) is not None
+
+
+def check_url(key, url):
+    """ConfigError (exit 2) unless url's scheme is one we support and its filesystem package is installed."""
+    name = scheme(url)
+    if name not in EXTRAS:
+        raise ConfigError(f"{key}: '{url}' uses scheme '{name}://', which lowlight-gpu cannot read or write; "
+                          f"use a local path or one of {', '.join(s + '://' for s in ('s3', 'gs', 'az'))}")
+    try:
+        import fsspec
+
+        fsspec.get_filesystem_class(name)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"{key}: '{url}' needs the {name}:// filesystem ({_first_line(exc)}); "
+                          f"pip install 'lowlight-gpu[{EXTRAS[name]}]'") from None
+    bucket = strip(url).split("/", 1)[0]
+    if not bucket:
+        raise ConfigError(f"{key}: '{url}' names no bucket; write {name}://BUCKET/PREFIX")
+
+
+def _first_line(exc):
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def strip(url) -> str:
+    """The URL without its scheme and trailing slashes: 'bucket/prefix'."""
+    return _URL_RE.sub("", str(url)).rstrip("/")
+
+
+def join(root, rel) -> str:
+    """root/rel for a URL root (rel uses '/')."""
+    return posixpath.join(str(root).rstrip("/"), rel)
+
+
+def filesystem(url, options=None):
+    """The fsspec filesystem for url's scheme with these storage options (cached per process)."""
+    import fsspec
+
+    name = scheme(url)
+    key = (name, _freeze(options or {}))
+    fs = _FILESYSTEMS.get(key)
+    if fs is None:
+        fs = _FILESYSTEMS[key] = fsspec.filesystem(name, **dict(options or {}))
+    return fs
+
+
+def _freeze(value):
+    """A hashable form of nested options."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _storage_error(exc, url, doing):
+    """A StorageError (exit 4) for a failed request, naming the URL but no credential."""
+    reason = _first_line(exc)
+    return StorageError(None, f"cannot {doing}: {reason}", str(url))
+
+
+class Location:
+    """A folder on object storage: its URL, its filesystem, and the operations a run needs, by relative path."""
+
+    def __init__(self, url, options=None):
+        self.url = str(url).rstrip("/")
+        self.options = dict(options or {})
+        self._fs = None
+
+    def __getstate__(self):  # a filesystem does not travel to worker processes; each makes its own
+        return {"url": self.url, "options": self.options, "_fs": None}
+
+    @property
+    def fs(self):
+        """The fsspec filesystem (made on first use in each process)."""
+        if self._fs is None:
+            self._fs = filesystem(self.url, self.options)
+        return self._fs
+
+    def key(self, rel) -> str:
+        """The filesystem path (bucket/prefix/rel) of rel."""
+        return strip(self.url) + ("/" + rel if rel else "")
+
+    def url_of(self, rel) -> str:
+        """The full URL of rel."""
+        return join(self.url, rel)
+
+    def write(self, rel, data: bytes):
+        """Put data at rel in one request (atomic on object storage), unless rel already holds exactly it."""
+        try:
+            self.fs.pipe_file(self.key(rel), data)
+        except FileNotFoundError as exc:
+            raise _storage_error(exc, self.url_of(rel), "write") from None
+        except OSError as exc:
+            raise _storage_error(exc, self.url_of(rel), "write") from None
+
+    def create_exclusive(self, rel, data: bytes) -> bool:
+        """Create rel with data only if no object is there; True when this call created it.
+
+        A conditional PUT where the store supports it (S3's If-None-Match); elsewhere a check then a write,
+        which two writers racing in the same instant can both pass (docs/cluster.md says what that means).
+        """
+        key = self.key(rel)
+        if scheme(self.url) in ("s3", "s3a"):
+            try:
+                self.fs.pipe_file(key, data, IfNoneMatch="*")
+                return True
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if "PreconditionFailed" in str(exc) or "412" in str(exc):
+                    return False
+                if "NotImplemented" not in str(exc) and "not implemented" not in str(exc).lower():
+                    raise _storage_error(exc, self.url_of(rel), "write") from None
+            except TypeError:  # an s3fs that does not pass the header: fall back
+                pass
+        if self.exists(rel):
+            return False
+        self.write(rel, data)
+        return True
+
+    def read(self, rel) -> bytes:
+        """The bytes of rel (FileNotFoundError when there is none)."""
+        try:
+            return self.fs.cat_file(self.key(rel))
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise _storage_error(exc, self.url_of(rel), "read") from None
+
+    def read_range(self, rel, start, length) -> bytes:
+        """length bytes of rel from start (fewer at its end)."""
+        try:
+            return self.fs.cat_file(self.key(rel), start=start, end=start + length)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise _storage_error(exc, self.url_of(rel), "read") from None
+
+    def size(self, rel):
+        """The size of rel in bytes, or None when there is no such object."""
+        try:
+            info = self.fs.info(self.key(rel))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _storage_error(exc, self.url_of(rel), "read") from None
+        return info.get("size") if info.get("type") != "directory" else None
+
+    def exists(self, rel) -> bool:
+        """Whether an object is at rel."""
+        return self.size(rel) is not None
+
+    def remove(self, rel):
+        """Delete rel; nothing when it is not there."""
+        try:
+            self.fs.rm_file(self.key(rel))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _storage_error(exc, self.url_of(rel), "delete") from None
+
+    def list(self, prefix=""):
+        """{rel: size} of every object below prefix (a folder's rel, '' for all), fresh from the store."""
+        base = self.key(prefix).rstrip("/")
+        try:
+            self.fs.invalidate_cache(base)
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise _storage_error(exc, self.url_of(prefix), "list") from None
+        root = strip(self.url) + "/"
+        return {k[len(root):]: v.get("size") for k, v in found.items()
+                if k.startswith(root) and v.get("type") != "directory"}
+
+    def upload(self, local_path, rel):
+        """Copy a local file to rel (multipart for a large one: no object exists until it completes)."""
+        try:
+            self.fs.put_file(local_path, self.key(rel))
+        except OSError as exc:
+            raise _storage_error(exc, self.url_of(rel), "write") from None
+
+    def download(self, rel, local_path):
+        """Copy rel to a local file."""
+        try:
+            self.fs.get_file(self.key(rel), local_path)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise _storage_error(exc, self.url_of(rel), "read") from None
+
+
+def read_url(url, options=None) -> bytes:
+    """The bytes of the object at url."""
+    fs = filesystem(url, options)
+    try:
+        return fs.cat_file(strip(url))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise _storage_error(exc, url, "read") from None
+
+
+def stat_url(url, options=None):
+    """(size, mtime in ns) of the object at url; the mtime is the store's last-modified time."""
+    info = filesystem(url, options).info(strip(url))
+    return info.get("size"), mtime_ns(info)
+
+
+def mtime_ns(info) -> int:
+    """The last-modified time of an fsspec info dict in integer nanoseconds (0 when the store gives none)."""
+    value = info.get("LastModified") or info.get("mtime") or info.get("last_modified") or info.get("updated")
+    if value is None:
+        return 0
+    if hasattr(value, "timestamp"):
+        return int(round(value.timestamp() * 1e6)) * 1000
+    if isinstance(value, (int, float)):
+        return int(round(value * 1e6)) * 1000
+    try:
+        from datetime import datetime
+
+        return int(round(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1e6)) * 1000
+    except ValueError:
+        return 0
+
+
+def listing(url, options=None):
+    """[(rel, size, mtime_ns)] of every object below the folder url, sorted by rel: one paged LIST request
+    per 1000 objects (the store's page), no request per object."""
+    fs = filesystem(url, options)
+    base = strip(url)
+    try:
+        fs.invalidate_cache(base)
+        found = fs.find(base, detail=True)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise _storage_error(exc, url, "list") from None
+    root = base + "/"
+    out = [(k[len(root):], v.get("size"), mtime_ns(v)) for k, v in found.items()
+           if k.startswith(root) and v.get("type") != "directory"]
+    out.sort()
+    return out
