@@ -9,7 +9,7 @@ import numbers
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 import yaml
 
+from . import storage
 from .errors import ConfigError
 from .hashing import fingerprint as _hash_settings
 
@@ -104,6 +105,23 @@ def _path(key: str, v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise _type_error(key, "a folder path (quote it if it looks like a number)", v)
     return v
+
+
+def _location(key: str, v: Any) -> str:
+    """Validate a folder path or an object-storage URL (s3://, gs://, az://) whose filesystem is installed."""
+    v = _path(key, v)
+    if storage.is_url(v):
+        storage.check_url(key, v)
+    return v
+
+
+def _options(key: str, v: Any) -> dict:
+    """Validate storage_options: a mapping of fsspec filesystem options (never recorded anywhere)."""
+    if v is None or v == {}:
+        return None
+    if not isinstance(v, Mapping):
+        raise _type_error(key, "a mapping of fsspec options (e.g. endpoint_url: http://host:8333)", v)
+    return copy.deepcopy(dict(v))
 
 
 def _workers(key: str, v: Any) -> Union[int, str]:
@@ -300,8 +318,8 @@ _AT_LEAST_1 = "an integer >= 1"
 # dataclasses below declare the same fields, types and defaults (tests/test_config_classes.py checks that).
 # The order is the order of config.yaml, of Config's fields and of validation (the first bad key is reported).
 FIELDS = (
-    Field("input", "samples", str, _path, fingerprinted=False),
-    Field("output", "out", str, _path, fingerprinted=False),
+    Field("input", "samples", str, _location, fingerprinted=False),
+    Field("output", "out", str, _location, fingerprinted=False),
     Field("seed", 0, int, _int_in(0, _SEED_LIMIT, "an integer in [0, 2**63)")),
     Field("backend", "auto", str, _one_of("auto", "numpy", "cupy"), fingerprinted=False),
     Field("workers", "auto", Union[int, str], _workers, fingerprinted=False),
@@ -309,6 +327,7 @@ FIELDS = (
     Field("split", None, Optional[Tuple[Tuple[str, float], ...]], _split),
     Field("max_pixels", 89478485, int, _int_in(1, None, _AT_LEAST_1)),
     Field("follow_symlinks", True, bool, _bool),
+    Field("storage_options", None, Optional[dict], _options, fingerprinted=False),
     Field("decode.device", "cpu", str, _one_of("cpu", "gpu")),
     Field("decode.color", "convert", str, _one_of("convert", "ignore")),
     Field("darken.alpha", [0.9, 1.0], Range, _in(0.0, False, 1.0, True, "(0, 1]")),
@@ -449,6 +468,7 @@ class Config:
     split: Optional[Tuple[Tuple[str, float], ...]] = None
     max_pixels: int = 89478485
     follow_symlinks: bool = True
+    storage_options: Optional[dict] = field(default=None, hash=False, compare=False, repr=False)  # may hold secrets
     decode: DecodeConfig = DecodeConfig()
     darken: DarkenConfig = DarkenConfig()
     progressive: ProgressiveConfig = ProgressiveConfig()
@@ -535,6 +555,12 @@ def as_number(value: Any) -> Any:
 
 def _check_paths(cfg: Config) -> None:
     """Fail early on input/output folders that cannot work, before any image is touched."""
+    if storage.is_url(cfg.output) and storage.is_url(cfg.input) and \
+            storage.strip(cfg.output) == storage.strip(cfg.input) and \
+            storage.scheme(cfg.output) == storage.scheme(cfg.input):
+        raise ConfigError(f"output: '{cfg.output}' is the input folder; set output to another folder")
+    if storage.is_url(cfg.input) or storage.is_url(cfg.output):
+        return  # a bucket is checked by the run's first request (one line, exit 4), not here
     inp, out = Path(cfg.input), Path(cfg.output)
     if inp.exists() and not inp.is_dir():
         raise ConfigError(f"input: '{cfg.input}' is a file, not a folder; set input to a folder of images")

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from . import __version__, containers, encode, layout, manifest, merging, synth
+from . import __version__, containers, encode, layout, manifest, merging, storage, synth
 from .errors import BackendUnavailable, ConfigError
 from .synth.spec import FORMAT_VERSION
 
@@ -96,11 +96,11 @@ def _check_recorded(config, recorded, codecs=None):
     if was_input is not None and not isinstance(was_input, str):
         raise ConfigError(f"output: '{os.path.join(config.output, manifest.PARTS, manifest.RUN_FILE)}' is "
                           "unreadable (its input is not a path); delete it to reuse this folder")
-    if was_input is not None and os.path.abspath(was_input) != os.path.abspath(config.input):
+    if was_input is not None and _absolute(was_input) != _absolute(config.input):
         # A dataset's identity includes its input: rows of two input folders must never mix.
         raise ConfigError(
             f"input: folder '{config.output}' holds a dataset made from input '{was_input}', not "
-            f"'{os.path.abspath(config.input)}'; keep input as it was, or start a new dataset with "
+            f"'{_absolute(config.input)}'; keep input as it was, or start a new dataset with "
             "--set output=NEW_FOLDER")
     made_by = recorded.get("format_version", 1 if "fingerprint" in recorded else FORMAT_VERSION)
     if made_by != FORMAT_VERSION:
@@ -160,7 +160,12 @@ def _show(value):
 
 def absolute_paths(config):
     """config with absolute input and output, so a work item means the same file on any machine's cwd."""
-    return dataclasses.replace(config, input=os.path.abspath(config.input), output=os.path.abspath(config.output))
+    return dataclasses.replace(config, input=_absolute(config.input), output=_absolute(config.output))
+
+
+def _absolute(path):
+    """A local path made absolute; a URL (storage.is_url) as it is."""
+    return path if storage.is_url(path) else os.path.abspath(path)
 
 
 @dataclass(frozen=True)
