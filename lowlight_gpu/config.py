@@ -115,6 +115,18 @@ def _location(key: str, v: Any) -> str:
     return v
 
 
+def _optional_location(key: str, v: Any) -> Optional[str]:
+    """Validate null or a folder path or URL (input_root)."""
+    return None if v is None else _location(key, v)
+
+
+def _column(key: str, v: Any) -> str:
+    """Validate a Parquet column name."""
+    if not isinstance(v, str) or not v.strip():
+        raise _type_error(key, "a column name of the Parquet input list", v)
+    return v
+
+
 def _options(key: str, v: Any) -> dict:
     """Validate storage_options: a mapping of fsspec filesystem options (never recorded anywhere)."""
     if v is None or v == {}:
@@ -328,6 +340,8 @@ FIELDS = (
     Field("max_pixels", 89478485, int, _int_in(1, None, _AT_LEAST_1)),
     Field("follow_symlinks", True, bool, _bool),
     Field("storage_options", None, Optional[dict], _options, fingerprinted=False),
+    Field("input_root", None, Optional[str], _optional_location, fingerprinted=False),
+    Field("input_column", "path", str, _column, fingerprinted=False),
     Field("decode.device", "cpu", str, _one_of("cpu", "gpu")),
     Field("decode.color", "convert", str, _one_of("convert", "ignore")),
     Field("darken.alpha", [0.9, 1.0], Range, _in(0.0, False, 1.0, True, "(0, 1]")),
@@ -469,6 +483,8 @@ class Config:
     max_pixels: int = 89478485
     follow_symlinks: bool = True
     storage_options: Optional[dict] = field(default=None, hash=False, compare=False, repr=False)  # may hold secrets
+    input_root: Optional[str] = None
+    input_column: str = "path"
     decode: DecodeConfig = DecodeConfig()
     darken: DarkenConfig = DarkenConfig()
     progressive: ProgressiveConfig = ProgressiveConfig()
@@ -553,8 +569,44 @@ def as_number(value: Any) -> Any:
     return value
 
 
+LIST_SUFFIXES = (".txt", ".lst", ".parquet")  # an input with one of these names is a list of inputs (input_lists)
+
+
+def is_input_list(path: str) -> bool:
+    """Whether input names a list of paths or URLs (a .txt, .lst or .parquet file) rather than a folder."""
+    return str(path).rstrip("/").lower().endswith(LIST_SUFFIXES)
+
+
+def _check_list(cfg: Config) -> None:
+    """Fail early on an input list that cannot work: missing, a folder, Parquet without pyarrow, a bad input_root."""
+    if cfg.input.lower().endswith(".parquet"):
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"input: '{cfg.input}' is a Parquet list, which needs pyarrow; "
+                              "pip install 'lowlight-gpu[parquet]'") from None
+    if not storage.is_url(cfg.input):
+        if os.path.isdir(cfg.input):
+            raise ConfigError(f"input: '{cfg.input}' is a folder named like a list file; rename it, or list its "
+                              "files in a .txt file")
+        if not os.path.isfile(cfg.input):
+            raise ConfigError(f"input: list '{cfg.input}' does not exist; set input to a list file or a folder")
+    root = cfg.input_root
+    if root is not None and not storage.is_url(root) and not os.path.isdir(root):
+        raise ConfigError(f"input_root: '{root}' is not a folder; set it to the folder the listed paths are "
+                          "relative to (or null: the list's own folder)")
+
+
 def _check_paths(cfg: Config) -> None:
     """Fail early on input/output folders that cannot work, before any image is touched."""
+    if is_input_list(cfg.input):
+        _check_list(cfg)
+        if storage.is_url(cfg.output):
+            return
+        out = Path(cfg.output)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"output: '{cfg.output}' is a file, not a folder; set output to a folder path")
+        return
     if storage.is_url(cfg.output) and storage.is_url(cfg.input) and \
             storage.strip(cfg.output) == storage.strip(cfg.input) and \
             storage.scheme(cfg.output) == storage.scheme(cfg.input):

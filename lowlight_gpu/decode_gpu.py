@@ -88,9 +88,14 @@ def decode(path, max_pixels, color="convert"):
             data = f.read()
     except OSError:
         return imageio.decode(path, max_pixels, color)  # the CPU path words the error
-    rgb = decode_jpeg(data, max_pixels, color, os.fspath(path))
+    return decode_data(data, max_pixels, color, os.fspath(path))
+
+
+def decode_data(data, max_pixels, color="convert", name=""):
+    """decode() of bytes already read (an object's): JPEGs on the GPU, the rest and failures on the CPU."""
+    rgb = decode_jpeg(data, max_pixels, color, name or "a JPEG")
     if rgb is None:
-        return imageio.decode_bytes(data, max_pixels, os.fspath(path), color)
+        return imageio.decode_bytes(data, max_pixels, name, color)
     return GpuDecoded(rgb=rgb, alpha=None)
 
 

@@ -196,14 +196,15 @@ def _may_hold(tag, shard):
     return shard is None or tag[1] != shard[1] or tag == tuple(shard)
 
 
-def row_is_intact(out_root, row, source_path, check_hashes):
-    """Whether every output of a recorded row is on disk as recorded and the source is unchanged."""
+def row_is_intact(out_root, row, source_stat, check_hashes):
+    """Whether every output of a recorded row is on disk as recorded and the source is unchanged.
+
+    source_stat: the source's [size, mtime_ns] now (sources.source_stat), or None when it cannot be read."""
     state = row.get(STATE)
-    if not state:
+    if not state or source_stat is None:
         return False
     try:
-        st = os.stat(source_path)
-        if [st.st_size, st.st_mtime_ns] != state["source"]:
+        if list(source_stat) != state["source"]:
             return False
         for rel, (size, digest) in state["files"].items():
             path = paths.join(out_root, rel, what="_state.files")  # check_parts saw it; checked again here

@@ -7,6 +7,7 @@ row); nothing raises for a bad input.  What a run records and checks before
 it writes lives in run_record.py; the rows themselves are built in rows.py.
 """
 
+import dataclasses
 import errno
 import functools
 import itertools
@@ -16,12 +17,12 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, containers, encode, fsutil, imageio, interrupts, layout, manifest, paths, rows, synth
-from . import locks, merging, worker_pool
+from . import input_lists, locks, merging, storage, worker_pool
 from .errors import ConfigError, LockHeld, MergeError, StorageError
 from .hashing import pair_seed, shard_of
 from .params import sample_params, size_problem
 from .run_record import absolute_paths, config_difference, dataset_info, preflight, read_recorded, record_run
-from .sources import ScanStats, scan
+from .sources import ScanStats, scan, source_stat
 
 # Failures of the output's storage: every later pair would fail the same way, so they stop the run (exit 4).
 STORAGE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EIO", "EROFS") if hasattr(errno, n))
@@ -93,11 +94,16 @@ def make_pair(src, prior, ctx):
     out_root = config.output
     if prior is not None:
         row, from_journal = prior
-        if manifest.row_is_intact(out_root, row, src.path, check_hashes=from_journal):
+        if manifest.row_is_intact(out_root, row, stat_or_none(src, config.storage_options),
+                                 check_hashes=from_journal):
             remove_temps(out_root, row[manifest.STATE]["files"])
             return PairResult(REUSED, row)
     try:
+        if src.stat is None and storage.is_url(src.path):  # a listed URL: its row records the object's stat
+            src = dataclasses.replace(src, stat=tuple(source_stat(src, config.storage_options)))
         decoded = decode_source(src.path, config)
+    except FileNotFoundError:
+        return failed(src, "cannot read file: no such object")
     except imageio.DecodeError as exc:
         return failed(src, str(exc))
     too_small = size_problem(decoded.rgb.shape[1], decoded.rgb.shape[0], config.noise.model)
@@ -115,6 +121,14 @@ def make_pair(src, prior, ctx):
         return failed(src, f"cannot write output: {exc.strerror or exc}")
 
 
+def stat_or_none(src, options=None):
+    """The source's [size, mtime_ns] for the resume check (row_is_intact), or None when it cannot be read."""
+    try:
+        return source_stat(src, options)
+    except OSError:
+        return None
+
+
 def failed(src, error, unwritable=False):
     """The PairResult of a source that gave no pair: its errors row."""
     return PairResult(FAILED, rows.error_row(src.rel, error), unwritable)
@@ -130,7 +144,18 @@ def name_too_long(path, out_root):
 
 
 def decode_source(path, config):
-    """The source decoded on decode.device: gpu sends JPEGs to nvImageCodec (decode_gpu), cpu everything to Pillow."""
+    """The source decoded on decode.device: gpu sends JPEGs to nvImageCodec (decode_gpu), cpu everything to Pillow.
+
+    A URL's bytes are fetched first (storage.read_url; FileNotFoundError when the object is gone) and decoded
+    from memory by the same rules.
+    """
+    if storage.is_url(path):
+        data = storage.read_url(path, config.storage_options)
+        if config.decode.device == "gpu":
+            from . import decode_gpu
+
+            return decode_gpu.decode_data(data, config.max_pixels, config.decode.color, path)
+        return imageio.decode_bytes(data, config.max_pixels, path, config.decode.color)
     if config.decode.device == "gpu":
         from . import decode_gpu  # imported only here, so a CPU run never loads nvImageCodec
 
@@ -223,8 +248,16 @@ def write_pngs(outputs, alpha, encoder):
 
 
 def plan_sources(config, shard, limit, stats=None):
-    """The lazily scanned sources of this shard, at most limit of them; stats (a ScanStats) gets the skip counts."""
-    sources = scan(config.input, shard, skip=[config.output], follow_symlinks=config.follow_symlinks, stats=stats)
+    """The lazily scanned sources of this shard, at most limit of them; stats (a ScanStats) gets the skip counts.
+
+    A folder (or folder URL) is scanned whole by every job, which keeps the sources whose id hashes to its
+    shard; an input list is read by shares: the job keeps a contiguous range of it (input_lists).
+    """
+    if input_lists.is_list(config.input):
+        sources = input_lists.scan_list(config, shard, stats)
+    else:
+        sources = scan(config.input, shard, skip=[config.output], follow_symlinks=config.follow_symlinks, stats=stats,
+                       options=config.storage_options)
     return itertools.islice(sources, limit) if limit is not None else sources
 
 
@@ -244,11 +277,12 @@ def execute(items, ctx, workers, engine, executor="threads"):
 def check_found(config, stats):
     """ConfigError when a scan (its ScanStats) found no image in the whole input: an empty, emptied or unmounted
     folder.  A shard without sources of its own in an input that has some is fine."""
-    if stats.found:
+    if stats.found or stats.partial:  # a list job's share may be empty while other shares hold images
         return
     skipped = f" (skipped: {stats.describe()})" if stats.describe() else ""
     note = f"; {stats.heif_note()}" if stats.heif_note() else ""
-    raise ConfigError(f"input: no images in '{config.input}'{skipped}{note}; set input to a folder of images")
+    raise ConfigError(f"input: no images in '{config.input}'{skipped}{note}; set input to a folder (or a list) "
+                      "of images")
 
 
 def start_scan(config, shard, stats):
@@ -357,7 +391,7 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
                 interrupts.check()
         prior_errors = manifest.PriorErrors(config.output, shard) if limit is not None else None
         for src in sources:  # beyond --limit: earlier pairs (and failed inputs) stay as they are, none is made
-            row = keep_prior(src, _intact_in(store, prior.pop(src.rel)), config.output)
+            row = keep_prior(src, _intact_in(store, prior.pop(src.rel)), config.output, config.storage_options)
             if row is not None:
                 for stored in store.put(row, reused=True):
                     writer.add_row(stored)
@@ -407,23 +441,29 @@ def _watch(sources, unlistable):
         yield src
 
 
-def keep_prior(src, prior, out_root):
-    """An earlier row of a source beyond --limit, if its files still verify; None otherwise (nothing is made)."""
+def keep_prior(src, prior, out_root, options=None):
+    """An earlier row of a source beyond --limit, if its files still verify; None otherwise (nothing is made).
+
+    options: the storage_options of a URL source."""
     if prior is None or src.error:
         return None
     row, from_journal = prior
-    return row if manifest.row_is_intact(out_root, row, src.path, check_hashes=from_journal) else None
+    return row if manifest.row_is_intact(out_root, row, stat_or_none(src, options), check_hashes=from_journal) else None
 
 
 def remove_gone(config, shard, passed, unlistable, stats):
     """Delete the files of earlier pairs whose source is gone from the input; returns how many were removed.
 
     Only the shard that owns a source removes its files.  A scan that found no source at all (an empty or
-    unmounted input) removes nothing, and neither does a folder that could not be listed.
+    unmounted input) removes nothing, and neither does a folder that could not be listed.  With an input list,
+    only a whole run removes: a shard's range follows the list's bytes, so a source missing from this job's
+    share may simply have moved to another job's (lines added or removed before it).
     """
     if not stats.found:
         return 0
     index, count = shard
+    if count > 1 and input_lists.is_list(config.input):
+        return 0
     gone = [(source, files) for source, files in passed
             if (count == 1 or shard_of(source, count) == index) and not any(source.startswith(p) for p in unlistable)]
     part = os.path.join(config.output, manifest.PARTS, f"{manifest.shard_tag(index, count)}.jsonl")

@@ -43,8 +43,12 @@ def build_row(src, decoded, params, plan, split_name, backend, files):
         row["alpha"] = True
     if split_name is not None:
         row["split"] = split_name
-    st = os.stat(src.path)
-    row[manifest.STATE] = {"source": [st.st_size, st.st_mtime_ns], "files": files}
+    if src.stat is not None:  # known from the scan (an object listing) or fetched with the bytes (a listed URL)
+        stat = [src.stat[0], src.stat[1]]
+    else:
+        st = os.stat(src.path)
+        stat = [st.st_size, st.st_mtime_ns]
+    row[manifest.STATE] = {"source": stat, "files": files}
     return row
 
 

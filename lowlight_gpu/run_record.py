@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from . import __version__, containers, encode, layout, manifest, merging, storage, synth
+from . import __version__, containers, encode, input_lists, layout, manifest, merging, storage, synth
 from .errors import BackendUnavailable, ConfigError
 from .synth.spec import FORMAT_VERSION
 
@@ -70,6 +70,8 @@ def record_run(config, codecs=None):
     """Claim parts/run.json for this config (the first of several starting jobs wins); refuse another config's."""
     body = {"fingerprint": config.fingerprint(), "version": __version__, "input": config.input,
             "config": config.output_settings(), "format_version": FORMAT_VERSION}
+    if input_lists.is_list(config.input):  # the folder a list's ids are relative to is part of the input
+        body["input_root"] = input_lists.root_of(config)
     if codecs is not None:
         body.update(codecs)
     try:
@@ -101,6 +103,12 @@ def _check_recorded(config, recorded, codecs=None):
         raise ConfigError(
             f"input: folder '{config.output}' holds a dataset made from input '{was_input}', not "
             f"'{_absolute(config.input)}'; keep input as it was, or start a new dataset with "
+            "--set output=NEW_FOLDER")
+    was_root = recorded.get("input_root")
+    if was_root is not None and input_lists.is_list(config.input) and was_root != input_lists.root_of(config):
+        raise ConfigError(
+            f"input_root: folder '{config.output}' holds a dataset whose listed ids are relative to '{was_root}', "
+            f"not '{input_lists.root_of(config)}'; keep input_root as it was, or start a new dataset with "
             "--set output=NEW_FOLDER")
     made_by = recorded.get("format_version", 1 if "fingerprint" in recorded else FORMAT_VERSION)
     if made_by != FORMAT_VERSION:
@@ -160,7 +168,8 @@ def _show(value):
 
 def absolute_paths(config):
     """config with absolute input and output, so a work item means the same file on any machine's cwd."""
-    return dataclasses.replace(config, input=_absolute(config.input), output=_absolute(config.output))
+    root = None if config.input_root is None else _absolute(config.input_root)
+    return dataclasses.replace(config, input=_absolute(config.input), output=_absolute(config.output), input_root=root)
 
 
 def _absolute(path):

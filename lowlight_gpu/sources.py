@@ -18,6 +18,12 @@ What the scan skips, and counts by reason (``ScanStats``):
   read through the first link that reaches it, in walk order; hard links to one file count once too.
   With ``follow_symlinks: false`` every link is skipped;
 * HEIC/HEIF (and AVIF) files when no installed decoder reads them (``pip install 'lowlight-gpu[heif]'``).
+
+An input on object storage (``s3://bucket/photos``) is scanned from one listing of every object below it
+(``storage.listing``: paged LIST requests, no request per object), turned into folders and walked by the same
+rules, so its ids, order, output names and skip counts are those of a local copy of the tree.  Links, special
+files and undecodable names do not exist there.  Each Source carries the object's (size, mtime_ns) from the
+listing, so nothing asks the store for it again.  Input lists (a file of paths) are input_lists.py's.
 """
 
 import json
@@ -25,6 +31,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from . import storage
 from .hashing import name_tag, shard_of
 from .imageio import is_image_name, needs_extra
 
@@ -50,6 +57,7 @@ class Source:
     rel: str
     out_rel: str
     error: str = ""  # set when the entry could not even be listed
+    stat: tuple = None  # (size, mtime_ns) when the scan already knows it (an object store's listing), else None
 
 
 @dataclass
@@ -59,6 +67,13 @@ class ScanStats:
     counts: dict = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
     found: int = 0  # image files found, in every shard
     heif_names: list = field(default_factory=list)  # the first few files that need the [heif] extra
+    # What the scan itself read, so a job's cost can be measured: a folder scan lists folders and sees their
+    # entries (a URL scan: one listing, its objects); an input list's job reads bytes (text) or rows (Parquet).
+    folders_listed: int = 0
+    entries_seen: int = 0
+    bytes_read: int = 0
+    lines_read: int = 0
+    partial: bool = False  # found counts only this job's share (an input list's range), not the whole input
 
     def add(self, reason, rel=None):
         """Count one skipped entry."""
@@ -213,6 +228,8 @@ def _listing(walk, folder, rel_prefix, linked, key=None, is_root=False):
     except OSError as exc:
         yield Source(folder, rel_prefix, "", f"cannot list folder: {exc.strerror or exc}")
         return
+    walk.stats.folders_listed += 1
+    walk.stats.entries_seen += len(entries)
     if not is_root and holds_dataset(folder, {e.name for e in entries}):
         walk.stats.add("output_folder")
         return
@@ -255,14 +272,121 @@ def _walk(root, skip, follow_symlinks, stats):
             stack.append(_listing(walk, *item))
 
 
-def scan(root, shard=(0, 1), skip=(), follow_symlinks=True, stats=None):
-    """Yield the image Sources under root, sorted by id, that fall in shard (index, count).
+def scan(root, shard=(0, 1), skip=(), follow_symlinks=True, stats=None, options=None):
+    """Yield the image Sources under root (a folder or a folder URL), sorted by id, that fall in shard (index, count).
 
-    stats, a ScanStats, receives the counts of skipped entries over the whole tree.
+    stats, a ScanStats, receives the counts of skipped entries over the whole tree; options are the
+    storage_options of a URL root.
     """
     index, count = shard
     stats = stats if stats is not None else ScanStats()
-    for src in _walk(root, skip, follow_symlinks, stats):
+    walked = (_walk_url(root, skip, stats, options) if storage.is_url(root)
+              else _walk(root, skip, follow_symlinks, stats))
+    for src in walked:
         stats.found += 1
         if count == 1 or shard_of(src.rel, count) == index:
             yield src
+
+
+class _Folder:
+    """One folder of an object listing: its files {name: (size, mtime_ns)} and sub-folders {name: _Folder}."""
+
+    __slots__ = ("files", "dirs")
+
+    def __init__(self):
+        self.files = {}
+        self.dirs = {}
+
+
+def folder_tree(listing):
+    """The _Folder tree of a storage.listing [(rel, size, mtime_ns)] (keys ending in '/' are folder markers)."""
+    root = _Folder()
+    for rel, size, mtime in listing:
+        parts = rel.split("/")
+        node = root
+        for part in parts[:-1]:
+            if not part:  # 'a//b': no folder of a local tree has an empty name
+                break
+            node = node.dirs.setdefault(part, _Folder())
+        else:
+            if parts[-1]:
+                node.files[parts[-1]] = (size, mtime)
+    return root
+
+
+def _url_prefixes(root, skip):
+    """The ids ('out/') of the folders in skip (URLs) that lie below the URL root."""
+    base = storage.strip(root) + "/"
+    return {storage.strip(p)[len(base):] + "/" for p in skip
+            if storage.is_url(p) and storage.scheme(p) == storage.scheme(root) and storage.strip(p).startswith(base)}
+
+
+def _holds_dataset_url(root, folder, rel_prefix, options):
+    """holds_dataset for a folder of an object listing (one read, of a dataset.json, only where there is one)."""
+    parts = folder.dirs.get("parts")
+    if parts is not None and "run.json" in parts.files:
+        return True
+    if "dataset.json" not in folder.files:
+        return False
+    try:
+        body = json.loads(storage.read_url(storage.join(root, rel_prefix + "dataset.json"), options))
+        return body.get("name") == "lowlight_gpu dataset"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _url_folder(root, folder, rel_prefix, skip, stats, options, is_root=False):
+    """_listing's rules for one folder of an object listing: yields Sources and (folder, rel_prefix) in id order."""
+    if rel_prefix in skip:
+        stats.add("output_folder")
+        return
+    stats.entries_seen += len(folder.files) + len(folder.dirs)
+    if not is_root and _holds_dataset_url(root, folder, rel_prefix, options):
+        stats.add("output_folder")
+        return
+    kept = []
+    for name in sorted({*folder.files, *folder.dirs}):  # a key that is also a prefix: the folder
+        if name.startswith("."):
+            stats.add("hidden")
+        elif name in folder.dirs:
+            kept.append((name + "/", name, True))
+        elif not is_image_name(name):
+            stats.add("needs_heif" if needs_extra(name) else "not_image", rel_prefix + name)
+        else:
+            kept.append((name, name, False))
+    kept.sort()
+    names = output_names([name for _, name, is_dir in kept if not is_dir])
+    for _, name, is_dir in kept:
+        if is_dir:
+            yield folder.dirs[name], rel_prefix + name + "/"
+        else:
+            rel = rel_prefix + name
+            yield Source(storage.join(root, rel), rel, rel_prefix + names[name], stat=folder.files[name])
+
+
+def _walk_url(root, skip, stats, options):
+    """Yield every Source below the folder URL root in sorted id order, from one listing of its objects."""
+    listing = storage.listing(root, options)
+    stats.folders_listed += 1  # one listing (paged by the store: a request per 1000 objects)
+    tree = folder_tree(listing)
+    skip_ids = _url_prefixes(root, skip)
+    stack = [_url_folder(root, tree, "", skip_ids, stats, options, is_root=True)]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+        elif isinstance(item, Source):
+            yield item
+        else:
+            stack.append(_url_folder(root, *item, skip_ids, stats, options))
+
+
+def source_stat(src, options=None):
+    """[size, mtime_ns] of a source (the manifest's _state.source): from its scan when known, else from the store
+    (a URL) or the filesystem; OSError when it cannot be read."""
+    if src.stat is not None:
+        return [src.stat[0], src.stat[1]]
+    if storage.is_url(src.path):
+        return list(storage.stat_url(src.path, options))
+    st = os.stat(src.path)
+    return [st.st_size, st.st_mtime_ns]

@@ -98,7 +98,8 @@ def test_missing_input_folder(tmp_path):
 
 
 def test_input_is_a_file(tmp_path):
-    f = write(tmp_path, "x", name="file.txt")
+    # A .txt/.lst/.parquet file is an input list (input_lists.py); any other file is refused as before.
+    f = write(tmp_path, "x", name="file.jpg")
     with pytest.raises(ConfigError, match=r"^input: .*is a file"):
         load_config(None, [f"input={f}"])
 
