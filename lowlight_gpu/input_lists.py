@@ -4,7 +4,7 @@ Ids.  ``input_root`` (default: the list's own folder) says what "relative" means
 it; an absolute path or a URL must lie below it, and its id is the part below it.  So ``s3://b/photos/a/x.jpg``
 with input_root ``s3://b/photos`` has id ``a/x.jpg``, what a scan of that folder gives, and a list and a folder
 give the same pairs (seeds, names and output names all follow the id).  A line outside input_root is an errors
-row, not a crash; a line listed twice counts once; blank lines and lines starting with '#' are ignored.  The
+row (its source: ``outside-input-root/`` and the line, %-escaped), not a crash; a line listed twice counts once; blank lines and lines starting with '#' are ignored.  The
 scan's skip rules apply where a list can see them without a request per file: hidden ids, names that are not
 images, HEIC/HEIF without a decoder, ids below the current output.  A listed file is not looked at until its
 pair is made, so a missing one is that pair's errors row.
@@ -22,6 +22,7 @@ in id order (the manifest's order).  ScanStats counts the bytes and lines (rows)
 import bisect
 import os
 import posixpath
+import urllib.parse
 
 from . import storage
 from .config import is_input_list
@@ -29,8 +30,9 @@ from .errors import ConfigError, StorageError
 from .imageio import is_image_name, needs_extra
 from .sources import ScanStats, Source, output_names
 
+OUTSIDE = "outside-input-root"  # the folder of the errors rows of lines outside input_root
 PARQUET_EXTRA = "pip install 'lowlight-gpu[parquet]'"
-_BACK_CHUNK = 4096  # bytes read per step when looking back for the line before a cut
+_BACK_CHUNK = 256  # bytes first read back when looking for the line before a cut (one line, usually)
 _GROUPS_KEPT = 3  # Parquet row groups held at a time (a cut's look back and forward, and the current one)
 
 
@@ -68,6 +70,15 @@ def locate(line, root):
         return None, None, outside
     path = storage.join(root, rel) if storage.is_url(root) else os.path.join(root, *rel.split("/"))
     return rel, path, ""
+
+
+def outside_id(line):
+    """The errors row id of a line with no id of its own: 'outside-input-root/' and the line, %-escaped into one
+    name (an errors row names its source by a plain relative path)."""
+    name = urllib.parse.quote(line, safe="")
+    if name in (".", ".."):
+        name = name.replace(".", "%2E")
+    return OUTSIDE + "/" + name
 
 
 def _text(value):
@@ -112,9 +123,10 @@ class _Counted:
 
 def _line_before(f, s, key):
     """The folder key of the last entry line ending before byte s (a line start), or None when there is none."""
-    end, head = s, b""
+    end, head, step = s, b"", _BACK_CHUNK
     while end > 0:
-        start = max(0, end - _BACK_CHUNK)
+        start = max(0, end - step)
+        step = min(2 * step, 1 << 20)  # long comment runs: read back in growing steps
         f.seek(start)
         buf = f.read(end - start) + head
         lines = buf.split(b"\n")
@@ -279,7 +291,8 @@ def list_sources(values, root, skip_ids, stats):
             continue
         rel, path, error = locate(text, root)
         if error:
-            errors.setdefault(text, Source(text, text, "", error))
+            shown = outside_id(text)
+            errors.setdefault(shown, Source(text, shown, "", f"'{text}': {error}"))
             continue
         if rel in found:
             continue  # listed twice

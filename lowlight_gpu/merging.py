@@ -116,6 +116,8 @@ def merge(out_root, dataset_info, count=None, fingerprint=None, prepare=None):
     # No shard count here: N shards plus --merge must give the very bytes of one whole run.
     counts = {"pairs": n_pairs, "errors": n_errors}
     skipped = have[0].get("skipped")  # every shard scans the whole tree, so shard 0's counts are everyone's
+    if have[0].get("skipped_share") and skipped is not None:  # an input list's jobs count their own shares
+        skipped = {k: sum((m.get("skipped") or {}).get(k, 0) for m in have.values()) for k in skipped}
     if skipped is not None:
         counts["skipped"] = skipped
     info = dict(dataset_info, **codecs, counts=counts)

@@ -420,8 +420,11 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     finally:
         result.rebuilt = list(getattr(store, "rebuilt", []))
     prior.drain()
-    writer.finish({"fingerprint": config.fingerprint(), "version": __version__, "limit": limit, **codecs,
-                   "skipped": result.scan.counts})
+    marker = {"fingerprint": config.fingerprint(), "version": __version__, "limit": limit, **codecs,
+              "skipped": result.scan.counts}
+    if result.scan.partial:
+        marker["skipped_share"] = True  # counts of this job's share of an input list: --merge adds them up
+    writer.finish(marker)
     store.cleanup()
     if shard[1] == 1:
         with locks.OutputLock(config.output).acquire_merge():
