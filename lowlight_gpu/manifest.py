@@ -91,7 +91,7 @@ class PriorRows:
         parts = os.path.join(out_root, PARTS)
         # Parts of a sibling shard (same count, other index) cannot hold this shard's sources: with 64 array
         # jobs, each reads only its own parts instead of all 64.  Parts of another count may, so they stay.
-        mine = [p for p in glob.glob(os.path.join(parts, "shard-*.jsonl")) if _may_hold(file_shard(p), shard)]
+        mine = [p for p in glob.glob(os.path.join(parts, "shard-*.jsonl")) if may_hold(file_shard(p), shard)]
         finals = [p for p in mine if ".errors." not in p and ".journal-" not in p]
         journals = [p for p in mine if ".journal-" in p]
         # Journals come from runs that may have crashed, so their outputs get their hashes checked.
@@ -134,7 +134,7 @@ class PriorRows:
 def prior_parts(out_root, shard=None):
     """(row parts and journals, errors parts) under OUTPUT/parts that a run of shard reads (PriorRows, PriorErrors)."""
     found = sorted(glob.glob(os.path.join(out_root, PARTS, "shard-*.jsonl")))
-    mine = [p for p in found if _may_hold(file_shard(p), shard)]
+    mine = [p for p in found if may_hold(file_shard(p), shard)]
     return [p for p in mine if ".errors." not in p], [p for p in mine if ".errors." in p]
 
 
@@ -175,7 +175,7 @@ class PriorErrors:
 
     def __init__(self, out_root, shard=None):
         parts = glob.glob(os.path.join(out_root, PARTS, "shard-*.errors.jsonl"))
-        streams = [read_rows(p) for p in parts if _may_hold(file_shard(p), shard)]
+        streams = [read_rows(p) for p in parts if may_hold(file_shard(p), shard)]
         self._stream = heapq.merge(*streams, key=lambda row: row["source"])
         self._head = next(self._stream, None)
 
@@ -189,7 +189,7 @@ class PriorErrors:
         return found
 
 
-def _may_hold(tag, shard):
+def may_hold(tag, shard):
     """Whether a part tagged tag can hold rows of shard (None: any shard)."""
     if tag is None:
         return False
@@ -199,13 +199,17 @@ def _may_hold(tag, shard):
 def row_is_intact(out_root, row, source_stat, check_hashes):
     """Whether every output of a recorded row is on disk as recorded and the source is unchanged.
 
-    source_stat: the source's [size, mtime_ns] now (sources.source_stat), or None when it cannot be read."""
+    out_root: the output folder, or the storage.Location of an output on object storage.
+    source_stat: the source's [size, mtime_ns] now (sources.source_stat), or None when it cannot be read.
+    """
     state = row.get(STATE)
     if not state or source_stat is None:
         return False
     try:
         if list(source_stat) != state["source"]:
             return False
+        if not isinstance(out_root, (str, os.PathLike)):
+            return stored_files_intact(out_root, state["files"], check_hashes)
         for rel, (size, digest) in state["files"].items():
             path = paths.join(out_root, rel, what="_state.files")  # check_parts saw it; checked again here
             if os.path.getsize(path) != size:
@@ -216,6 +220,21 @@ def row_is_intact(out_root, row, source_stat, check_hashes):
         raise
     except (OSError, KeyError, TypeError, ValueError):
         return False
+    return True
+
+
+def stored_files_intact(store, files, check_hashes):
+    """Whether every file {rel: [size, crc]} is an object of store (a storage.Location) of that size (and CRC).
+
+    An object is whole or absent (one PUT each), so its size says it was written; the CRC, checked for a
+    journal's rows, says it holds the recorded bytes and not another run's.
+    """
+    for rel, (size, digest) in files.items():
+        paths.contained(rel, what="_state.files")
+        if store.size(rel) != size:
+            return False
+        if check_hashes and data_digest(store.read(rel)) != digest:
+            return False
     return True
 
 
@@ -318,7 +337,7 @@ def read_run(out_root):
     return body
 
 
-def remove_orphans(out_root, orphans, part):
+def remove_orphans(out_root, orphans, part, store=None):
     """Delete the output files of orphans [(source, {rel: [size, crc]})] that nothing else owns; returns how many.
 
     A source deleted since an earlier run leaves its row behind in that run's part; the new part has dropped
@@ -330,6 +349,8 @@ def remove_orphans(out_root, orphans, part):
     doomed = {rel: rec for _, files in orphans for rel, rec in files.items()}
     if not doomed:
         return 0
+    if store is not None:  # an output on object storage (the part is in the local work folder)
+        return _remove_stored_orphans(store, doomed, where, part)
     root = paths.Root(out_root)
     # Every path is checked (check_parts did so before the run; again here) before the first one is removed.
     checked = {rel: root.path(rel, paths.IMAGE, where[rel], "_state.files") for rel in sorted(doomed)}
@@ -348,6 +369,26 @@ def remove_orphans(out_root, orphans, part):
         if paths.remove_regular(path):  # a regular file only: never a link, never a folder
             removed += 1
             _remove_empty_parents(out_root, os.path.dirname(path))
+    return removed
+
+
+def _remove_stored_orphans(store, doomed, where, part):
+    """remove_orphans for images on object storage: the same rule, lexical containment, one DELETE each."""
+    for rel in sorted(doomed):
+        paths.contained(rel, paths.IMAGE, where[rel], "_state.files")
+    for row in read_rows(part):
+        files = (row.get(STATE) or {}).get("files")
+        for rel in files if isinstance(files, dict) else ():
+            doomed.pop(rel, None)
+    removed = 0
+    for rel, (size, digest) in sorted(doomed.items()):
+        try:
+            if store.size(rel) != size or data_digest(store.read(rel)) != digest:
+                continue
+        except FileNotFoundError:
+            continue
+        store.remove(rel)
+        removed += 1
     return removed
 
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, containers, encode, fsutil, imageio, interrupts, layout, manifest, paths, rows, synth
-from . import input_lists, locks, merging, storage, worker_pool
+from . import input_lists, locks, merging, remote_output, storage, worker_pool
 from .errors import ConfigError, LockHeld, MergeError, StorageError
 from .hashing import pair_seed, shard_of
 from .params import sample_params, size_problem
@@ -37,6 +37,12 @@ class RunContext:
     backend: str
     encoder: encode.Encoder = None  # resolved once per run (run_record.resolve_codecs); None: from config.save.encoder
     encode_processes: int = 0  # > 0: encode and write in a pool of this many processes (choose_executor)
+    store: object = None  # the storage.Location of an output on object storage: images go there, not to disk
+
+    @property
+    def images(self):
+        """Where the pair's images are: the output folder, or the object store (storage.Location)."""
+        return self.store if self.store is not None else self.config.output
 
 
 @dataclass(frozen=True)
@@ -94,9 +100,10 @@ def make_pair(src, prior, ctx):
     out_root = config.output
     if prior is not None:
         row, from_journal = prior
-        if manifest.row_is_intact(out_root, row, stat_or_none(src, config.storage_options),
+        if manifest.row_is_intact(ctx.images, row, stat_or_none(src, config.storage_options),
                                  check_hashes=from_journal):
-            remove_temps(out_root, row[manifest.STATE]["files"])
+            if ctx.store is None:  # object storage has no temporary files: every object is one PUT
+                remove_temps(out_root, row[manifest.STATE]["files"])
             return PairResult(REUSED, row)
     try:
         if src.stat is None and storage.is_url(src.path):  # a listed URL: its row records the object's stat
@@ -113,6 +120,8 @@ def make_pair(src, prior, ctx):
         return PairResult(MADE, synthesize_and_write(src, decoded, ctx))
     except encode.EncoderUnavailable as exc:  # a worker without the run's encoder: the pair waits for one with it
         return failed(src, f"cannot write output: {exc}")
+    except StorageError:  # the object store refused a write: every later pair would fail too
+        raise
     except OSError as exc:  # permissions, a name too long: record it, the next run retries
         if exc.errno in STORAGE_ERRNOS:  # the disk, not this pair: stop the run
             raise StorageError(exc.errno, exc.strerror, exc.filename) from None
@@ -199,9 +208,14 @@ def synthesize_and_write(src, decoded, ctx):
         payload = [(containers.image_tag(o.role, o.t, config), o.rel, data)
                    for o, data in zip(plan + raw_plan, encoded + raws)]
         return containers.attach(row, payload, src.out_rel, config.save.container)
-    outputs = [(os.path.join(config.output, o.rel), rgb) for o, rgb in zip(plan, images)]
-    files = dict(zip([o.rel for o in plan], in_encode_pool(ctx, write_pngs, outputs, decoded.alpha, encoder)))
-    files.update(write_bytes(config.output, raw_plan, render_raw(backend, decoded.rgb, params, raw_plan)))
+    if ctx.store is not None:  # object storage: one PUT per image, from this worker
+        outputs = [(o.rel, rgb) for o, rgb in zip(plan, images)]
+        sizes = in_encode_pool(ctx, write_pngs, outputs, decoded.alpha, encoder, ctx.store)
+    else:
+        outputs = [(os.path.join(config.output, o.rel), rgb) for o, rgb in zip(plan, images)]
+        sizes = in_encode_pool(ctx, write_pngs, outputs, decoded.alpha, encoder)
+    files = dict(zip([o.rel for o in plan], sizes))
+    files.update(write_bytes(ctx.images, raw_plan, render_raw(backend, decoded.rgb, params, raw_plan)))
     return rows.with_raw(rows.build_row(src, decoded, params, plan, split_name, ran, files), raw_plan)
 
 
@@ -224,10 +238,15 @@ def render_raw(backend, rgb, params, raw_plan):
 
 
 def write_bytes(out_root, plan, datas):
-    """Write the bytes of each planned file (a layout.RawOutput) atomically; returns {rel: [size, digest]}."""
+    """Write the bytes of each planned file (a layout.RawOutput) atomically; returns {rel: [size, digest]}.
+
+    out_root: the output folder, or a storage.Location (one PUT per file)."""
     files = {}
     for entry, data in zip(plan, datas):
-        fsutil.write_atomic(os.path.join(out_root, entry.rel), data)
+        if isinstance(out_root, (str, os.PathLike)):
+            fsutil.write_atomic(os.path.join(out_root, entry.rel), data)
+        else:
+            out_root.write(entry.rel, data)
         files[entry.rel] = [len(data), manifest.data_digest(data)]
     return files
 
@@ -237,12 +256,17 @@ def encode_pngs(images, alpha, encoder):
     return [encoder.encode(rgb, alpha) for rgb in images]
 
 
-def write_pngs(outputs, alpha, encoder):
-    """Encode each (path, rgb) with alpha and write it atomically; returns [[size, digest], ...] in order."""
+def write_pngs(outputs, alpha, encoder, store=None):
+    """Encode each (path, rgb) with alpha and write it atomically; returns [[size, digest], ...] in order.
+
+    store: a storage.Location, whose relative paths the outputs then name (one PUT per image)."""
     sizes = []
     for path, rgb in outputs:
         data = encoder.encode(rgb, alpha)
-        fsutil.write_atomic(path, data)
+        if store is None:
+            fsutil.write_atomic(path, data)
+        else:
+            store.write(path, data)
         sizes.append([len(data), manifest.data_digest(data)])
     return sizes
 
@@ -302,8 +326,35 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
     """Generate the pairs of one shard into config.output; merge at once when there is a single shard.
 
     repair: check the checksum of every earlier pair's stored bytes (not only their sizes) before reusing
-    them, so a pair damaged in place is redone (--repair).
+    them, so a pair damaged in place is redone (--repair).  An output on object storage runs through a
+    local work folder (remote_output.py).
     """
+    if not remote_output.is_remote(config):
+        return _run(config, shard, limit, progress, engine, backend, repair)
+    check_remote(config)
+    job = remote_output.Job(config.output, config.storage_options)
+    try:
+        with job.speaking_of_url():
+            job.fetch_record()
+            local = dataclasses.replace(config, output=job.work)
+            return _run(local, shard, limit, progress, engine, backend, repair, job)
+    finally:
+        job.close()
+
+
+def check_remote(config):
+    """ConfigError (exit 2) for a container an object-storage output cannot take."""
+    if config.save.container == "lmdb":
+        raise ConfigError(f"output: '{config.output}' is on object storage, and save.container lmdb writes one "
+                          "database file that needs a local folder; use save.container webdataset (tar shards), "
+                          "or write the LMDB to a local output and copy it")
+    if config.save.container == "webdataset" and getattr(config.save, "tar_boundaries", "job") == "global":
+        raise ConfigError(f"output: '{config.output}' is on object storage, and save.tar_boundaries global makes "
+                          "--merge copy every image through one machine; use save.tar_boundaries job")
+
+
+def _run(config, shard, limit, progress, engine, backend, repair, job=None):
+    """run() on a local output folder (for object storage: the job's work folder, images going to job.store)."""
     checked = preflight(config, backend, shard=shard)
     config, encoder, codecs, backend = checked.config, checked.encoder, checked.codecs, checked.backend
     if backend == "cupy":
@@ -325,8 +376,11 @@ def run(config, shard=(0, 1), limit=None, progress=None, engine=None, backend=No
         raise
     lock = locks.OutputLock(config.output).acquire_shard(*shard)  # LockHeld: another run is using it
     try:
+        if job is not None:
+            job.acquire(*shard)  # the bucket's lock: jobs on other machines
+            job.fetch_parts(shard, tars=config.save.container != "files")
         return _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor,
-                           workers, sources, repair)
+                           workers, sources, repair, job)
     finally:
         lock.release()
 
@@ -361,10 +415,12 @@ def start_workers(config, backend, engine=None):
 
 
 def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs, result, executor, workers,
-                sources, repair=False):
+                sources, repair=False, job=None):
     """run() once it holds the output's lock; sources is its scan (start_scan), counting into result.scan."""
     manifest.check_parts(config.output, shard)  # UntrustedDataset before anything is written or deleted
     record_run(config, codecs)
+    if job is not None and not job.push_record():
+        record_run(config, codecs)  # another job's run.json won on the bucket: this config must match it
     start = time.perf_counter()
     prior = manifest.PriorRows(config.output, shard, check_all=repair)
     unlistable = []  # ids of folders the scan could not list: pairs below them are not "gone"
@@ -372,8 +428,9 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     head = itertools.islice(sources, limit) if limit is not None else sources
     store = containers.open_store(config, shard)
     items = ((src, _intact_in(store, prior.pop(src.rel))) for src in head)
-    writer = manifest.ShardWriter(config.output, *shard)
-    ctx = RunContext(config, backend, encoder, workers if executor == "encode-pool" else 0)
+    writer = job.journal_writer(*shard) if job is not None else manifest.ShardWriter(config.output, *shard)
+    ctx = RunContext(config, backend, encoder, workers if executor == "encode-pool" else 0,
+                     job.store if job is not None else None)
     try:
         with interrupts.deferred():  # Ctrl-C, SIGTERM: noted, then raised between pairs (check)
             for outcome in execute(items, ctx, workers, engine, executor):
@@ -426,12 +483,17 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
         marker["skipped_share"] = True  # counts of this job's share of an input list: --merge adds them up
     writer.finish(marker)
     store.cleanup()
+    if job is not None and shard[1] > 1:
+        job.commit_shard(*shard)
     if shard[1] == 1:
         with locks.OutputLock(config.output).acquire_merge():
             result.merged = merging.merge(config.output, dataset_info(config), count=1,
                                           prepare=functools.partial(containers.assemble, config))
             result.meta_info_left_out = containers.write_meta_info(config).left_out
-    result.removed = remove_gone(config, shard, prior.passed, unlistable, result.scan)
+        if job is not None:
+            job.commit_shard(*shard)
+            job.commit_merge()
+    result.removed = remove_gone(config, shard, prior.passed, unlistable, result.scan, ctx.store)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -454,7 +516,7 @@ def keep_prior(src, prior, out_root, options=None):
     return row if manifest.row_is_intact(out_root, row, stat_or_none(src, options), check_hashes=from_journal) else None
 
 
-def remove_gone(config, shard, passed, unlistable, stats):
+def remove_gone(config, shard, passed, unlistable, stats, store=None):
     """Delete the files of earlier pairs whose source is gone from the input; returns how many were removed.
 
     Only the shard that owns a source removes its files.  A scan that found no source at all (an empty or
@@ -470,7 +532,7 @@ def remove_gone(config, shard, passed, unlistable, stats):
     gone = [(source, files) for source, files in passed
             if (count == 1 or shard_of(source, count) == index) and not any(source.startswith(p) for p in unlistable)]
     part = os.path.join(config.output, manifest.PARTS, f"{manifest.shard_tag(index, count)}.jsonl")
-    return manifest.remove_orphans(config.output, gone, part)
+    return manifest.remove_orphans(config.output, gone, part, store)
 
 
 def get_ready(backend):
@@ -487,6 +549,26 @@ def get_ready(backend):
 
 def merge(config):
     """Combine finished shard parts of config.output into the dataset files."""
+    if not remote_output.is_remote(config):
+        return _merge(config)
+    check_remote(config)
+    job = remote_output.Job(config.output, config.storage_options)
+    try:
+        with job.speaking_of_url():
+            job.fetch_record()
+            live = job.live_locks()
+            if live:
+                raise LockHeld(f"output '{config.output}' is in use: " + "; ".join(live))
+            job.fetch_parts(None)
+            merged = _merge(dataclasses.replace(config, output=job.work))
+            job.commit_merge()
+            return merged
+    finally:
+        job.close()
+
+
+def _merge(config):
+    """merge() of a local output folder."""
     config = absolute_paths(config)
     fsutil.allow_open_files()  # the parts of every shard job are read (and rewritten) side by side
     manifest.check_folders(config.output)  # before a lock file is made in parts/

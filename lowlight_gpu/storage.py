@@ -80,7 +80,9 @@ def filesystem(url, options=None):
     key = (name, _freeze(options or {}))
     fs = _FILESYSTEMS.get(key)
     if fs is None:
-        fs = _FILESYSTEMS[key] = fsspec.filesystem(name, **dict(options or {}))
+        # No cached listings: a run lists, writes, then asks for what it wrote, and a stale listing would say
+        # a new object is missing (or an old size); every question goes to the store.
+        fs = _FILESYSTEMS[key] = fsspec.filesystem(name, **{"use_listings_cache": False, **dict(options or {})})
     return fs
 
 
@@ -148,7 +150,8 @@ class Location:
             except FileExistsError:
                 return False
             except OSError as exc:
-                if "PreconditionFailed" in str(exc) or "412" in str(exc):
+                text = str(exc).lower().replace("-", "")
+                if "precondition" in text or "412" in text:  # s3fs: OSError(EINVAL, "...pre-conditions...")
                     return False
                 if "NotImplemented" not in str(exc) and "not implemented" not in str(exc).lower():
                     raise _storage_error(exc, self.url_of(rel), "write") from None

@@ -12,7 +12,7 @@ import os
 import tarfile
 import threading
 
-from .. import manifest, paths
+from .. import manifest, paths, storage
 from ..errors import DamagedDatabase, UntrustedDataset
 from .naming import check_available, container_of
 
@@ -24,8 +24,10 @@ _SHARED_LOCK = threading.Lock()
 
 
 def shared_reader(root):
-    """One Reader per output folder for this process (an LMDB must not be opened twice in one process)."""
-    root = os.path.abspath(os.fspath(root))
+    """One Reader per output folder (or object-storage URL) for this process (an LMDB must not be opened twice
+    in one process)."""
+    root = os.fspath(root)
+    root = root if storage.is_url(root) else os.path.abspath(root)
     with _SHARED_LOCK:
         reader = _SHARED.get(root)
         if reader is None:
@@ -44,9 +46,11 @@ def release(path):
 class Reader:
     """Images of the dataset under root."""
 
-    def __init__(self, root):
+    def __init__(self, root, storage_options=None):
         self.root = os.fspath(root)
-        self._root = paths.Root(self.root)  # every ref is checked before it is opened: rows are data
+        # On object storage the rule is lexical (paths.contained): a bucket has no links to escape through.
+        self._store = storage.Location(self.root, storage_options) if storage.is_url(self.root) else None
+        self._root = paths.Root(self.root) if self._store is None else None  # every ref is checked before use
         self._pid = None
         self._indexes = collections.OrderedDict()
         self._lock = threading.Lock()  # the caches are shared by a tool's threads
@@ -65,6 +69,8 @@ class Reader:
             return self._member(shard, ref, where)
         if key is not None:
             return self._value(ref, key, where)
+        if self._store is not None:
+            return self._store.read(paths.contained(ref, where=where))
         with open(self._root.path(ref, where=where), "rb") as f:
             return f.read()
 
@@ -86,8 +92,11 @@ class Reader:
         if name not in index:
             raise FileNotFoundError(f"no member '{name}' in '{shard}'")
         offset, size = index[name]
-        with open(self._root.path(shard, paths.TAR, where, "shard"), "rb") as f:
-            data = os.pread(f.fileno(), size, offset)
+        if self._store is not None:
+            data = self._store.read_range(paths.contained(shard, paths.TAR, where, "shard"), offset, size)
+        else:
+            with open(self._root.path(shard, paths.TAR, where, "shard"), "rb") as f:
+                data = os.pread(f.fileno(), size, offset)
         if len(data) != size:
             raise FileNotFoundError(f"'{shard}' ends inside member '{name}'")
         return data
@@ -99,10 +108,14 @@ class Reader:
             if index is not None:
                 self._indexes.move_to_end(shard)
                 return index
-        path = self._root.path(shard, paths.TAR, where, "shard")
         try:
-            with tarfile.open(path, "r:") as tar:
-                index = {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
+            if self._store is not None:  # the headers are read through a buffered file: ranged GETs
+                rel = paths.contained(shard, paths.TAR, where, "shard")
+                with self._store.fs.open(self._store.key(rel), "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+                    index = {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
+            else:
+                with tarfile.open(self._root.path(shard, paths.TAR, where, "shard"), "r:") as tar:
+                    index = {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
         except tarfile.TarError as exc:
             raise FileNotFoundError(f"'{shard}' is not a readable tar ({exc})") from None
         with self._lock:
@@ -113,6 +126,9 @@ class Reader:
 
     def _value(self, db, key, where=paths.SOMEWHERE):
         """The value of key in database db."""
+        if self._store is not None:
+            raise FileNotFoundError(f"'{db}' is an LMDB database on object storage, which is read from a local "
+                                    "folder only; copy it to a local folder first")
         env = environment(self._root.path(db, paths.DATABASE, where, "database"))
         with env.begin(write=False) as txn:
             value = txn.get(key.encode("ascii"))

@@ -8,7 +8,7 @@ import dataclasses
 import json
 import os
 
-from .. import paths
+from .. import fsutil, paths, storage
 from ..config import config_from_dict
 from ..errors import ConfigError
 from ..manifest import read_rows
@@ -16,12 +16,67 @@ from ..manifest import read_rows
 MANIFEST = "manifest.jsonl"
 
 
-def manifest_path(output_dir):
-    """OUTPUT/manifest.jsonl, or ConfigError (one line) when the dataset has none."""
+_COPIES = {}  # URL -> a local copy of a dataset's small file (manifest.jsonl), made once per process
+
+
+def manifest_path(output_dir, storage_options=None):
+    """OUTPUT/manifest.jsonl (a local copy for an output on object storage), or ConfigError (one line) when the
+    dataset has none."""
+    if storage.is_url(output_dir):
+        path = local_copy(output_dir, MANIFEST, storage_options)
+        if path is None:
+            raise ConfigError(f"output: no {MANIFEST} in '{output_dir}'; generate the dataset first "
+                              "(or --merge its shards)")
+        return path
     path = os.path.join(os.fspath(output_dir), MANIFEST)
     if not os.path.isfile(path):
         raise ConfigError(f"output: no {MANIFEST} in '{output_dir}'; generate the dataset first "
                           "(or --merge its shards)")
+    return path
+
+
+def local_copy(url, name, storage_options=None):
+    """A local copy of the object url/name, downloaded once per process; None when there is none."""
+    key = storage.join(url, name)
+    path = _COPIES.get(key)
+    if path is None or not os.path.isfile(path):
+        import atexit
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="lowlight-gpu-", suffix="-" + name)
+        os.close(fd)
+        atexit.register(_remove_quietly, path)
+        try:
+            storage.Location(url, storage_options).download(name, path)
+        except FileNotFoundError:
+            _remove_quietly(path)
+            return None
+        _COPIES[key] = path
+    return path
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def read_text(output_dir, name, storage_options=None):
+    """The text of a small file of a dataset (dataset.json), local or on object storage; OSError if missing."""
+    if storage.is_url(output_dir):
+        return storage.Location(output_dir, storage_options).read(name).decode("utf-8")
+    with open(os.path.join(os.fspath(output_dir), name), encoding="utf-8") as f:
+        return f.read()
+
+
+def write_file(output_dir, name, data):
+    """Write a tool's file (report.png, preview.png) into the dataset, local or on object storage; its path."""
+    if storage.is_url(output_dir):
+        storage.Location(output_dir).write(name, data)
+        return storage.join(output_dir, name)
+    path = os.path.join(os.fspath(output_dir), name)
+    fsutil.write_atomic(path, data)
     return path
 
 
@@ -39,7 +94,8 @@ def sample(output_dir, n=None):
     path = manifest_path(output_dir)
     total = count_rows(path)
     wanted = None if n is None else set(spread(total, n))
-    return total, _pick(read_rows(path), wanted, path, paths.Root(output_dir))
+    root = None if storage.is_url(output_dir) else paths.Root(output_dir)  # a bucket: the lexical rule only
+    return total, _pick(read_rows(path), wanted, path, root)
 
 
 def _pick(rows, wanted, path=MANIFEST, root=None):
@@ -69,11 +125,11 @@ def spread(count, n):
 def recorded_config(output_dir, fallback):
     """The Config recorded in OUTPUT/dataset.json, with fallback's input and output; fallback if unreadable."""
     try:
-        with open(os.path.join(os.fspath(output_dir), "dataset.json"), encoding="utf-8") as f:
-            raw = json.load(f)["config"]
+        raw = json.loads(read_text(output_dir, "dataset.json"))["config"]
         cfg = config_from_dict(raw)
     except (OSError, ValueError, KeyError, TypeError):  # ConfigError is a ValueError
         return fallback
     if fallback is None:
         return cfg
-    return dataclasses.replace(cfg, input=fallback.input, output=fallback.output)
+    return dataclasses.replace(cfg, input=fallback.input, output=fallback.output,
+                               storage_options=fallback.storage_options)

@@ -10,14 +10,13 @@ depends only on the number of rows and columns and the widest aspect ratio.
 """
 
 import io
-import os
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .. import containers, fsutil, paths
+from .. import containers, paths, storage
 from ..containers.readers import shared_reader
 from ..errors import ConfigError, UntrustedDataset
-from . import sample, spread
+from . import sample, spread, write_file
 
 CELL_H = 256
 MAX_CELL_W = 384
@@ -50,14 +49,12 @@ def write_preview(output_dir, rows=8):
             paste_cell(sheet, draw, font, image_source(output_dir, row, rel), left, top + CAPTION_H, cell_w)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", compress_level=6)
-    path = os.path.join(os.fspath(output_dir), "preview.png")
-    fsutil.write_atomic(path, buf.getvalue())
-    return path
+    return write_file(output_dir, "preview.png", buf.getvalue())
 
 
 def image_source(output_dir, row, rel):
     """What paste_cell opens: the file's path, or (tar, LMDB) a callable returning the image's bytes."""
-    if containers.container_of(row) == "files":
+    if containers.container_of(row) == "files" and not storage.is_url(output_dir):
         return paths.Root(output_dir).path(rel)
     reader = shared_reader(output_dir)
     return lambda: io.BytesIO(reader.for_row(row, rel))

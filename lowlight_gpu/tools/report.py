@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .. import fsutil
 from ..errors import ConfigError
 from ..manifest import read_rows
-from . import manifest_path, recorded_config, sample
+from . import manifest_path, recorded_config, sample, write_file
 from .report_draw import draw_report
 from .report_stats import (MIN_NOISE_VALUES, PIXEL_BUDGET, SAMPLE_ROWS, TRANSFER_SITES, config_ranges, image_stats,
                            pairs_within, parameter_values, transfer_rows)
@@ -43,12 +42,10 @@ def write_report(output_dir, sample_rows=SAMPLE_ROWS, pixel_budget=PIXEL_BUDGET)
         stats = [s for s in pool.map(lambda i: image_stats(output_dir, rows[i], sites * (i in measured)),
                                      range(len(rows))) if s is not None]
     transfer = [s["transfer"] for s in stats if s.get("transfer")]
-    png = os.path.join(output_dir, "report.png")
-    md = os.path.join(output_dir, "report.md")
-    fsutil.write_atomic(png, draw_report(values, stats, total, ranges, transfer))
+    png = write_file(output_dir, "report.png", draw_report(values, stats, total, ranges, transfer))
     limited = n < min(sample_rows, total)  # bigger images: fewer pairs, each read whole
     text = markdown(output_dir, values, stats, total, ranges, transfer, pixel_budget if limited else None)
-    fsutil.write_atomic(md, text.encode("utf-8"))
+    md = write_file(output_dir, "report.md", text.encode("utf-8"))
     return [png, md]
 
 

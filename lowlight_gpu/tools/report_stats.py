@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .. import imageio, paths
+from .. import imageio, paths, storage
 from ..containers import container_of
 from ..containers.readers import shared_reader
 from ..errors import UntrustedDataset
@@ -82,7 +82,7 @@ def config_ranges(cfg):
 
 def read_image(output_dir, row, rel):
     """The uint8 RGB of image rel of a row: a file under output_dir or a container's member, decoded by imageio."""
-    if container_of(row) == "files":
+    if container_of(row) == "files" and not storage.is_url(output_dir):
         return imageio.decode(paths.Root(output_dir).path(rel), MAX_PIXELS).rgb
     return imageio.decode_bytes(shared_reader(output_dir).for_row(row, rel), MAX_PIXELS, rel).rgb
 
@@ -178,7 +178,7 @@ def pair_transfer(output_dir, row, high, sites):
 
 def mosaic_top(output_dir, row, rel, max_pixels):
     """The top rows of a saved 2-D .npy mosaic holding at most max_pixels values (whole 2x2 CFA cells)."""
-    if container_of(row) == "files":
+    if container_of(row) == "files" and not storage.is_url(output_dir):
         arr = np.load(paths.Root(output_dir).path(rel), mmap_mode="r", allow_pickle=False)  # reads only those rows
     else:
         arr = np.load(io.BytesIO(shared_reader(output_dir).for_row(row, rel)), allow_pickle=False)

@@ -27,13 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .. import containers, imageio, layout, paths, synth
+from .. import containers, imageio, layout, paths, storage, synth
 from ..errors import UntrustedDataset
 from ..containers.readers import shared_reader
 from ..hashing import pair_seed
 from ..params import sample_params
 from ..synth.spec import FORMAT_VERSION
-from . import recorded_config, sample
+from . import read_text, recorded_config, sample
 
 EXIT_OK, EXIT_DIFFERS, EXIT_UNREPLAYABLE = 0, 1, 3
 REPLAY_BACKEND = "numpy"
@@ -79,8 +79,7 @@ def main(config, n=None, out=None):
 def recorded_format_version(output_dir):
     """dataset.json's format_version (1 for a dataset from before it was recorded), or None when unreadable."""
     try:
-        with open(os.path.join(os.fspath(output_dir), "dataset.json"), encoding="utf-8") as f:
-            return int(json.load(f).get("format_version", 1))
+        return int(json.loads(read_text(output_dir, "dataset.json")).get("format_version", 1))
     except (OSError, ValueError, TypeError, AttributeError):
         return None
 
@@ -102,8 +101,8 @@ def check_row(row, cfg):
         plan = row_plan(row, cfg)
     except ValueError as exc:
         return 0, [(DIFFERS, "manifest.jsonl", f"row '{source}': {exc}")]
-    src_path = os.path.join(cfg.input, source)
-    if not os.path.isfile(src_path):
+    src_path = source_path(cfg, source)
+    if not source_exists(cfg, src_path):
         return 0, [(UNREPLAYABLE, source, f"source '{src_path}' is gone (is input set as when it was generated?)")]
     try:
         decoded = replay_source(row, cfg, plan, src_path)
@@ -132,11 +131,32 @@ def replay_source(row, cfg, plan, src_path):
     so replaying from it verifies a GPU-decoded dataset on any machine, with or without nvImageCodec.
     """
     if row.get("decoder", "pillow") == "pillow":
+        if storage.is_url(src_path):
+            data = storage.read_url(src_path, cfg.storage_options)
+            return imageio.decode_bytes(data, cfg.max_pixels, src_path, cfg.decode.color)
         return imageio.decode(src_path, cfg.max_pixels, cfg.decode.color)
     where, _ = _where(row, cfg, plan[0])
     if callable(where):
         return imageio.decode_bytes(where(), cfg.max_pixels, "high.png", "ignore")
     return imageio.decode(where, cfg.max_pixels, "ignore")
+
+
+def source_path(cfg, source):
+    """Where a row's source is: its id below the input folder (a path, or a URL on object storage)."""
+    if storage.is_url(cfg.input):
+        return storage.join(cfg.input, paths.contained(source, paths.SOURCE, what="source"))
+    return os.path.join(cfg.input, source)
+
+
+def source_exists(cfg, src_path):
+    """Whether the source file (or object) is there."""
+    if storage.is_url(src_path):
+        try:
+            storage.stat_url(src_path, cfg.storage_options)
+        except FileNotFoundError:
+            return False
+        return True
+    return os.path.isfile(src_path)
 
 
 def check_raw(row, cfg, rgb, params):
@@ -174,7 +194,7 @@ def check_raw(row, cfg, rgb, params):
 def _where(row, cfg, entry):
     """(the file path, or a callable returning the bytes from the row's container; the name to report) of a plan
     entry (a layout.Output or RawOutput)."""
-    if containers.container_of(row) == "files":  # planned from the row's checked names; checked on disk here
+    if containers.container_of(row) == "files" and not storage.is_url(cfg.output):  # checked on disk here
         where = f"the row of source {paths.show(row.get('source'))}"
         return paths.Root(cfg.output).path(entry.rel, where=where), entry.rel
     (_, ref), = containers.planned_refs(row, [entry], cfg)
