@@ -50,8 +50,17 @@ def root_of(config):
     return root.rstrip("/") if storage.is_url(root) else os.path.abspath(root)
 
 
+def _is_plain(line):
+    """Whether line is a plain relative path ('a/b.jpg': no URL or drive, no empty, '.' or '..' part)."""
+    if ":" in line or "\\" in line or line.startswith("/") or line.endswith("/") or "//" in line:
+        return False
+    return "/./" not in f"/{line}/" and "/../" not in f"/{line}/"
+
+
 def locate(line, root):
     """(id, path, error) of one list line below root: error is '' or why the line has no id."""
+    if _is_plain(line):  # the common case: nothing to normalise
+        return line, (storage.join(root, line) if storage.is_url(root) else os.path.join(root, line)), ""
     outside = f"listed path is outside input_root '{root}'; set input_root to a folder that holds it"
     if storage.is_url(line):
         base = storage.strip(root) + "/"
