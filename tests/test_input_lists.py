@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from lowlight_gpu import imageio, input_lists, manifest, pipeline, sources, storage
@@ -396,6 +397,27 @@ def test_a_list_of_urls_equals_the_local_run(tree, whole, tmp_path, monkeypatch)
     pipeline.run(conf)
     assert dataset_files(out) == whole
     assert pipeline.run(conf).skipped == len(GOOD)  # resume by stat_url
+
+
+def test_a_url_source_decodes_from_its_bytes_on_the_gpu_too(tmp_path, monkeypatch):
+    import test_decode_gpu  # its stand-in nvImageCodec
+    from lowlight_gpu import decode_gpu
+
+    mod = test_decode_gpu._fake_nvimgcodec()
+    monkeypatch.setitem(sys.modules, "nvidia", SimpleNamespace(nvimgcodec=mod))
+    monkeypatch.setitem(sys.modules, "nvidia.nvimgcodec", mod)
+    monkeypatch.setattr(decode_gpu, "_MODULE", [])
+    monkeypatch.setattr(decode_gpu, "_LOCAL", type(decode_gpu._LOCAL)())
+    jpg = write_image(tmp_path / "b" / "p" / "x.jpg", 12, 9)
+    png = write_image(tmp_path / "b" / "p" / "y.png", 12, 9)
+    fake_store(monkeypatch, tmp_path)
+    gpu = SimpleNamespace(decode=SimpleNamespace(device="gpu", color="convert"), max_pixels=10**8,
+                          storage_options=None)
+    got = pipeline.decode_source("s3://b/p/x.jpg", gpu)
+    assert isinstance(got, decode_gpu.GpuDecoded) and mod.calls == [jpg.stat().st_size]
+    assert np.array_equal(got.rgb, decode_gpu.decode(jpg, 10**8).rgb)
+    other = pipeline.decode_source("s3://b/p/y.png", gpu)  # not a JPEG: the CPU, as for a local file
+    assert not isinstance(other, decode_gpu.GpuDecoded) and np.array_equal(other.rgb, imageio.decode(png, 10**8).rgb)
 
 
 # ---------------------------------------------------------------- a real S3 server (SeaweedFS, conftest's s3_env)
