@@ -97,6 +97,16 @@ def test_text_list_gives_the_folder_runs_bytes(tree, whole, tmp_path):
     assert {r["high"] for r in rows} >= {"high/clash/x.jpg.png", "high/clash/x.png.png"}  # the clash rule held
 
 
+def test_verify_finds_a_listed_source_below_input_root(run_cli, tree, tmp_path):
+    listed = write_text_list(tmp_path / "v.txt", [str(tree / "a.png"), "sub/b.jpg"])
+    io = ["--set", f"input={listed}", "--set", f"input_root={tree}", "--set", f"output={tmp_path / 'out'}"]
+    assert run_cli(*io).code == 0
+    res = run_cli(*io, "--verify")
+    assert res.code == 0, res
+    (tmp_path / "out" / "high" / "a.png").write_bytes((tmp_path / "out" / "high" / "sub" / "b.png").read_bytes())
+    assert run_cli(*io, "--verify").code == 1  # it really compares
+
+
 def test_parquet_list_gives_the_folder_runs_bytes(tree, whole, tmp_path):
     listed = tmp_path / "list" / "files.parquet"
     listed.parent.mkdir()

@@ -132,4 +132,5 @@ def recorded_config(output_dir, fallback):
     if fallback is None:
         return cfg
     return dataclasses.replace(cfg, input=fallback.input, output=fallback.output,
-                               storage_options=fallback.storage_options)
+                               storage_options=fallback.storage_options, input_root=fallback.input_root,
+                               input_column=fallback.input_column)

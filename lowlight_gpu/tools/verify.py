@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .. import containers, imageio, layout, paths, storage, synth
+from .. import containers, imageio, input_lists, layout, paths, storage, synth
 from ..errors import UntrustedDataset
 from ..containers.readers import shared_reader
 from ..hashing import pair_seed
@@ -142,10 +142,12 @@ def replay_source(row, cfg, plan, src_path):
 
 
 def source_path(cfg, source):
-    """Where a row's source is: its id below the input folder (a path, or a URL on object storage)."""
-    if storage.is_url(cfg.input):
-        return storage.join(cfg.input, paths.contained(source, paths.SOURCE, what="source"))
-    return os.path.join(cfg.input, source)
+    """Where a row's source is: its id below the input folder, or below input_root for an input list (a path,
+    or a URL on object storage)."""
+    base = input_lists.root_of(cfg) if input_lists.is_list(cfg.input) else cfg.input
+    if storage.is_url(base):
+        return storage.join(base, paths.contained(source, paths.SOURCE, what="source"))
+    return os.path.join(base, source)
 
 
 def source_exists(cfg, src_path):
