@@ -326,6 +326,23 @@ def list_sources(values, root, skip_ids, stats):
     return out
 
 
+def _read_share(config, shard, key, stats):
+    """The entries of this job's share of the list config.input (text lines as bytes, Parquet values)."""
+    if config.input.lower().endswith(".parquet"):
+        pq = import_pyarrow(config.input)
+        with _open(config.input, config.storage_options) as f:
+            try:
+                pf = pq.ParquetFile(f)
+            except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+                raise ConfigError(f"input: '{config.input}' is not a Parquet file ({exc})") from None
+            if config.input_column not in pf.schema_arrow.names:
+                raise ConfigError(f"input_column: '{config.input_column}' is not a column of '{config.input}' "
+                                  f"(it has {', '.join(pf.schema_arrow.names)}); set input_column")
+            return list(_parquet_share(_Rows(pf, config.input_column, stats), shard, key))
+    with _open(config.input, config.storage_options) as raw:
+        return list(_text_share(_Counted(raw, stats), _size(raw), shard, key))
+
+
 def scan_list(config, shard=(0, 1), stats=None):
     """Yield this job's Sources of the input list config.input, sorted by id; stats gets what the job read."""
     stats = stats if stats is not None else ScanStats()
@@ -335,18 +352,12 @@ def scan_list(config, shard=(0, 1), stats=None):
     def key(value):
         return folder_key(value, root)
 
-    if config.input.lower().endswith(".parquet"):
-        pq = import_pyarrow(config.input)
-        with _open(config.input, config.storage_options) as f:
-            pf = pq.ParquetFile(f)
-            if config.input_column not in pf.schema_arrow.names:
-                raise ConfigError(f"input_column: '{config.input_column}' is not a column of '{config.input}' "
-                                  f"(it has {', '.join(pf.schema_arrow.names)}); set input_column")
-            values = list(_parquet_share(_Rows(pf, config.input_column, stats), shard, key))
-    else:
-        with _open(config.input, config.storage_options) as raw:
-            f = _Counted(raw, stats)
-            values = list(_text_share(f, _size(raw), shard, key))
+    try:
+        values = _read_share(config, shard, key, stats)
+    except (ConfigError, StorageError):
+        raise
+    except OSError as exc:  # the list's storage failed mid-read: like any other storage error, exit 4
+        raise StorageError(getattr(exc, "errno", None), f"cannot read input list: {exc}", str(config.input)) from None
     for src in list_sources(values, root, _output_ids(config, root), stats):
         stats.found += 1
         yield src

@@ -294,6 +294,10 @@ def test_parquet_needs_pyarrow_and_a_known_column(tree, tmp_path, monkeypatch):
     listed = write_parquet(tmp_path / "p.parquet", ["a.png"])
     with pytest.raises(ConfigError, match=r"^input_column: 'nope' is not a column"):
         list(input_lists.scan_list(fake_config(listed, str(tree), column="nope")))
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet at all")
+    with pytest.raises(ConfigError, match=r"^input: '.*broken.parquet' is not a Parquet file"):
+        list(input_lists.scan_list(fake_config(broken, str(tree))))
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(ConfigError) as exc:
         config(listed, tmp_path / "out")
