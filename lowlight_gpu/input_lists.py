@@ -1,22 +1,22 @@
 """Input lists: ``input`` as a file of paths or URLs (.txt/.lst, one a line; .parquet, a column), read by shares.
 
-Ids.  ``input_root`` (default: the list's own folder) says what "relative" means: a relative line is taken below
-it; an absolute path or a URL must lie below it, and its id is the part below it.  So ``s3://b/photos/a/x.jpg``
-with input_root ``s3://b/photos`` has id ``a/x.jpg``, what a scan of that folder gives, and a list and a folder
-give the same pairs (seeds, names and output names all follow the id).  A line outside input_root is an errors
-row (its source: ``outside-input-root/`` and the line, %-escaped), not a crash; a line listed twice counts once; blank lines and lines starting with '#' are ignored.  The
-scan's skip rules apply where a list can see them without a request per file: hidden ids, names that are not
-images, HEIC/HEIF without a decoder, ids below the current output.  A listed file is not looked at until its
-pair is made, so a missing one is that pair's errors row.
+Ids.  ``input_root`` (default: the list's own folder) says what "relative" means: a relative line is taken below it;
+an absolute path or a URL must lie below it, and its id is the part below it.  So ``s3://b/photos/a/x.jpg`` with
+input_root ``s3://b/photos`` has id ``a/x.jpg``, what a scan of that folder gives, and a list and a folder give the
+same pairs (seeds, names and output names all follow the id).  A line outside input_root is an errors row (its
+source: ``outside-input-root/`` and the line, %-escaped), not a crash; a line listed twice counts once; blank lines
+and lines starting with '#' are ignored.  The scan's skip rules apply where a list can see them without a request
+per file: hidden ids, names that are not images, HEIC/HEIF without a decoder, ids below the current output.  A
+listed file is not looked at until its pair is made, so a missing one is that pair's errors row.
 
 Shards.  Job I of N reads only its own share: a contiguous range, not a hash.  A text list is cut at the bytes
-``[I*B/N, (I+1)*B/N)``, each cut moved forward to a line start and then to the next folder boundary (a line
-whose folder differs from the previous line's); a Parquet list the same over row indices, reading only the row
-groups it needs.  So the consecutive lines of one folder always fall in one job, which the output-name rule
-(``x.jpg`` and ``x.png`` of one folder get distinct names) needs.  A list should therefore keep each folder's
-lines together (a sorted list does); a folder whose lines are scattered may be split between jobs, and then two
-of its files can get the same output name in two jobs.  A job holds its share in memory, sorted, and streams it
-in id order (the manifest's order).  ScanStats counts the bytes and lines (rows) the job read.
+``[I*B/N, (I+1)*B/N)``, each cut moved forward to a line start and then to the next folder boundary (a line whose
+folder differs from the previous line's); a Parquet list the same over row indices, reading only the row groups it
+needs.  So the consecutive lines of one folder always fall in one job, which the output-name rule (``x.jpg`` and
+``x.png`` of one folder get distinct names) needs.  A list should therefore keep each folder's lines together
+(sorted by folder, then name; a plain string sort puts a sub-folder's lines between its parent's); a folder whose
+lines are scattered may be split between jobs, and then two of its files can get the same output name in two jobs.  A job holds its share in memory, sorted, and streams it in id order (the
+manifest's order).  ScanStats counts the bytes and lines (rows) the job read.
 """
 
 import bisect
