@@ -15,8 +15,8 @@ folder differs from the previous line's); a Parquet list the same over row indic
 needs.  So the consecutive lines of one folder always fall in one job, which the output-name rule (``x.jpg`` and
 ``x.png`` of one folder get distinct names) needs.  A list should therefore keep each folder's lines together
 (sorted by folder, then name; a plain string sort puts a sub-folder's lines between its parent's); a folder whose
-lines are scattered may be split between jobs, and then two of its files can get the same output name in two jobs.  A job holds its share in memory, sorted, and streams it in id order (the
-manifest's order).  ScanStats counts the bytes and lines (rows) the job read.
+lines are scattered may be split between jobs, and then two of its files can get the same output name in two jobs.
+A job holds its share in memory, sorted, and streams it in id order (the manifest's order).  ScanStats counts the bytes and lines (rows) the job read.
 """
 
 import bisect
