@@ -16,7 +16,8 @@ needs.  So the consecutive lines of one folder always fall in one job, which the
 ``x.png`` of one folder get distinct names) needs.  A list should therefore keep each folder's lines together
 (sorted by folder, then name; a plain string sort puts a sub-folder's lines between its parent's); a folder whose
 lines are scattered may be split between jobs, and then two of its files can get the same output name in two jobs.
-A job holds its share in memory, sorted, and streams it in id order (the manifest's order).  ScanStats counts the bytes and lines (rows) the job read.
+A job holds its share in memory, sorted, and streams it in id order (the manifest's order).  ScanStats counts the
+bytes and lines (rows) the job read.
 """
 
 import bisect
