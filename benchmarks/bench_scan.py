@@ -160,8 +160,8 @@ files ({n_files // PER_FOLDER:,} folders of {PER_FOLDER}), the same files as a t
 (row groups of 4096), every job of N run alone, one after another, on a warm page cache (N = 1: the median
 of three runs). A folder job lists every folder and sees every entry whatever N is, so its scan costs the
 same at N = 64 as at N = 1 and the filesystem serves N times the tree. A list job reads its own byte range
-(or its row groups), so its reads and its time fall as 1/N; what is left at large N is a fixed start-up cost (opening the file,
-pyarrow's footer) and, per cut, the look back of one line and the rest of one folder.
+(or its row groups), so its reads and its time fall as 1/N; what is left at large N is a fixed start-up cost
+(opening the file, pyarrow's footer) and, per cut, the look back of one line and the rest of one folder.
 
 {body}
 
