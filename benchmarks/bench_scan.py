@@ -18,6 +18,7 @@ import os
 import re
 import statistics
 import sys
+import textwrap
 import time
 from types import SimpleNamespace
 
@@ -153,21 +154,20 @@ def main():
 
 def section(body, where, n_files):
     """The docs section: what was measured, the table, what it shows."""
-    return f"""{SECTION}
-
-Measured by `python benchmarks/bench_scan.py --write-docs` on {where}: a tree of {n_files:,} empty `.jpg`
-files ({n_files // PER_FOLDER:,} folders of {PER_FOLDER}), the same files as a text list and a Parquet list
-(row groups of 4096), every job of N run alone, one after another, on a warm page cache (N = 1: the median
-of three runs). A folder job lists every folder and sees every entry whatever N is, so its scan costs the
-same at N = 64 as at N = 1 and the filesystem serves N times the tree. A list job reads its own byte range
-(or its row groups), so its reads and its time fall as 1/N; what is left at large N is a fixed start-up cost
-(opening the file, pyarrow's footer) and, per cut, the look back of one line and the rest of one folder.
-
-{body}
-
-On object storage, a folder URL is listed with one paged LIST (a request per 1000 objects) by every job, so
-N jobs over M objects make N x M / 1000 requests; a list job reads its range with one or a few ranged GETs.
-"""
+    intro = (f"Measured by `python benchmarks/bench_scan.py --write-docs` on {where}: a tree of {n_files:,} empty "
+             f"`.jpg` files ({n_files // PER_FOLDER:,} folders of {PER_FOLDER}), the same files as a text list and a "
+             "Parquet list (row groups of 4096), every job of N run alone, one after another, on a warm page cache "
+             "(N = 1: the median of three runs). A folder job lists every folder and sees every entry whatever N "
+             "is, so its scan costs the same at N = 64 as at N = 1 and the filesystem serves N times the tree. A "
+             "list job reads its own byte range (or its row groups), so its reads and its time fall as 1/N; what "
+             "is left at large N is a fixed start-up cost (opening the file, pyarrow's footer) and, per cut, the "
+             "look back of one line and the rest of one folder (a Parquet job reads whole row groups). A whole "
+             "list read by one job is no cheaper than the walk: it holds and sorts every source in memory.")
+    outro = ("On object storage, a folder URL is listed with one paged LIST (a request per 1000 objects) by every "
+             "job, so N jobs over M objects make N x M / 1000 requests; a list job reads its range with one or a "
+             "few ranged GETs. How a list is cut, and why it should keep each folder's lines together: "
+             "[usage.md](usage.md#input-lists).")
+    return f"{SECTION}\n\n{textwrap.fill(intro, 110)}\n\n{body}\n\n{textwrap.fill(outro, 110)}\n"
 
 
 if __name__ == "__main__":

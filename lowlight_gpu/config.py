@@ -666,6 +666,12 @@ def _refuse_keys_that_do_not_apply(flat: dict) -> None:
 
     A key at its default is fine (config.yaml lists every key), so a run that works keeps its fingerprint.
     """
+    if not is_input_list(flat["input"]):
+        for key, default in (("input_root", None), ("input_column", "path")):
+            if flat[key] != default:
+                raise ConfigError(f"config key '{key}' applies to an input list only (input: a .txt, .lst or "
+                                  f".parquet file), but input is the folder '{flat['input']}'; leave {key} at "
+                                  f"{yaml_text(default)}, or set input to a list")
     model = flat["noise.model"]
     for key in NOT_FOR_PHYSICS if model == "physics" else PHYSICS_ONLY:
         section, _, sub = key.partition(".")

@@ -304,6 +304,14 @@ def test_parquet_needs_pyarrow_and_a_known_column(tree, tmp_path, monkeypatch):
     assert "pip install 'lowlight-gpu[parquet]'" in str(exc.value) and "\n" not in str(exc.value)
 
 
+def test_list_keys_with_a_folder_input_are_refused(tree, tmp_path):
+    with pytest.raises(ConfigError, match=r"^config key 'input_root' applies to an input list only"):
+        config(tree, tmp_path / "out", f"input_root={tree}")
+    with pytest.raises(ConfigError, match=r"^config key 'input_column' applies to an input list only"):
+        config(tree, tmp_path / "out", "input_column=file")
+    assert config(tree, tmp_path / "out", "input_column=path").input_column == "path"  # the default is fine
+
+
 def test_a_missing_list_or_another_file_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"^input: list '.*nope.txt' does not exist"):
         config(tmp_path / "nope.txt", tmp_path / "out")
