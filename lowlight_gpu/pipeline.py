@@ -109,8 +109,8 @@ def make_pair(src, prior, ctx):
         if src.stat is None and storage.is_url(src.path):  # a listed URL: its row records the object's stat
             src = dataclasses.replace(src, stat=tuple(source_stat(src, config.storage_options)))
         decoded = decode_source(src.path, config)
-    except FileNotFoundError:
-        return failed(src, "cannot read file: no such object")
+    except (FileNotFoundError, PermissionError) as exc:  # an object gone since the listing, or not ours to read
+        return failed(src, f"cannot read file: {'no such object' if isinstance(exc, FileNotFoundError) else exc}")
     except imageio.DecodeError as exc:
         return failed(src, str(exc))
     too_small = size_problem(decoded.rgb.shape[1], decoded.rgb.shape[0], config.noise.model)

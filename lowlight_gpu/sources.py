@@ -32,6 +32,7 @@ import stat
 from dataclasses import dataclass, field
 
 from . import storage
+from .errors import StorageError
 from .hashing import name_tag, shard_of
 from .imageio import is_image_name, needs_extra
 
@@ -387,6 +388,11 @@ def source_stat(src, options=None):
     if src.stat is not None:
         return [src.stat[0], src.stat[1]]
     if storage.is_url(src.path):
-        return list(storage.stat_url(src.path, options))
+        try:
+            return list(storage.stat_url(src.path, options))
+        except (FileNotFoundError, PermissionError, StorageError):
+            raise
+        except OSError as exc:  # the store, not this object: the run stops (exit 4) as for a failed read
+            raise StorageError(exc.errno, f"cannot read: {exc.strerror or exc}", src.path) from None
     st = os.stat(src.path)
     return [st.st_size, st.st_mtime_ns]
