@@ -97,7 +97,7 @@ def _text(value):
         return ""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "backslashreplace")
-    return str(value).strip()
+    return str(value).strip().lstrip("\ufeff")  # a byte-order mark some editors put before the first line
 
 
 def folder_key(value, root):

@@ -280,6 +280,12 @@ def test_the_lists_folder_is_the_default_root_and_run_json_records_it(tree, tmp_
         listed.unlink()
 
 
+def test_crlf_lines_and_a_byte_order_mark(tmp_path):
+    listed = tmp_path / "w.txt"
+    listed.write_bytes(b"\xef\xbb\xbfa/x.png\r\n  b/y.jpg \r\n\r\n# c/z.png\r\n")
+    assert [s.rel for s in share(fake_config(listed), (0, 1))[0]] == ["a/x.png", "b/y.jpg"]
+
+
 def test_list_skip_rules(tmp_path):
     listed = write_text_list(tmp_path / "s.txt", ["a.png", ".h.png", "d/.h/x.png", "n.txt", "p.heic", "out/x.png"])
     got, stats = share(fake_config(listed, output=str(tmp_path / "out")), (0, 1))
