@@ -382,6 +382,16 @@ def tricky_tree(folder):
     return folder
 
 
+def test_a_folder_scan_counts_what_it_read_in_every_shard(tmp_path):
+    for rel in ("x.png", "a/y.png", "a/b/z.png", "a/b/n.txt", "c/w.png", ".h/v.png"):
+        write_image(tmp_path / rel, 4, 4)
+    for shard in ((0, 1), (1, 4)):
+        stats = ScanStats()
+        list(sources.scan(str(tmp_path), shard, stats=stats))
+        # root, a, a/b, c (the hidden folder is seen, not listed); entries: root 4, a 2, a/b 2, c 1
+        assert (stats.folders_listed, stats.entries_seen) == (4, 9)
+
+
 def test_a_url_scan_equals_the_local_scan(tmp_path, monkeypatch):
     bucket = tmp_path / "bucket"
     tree = tricky_tree(bucket / "photos")
