@@ -16,8 +16,11 @@ What object storage guarantees, and what the run relies on (docs/cluster.md):
 
 from __future__ import annotations
 
+import atexit
+import os
 import posixpath
 import re
+import tempfile
 
 from .errors import ConfigError, StorageError
 
@@ -285,3 +288,23 @@ def listing(url, options=None):
            if k.startswith(root) and v.get("type") != "directory"]
     out.sort()
     return out
+
+
+def local_copy(url, name, storage_options=None):
+    """A fresh local copy of the object url/name (removed when the process ends); None when there is none."""
+    fd, path = tempfile.mkstemp(prefix="lowlight-gpu-", suffix="-" + name.replace("/", "_"))
+    os.close(fd)
+    atexit.register(_remove_quietly, path)
+    try:
+        Location(url, storage_options).download(name, path)
+    except FileNotFoundError:
+        _remove_quietly(path)
+        return None
+    return path
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
