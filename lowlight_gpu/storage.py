@@ -150,7 +150,7 @@ class Location:
             self.fs.pipe_file(self.key(rel), data)
         except FileNotFoundError as exc:
             raise _storage_error(exc, self.url_of(rel), "write") from None
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "write") from None
 
     def create_exclusive(self, rel, data: bytes) -> bool:
@@ -184,7 +184,7 @@ class Location:
             return self.fs.cat_file(self.key(rel))
         except FileNotFoundError:
             raise
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "read") from None
 
     def read_many(self, rels):
@@ -194,7 +194,7 @@ class Location:
         keys = {self.key(rel): rel for rel in rels}
         try:
             found = self.fs.cat(list(keys), on_error="raise")
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url, "read") from None
         return {keys[k]: v for k, v in found.items()}
 
@@ -204,7 +204,7 @@ class Location:
             return self.fs.cat_file(self.key(rel), start=start, end=start + length)
         except FileNotFoundError:
             raise
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "read") from None
 
     def size(self, rel):
@@ -213,7 +213,7 @@ class Location:
             info = self.fs.info(self.key(rel))
         except FileNotFoundError:
             return None
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "read") from None
         return info.get("size") if info.get("type") != "directory" else None
 
@@ -227,7 +227,7 @@ class Location:
             self.fs.rm_file(self.key(rel))
         except FileNotFoundError:
             pass
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "delete") from None
 
     def list(self, prefix=""):
@@ -238,7 +238,7 @@ class Location:
             found = self.fs.find(base, detail=True)
         except FileNotFoundError:
             return {}
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(prefix), "list") from None
         root = strip(self.url) + "/"
         return {k[len(root):]: v.get("size") for k, v in found.items()
@@ -248,7 +248,7 @@ class Location:
         """Copy a local file to rel (multipart for a large one: no object exists until it completes)."""
         try:
             self.fs.put_file(local_path, self.key(rel))
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "write") from None
 
     def download(self, rel, local_path):
@@ -257,7 +257,7 @@ class Location:
             self.fs.get_file(self.key(rel), local_path)
         except FileNotFoundError:
             raise
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "read") from None
 
 
