@@ -6,6 +6,7 @@
     ds = PairDataset("out", with_params=True)       # (low, high, params)
     ds = PairDataset("out", steps=True)             # (step_1, ..., step_T, high): the saved progressive steps
     ds = PairDataset("out", split="train")          # only the rows of one hash split
+    ds = PairDataset("s3://bucket/out")             # straight from object storage (s3://, gs://, az://)
 
 Loose files, WebDataset tar shards and BasicSR LMDBs (save.container) give the
 same samples in the same order: each manifest row says where its images are.
@@ -23,7 +24,7 @@ import os
 
 import numpy as np
 
-from . import imageio, paths
+from . import imageio, paths, storage
 from .containers import container_of
 from .containers.readers import Reader
 from .manifest import read_rows
@@ -46,14 +47,18 @@ def _where(row):
     return (row["shard"], None) if container == "webdataset" else (None, row["key"])
 
 
-def known_splits(root, seen=()):
+def known_splits(root, seen=(), storage_options=None):
     """The split names of a dataset: those its dataset.json configured, plus any its rows carry."""
     import json
 
     names = {name for name in seen if name is not None}
     try:
-        with open(os.path.join(root, "dataset.json"), encoding="utf-8") as f:
-            names.update((json.load(f).get("config") or {}).get("split") or {})
+        if storage.is_url(root):
+            text = storage.Location(root, storage_options).read("dataset.json").decode("utf-8")
+        else:
+            with open(os.path.join(root, "dataset.json"), encoding="utf-8") as f:
+                text = f.read()
+        names.update((json.loads(text).get("config") or {}).get("split") or {})
     except (OSError, ValueError, AttributeError, TypeError):  # a damaged dataset.json names no splits
         pass
     return names
@@ -71,18 +76,25 @@ def _need_lmdb(root):
 class PairDataset(_Base):
     """Samples of a generated dataset: (low, high), (low, high, params), or (steps..., high)."""
 
-    def __init__(self, root, with_params=False, steps=False, transform=None, as_tensor=False, split=None):
-        """Read root/manifest.jsonl; keep only paths (and params if asked) per row."""
+    def __init__(self, root, with_params=False, steps=False, transform=None, as_tensor=False, split=None,
+                 storage_options=None):
+        """Read root/manifest.jsonl; keep only paths (and params if asked) per row.
+
+        root may be a URL (s3://, gs://, az://): the manifest is read once, the images as they are asked for;
+        storage_options are fsspec's (credentials otherwise come from the environment, as for a run)."""
         if as_tensor and torch is None:
             raise ImportError("PairDataset(as_tensor=True) needs torch; pip install 'lowlight-gpu[torch]'")
         self.root = os.fspath(root)
-        path = os.path.join(self.root, "manifest.jsonl")
-        if not os.path.isfile(path):
+        self.storage_options = storage_options
+        remote = storage.is_url(self.root)
+        path = storage.local_copy(self.root, "manifest.jsonl", storage_options) if remote else \
+            os.path.join(self.root, "manifest.jsonl")
+        if path is None or not os.path.isfile(path):
             raise FileNotFoundError(f"PairDataset: no manifest.jsonl in '{self.root}'; generate the dataset first")
         self.with_params, self.steps, self.transform, self.as_tensor = with_params, steps, transform, as_tensor
         self.items = []
         self._reader = None
-        self._root = paths.Root(self.root)
+        self._root = None if remote else paths.Root(self.root)  # a bucket: the lexical rule (paths.contained)
         seen = set()
         for n, row in enumerate(read_rows(path), 1):
             # ValueError (UntrustedDataset) naming the file and row for a path that would leave root.
@@ -96,8 +108,8 @@ class PairDataset(_Base):
             if where is not None and where[1] is not None and len(self.items) == 0:
                 _need_lmdb(self.root)
             self.items.append((images + (row["high"],), row["params"] if with_params else None, where, n))
-        if split is not None and split not in known_splits(self.root, seen):
-            names = sorted(known_splits(self.root, seen))
+        if split is not None and split not in known_splits(self.root, seen, storage_options):
+            names = sorted(known_splits(self.root, seen, storage_options))
             raise ValueError(f"PairDataset: split {split!r} is not a split of '{self.root}' "
                              + (f"(its splits: {', '.join(map(repr, names))})" if names
                                 else "(it was made with split: null, so it has none; leave split out)"))
@@ -117,10 +129,12 @@ class PairDataset(_Base):
     def _read(self, rel, where=None, n=None):
         """One image of the dataset as a read-only uint8 (H, W, 3) array (alpha dropped)."""
         row = f"'{os.path.join(self.root, 'manifest.jsonl')}' row {n}"  # for a refusal's message
-        if where is None:  # every folder on the way inside root, the file a regular one (paths.Root)
+        if where is None and self._root is not None:  # every folder on the way inside root, a regular file
             return imageio.decode(self._root.path(rel, where=row), MAX_PIXELS).rgb
         if self._reader is None:  # made on first use, so each DataLoader worker opens its own tars and LMDBs
-            self._reader = Reader(self.root)
+            self._reader = Reader(self.root, self.storage_options)
+        if where is None:  # a file on object storage
+            return imageio.decode_bytes(self._reader.read(rel, where=row), MAX_PIXELS, rel).rgb
         return imageio.decode_bytes(self._reader.read(rel, *where, where=row), MAX_PIXELS, rel).rgb
 
     def __getstate__(self):

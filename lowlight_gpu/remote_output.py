@@ -33,7 +33,7 @@ import time
 from . import manifest, storage
 from .errors import LockHeld
 
-PIECE_SECONDS = 5.0  # at most this much of a job's finished work is redone after a SIGKILL (plus a pair)
+PIECE_SECONDS = 2.0  # at most this much of a job's finished work is redone after a SIGKILL (plus a pair)
 PIECE_ROWS = 256
 HEARTBEAT_SECONDS = 60.0
 LEASE_SECONDS = 600.0  # a lock whose holder is on another host and silent this long is taken over
@@ -63,6 +63,7 @@ class Job:
         self.parts = os.path.join(self.work, manifest.PARTS)
         os.makedirs(self.parts, exist_ok=True)
         self.lock_rel = None
+        self.fetched = {}  # rel -> (size, mtime_ns) of the downloaded copy: unchanged files are not sent back
         self._beat = None
         self._stop = threading.Event()
 
@@ -94,10 +95,11 @@ class Job:
             if name.endswith(".jsonl") and ".journal-" not in name and \
                     manifest.may_hold(manifest.file_shard(name), shard):
                 self._get(rel)
+        data = self.store.read_many([rel for rels in pieces.values() for rel in rels])
         for journal, rels in pieces.items():
             with open(os.path.join(self.parts, journal), "wb") as out:
                 for rel in sorted(rels, key=lambda r: int(_PIECE_RE.match(r.rsplit("/", 1)[-1]).group(2))):
-                    out.write(self.store.read(rel))
+                    out.write(data[rel])
         if tars:
             self._fetch_tars(shard, listed)
 
@@ -120,6 +122,8 @@ class Job:
         local = os.path.join(self.work, *rel.split("/"))
         os.makedirs(os.path.dirname(local), exist_ok=True)
         self.store.download(rel, local)
+        st = os.stat(local)
+        self.fetched[rel] = (st.st_size, st.st_mtime_ns)
 
     # ------------------------------------------------------------ locks
 
@@ -195,12 +199,12 @@ class Job:
         mine = _tar_pattern(index, count)
         tars = [rel for rel in self.local_tars() if mine.search(rel)]
         for rel in tars:
-            self.store.upload(os.path.join(self.work, *rel.split("/")), rel)
+            self._put(rel)
         for rel in self.store.list("shards"):
             if mine.search(rel) and rel not in tars:
                 self.store.remove(rel)
         for name in (f"{tag}.jsonl", f"{tag}.errors.jsonl"):
-            self.store.upload(os.path.join(self.parts, name), f"{manifest.PARTS}/{name}")
+            self._put(f"{manifest.PARTS}/{name}")
         for rel in self.store.list(manifest.PARTS):
             name = rel.rsplit("/", 1)[-1]
             if name.startswith(f"{tag}.journal-") or name.startswith(f"{tag}.seg-"):
@@ -220,9 +224,15 @@ class Job:
                 if not name.startswith(".") and rel not in MERGED_FILES:
                     others.append(rel)
         for rel in sorted(others) + list(MERGED_FILES):
-            local = os.path.join(self.work, *rel.split("/"))
-            if os.path.isfile(local):
-                self.store.upload(local, rel)
+            if os.path.isfile(os.path.join(self.work, *rel.split("/"))):
+                self._put(rel)
+
+    def _put(self, rel):
+        """Upload the work folder's file rel, unless it is the copy downloaded from the bucket, unchanged."""
+        local = os.path.join(self.work, *rel.split("/"))
+        st = os.stat(local)
+        if self.fetched.get(rel) != (st.st_size, st.st_mtime_ns):
+            self.store.upload(local, rel)
 
     @contextlib.contextmanager
     def speaking_of_url(self):

@@ -16,8 +16,11 @@ What object storage guarantees, and what the run relies on (docs/cluster.md):
 
 from __future__ import annotations
 
+import atexit
+import os
 import posixpath
 import re
+import tempfile
 
 from .errors import ConfigError, StorageError
 
@@ -147,7 +150,7 @@ class Location:
             self.fs.pipe_file(self.key(rel), data)
         except FileNotFoundError as exc:
             raise _storage_error(exc, self.url_of(rel), "write") from None
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "write") from None
 
     def create_exclusive(self, rel, data: bytes) -> bool:
@@ -164,8 +167,7 @@ class Location:
             except FileExistsError:
                 return False
             except OSError as exc:
-                text = str(exc).lower().replace("-", "")
-                if _precondition_failed(exc) or "precondition" in text or "412" in text:
+                if _precondition_failed(exc):
                     return False
                 if "NotImplemented" not in str(exc) and "not implemented" not in str(exc).lower():
                     raise _storage_error(exc, self.url_of(rel), "write") from None
@@ -182,8 +184,19 @@ class Location:
             return self.fs.cat_file(self.key(rel))
         except FileNotFoundError:
             raise
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "read") from None
+
+    def read_many(self, rels):
+        """{rel: bytes} of many objects, fetched concurrently (the journal pieces of a job)."""
+        if not rels:
+            return {}
+        keys = {self.key(rel): rel for rel in rels}
+        try:
+            found = self.fs.cat(list(keys), on_error="raise")
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
+            raise _storage_error(exc, self.url, "read") from None
+        return {keys[k]: v for k, v in found.items()}
 
     def read_range(self, rel, start, length) -> bytes:
         """length bytes of rel from start (fewer at its end)."""
@@ -191,7 +204,7 @@ class Location:
             return self.fs.cat_file(self.key(rel), start=start, end=start + length)
         except FileNotFoundError:
             raise
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "read") from None
 
     def size(self, rel):
@@ -200,7 +213,7 @@ class Location:
             info = self.fs.info(self.key(rel))
         except FileNotFoundError:
             return None
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "read") from None
         return info.get("size") if info.get("type") != "directory" else None
 
@@ -214,7 +227,7 @@ class Location:
             self.fs.rm_file(self.key(rel))
         except FileNotFoundError:
             pass
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "delete") from None
 
     def list(self, prefix=""):
@@ -225,7 +238,7 @@ class Location:
             found = self.fs.find(base, detail=True)
         except FileNotFoundError:
             return {}
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(prefix), "list") from None
         root = strip(self.url) + "/"
         return {k[len(root):]: v.get("size") for k, v in found.items()
@@ -235,7 +248,7 @@ class Location:
         """Copy a local file to rel (multipart for a large one: no object exists until it completes)."""
         try:
             self.fs.put_file(local_path, self.key(rel))
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "write") from None
 
     def download(self, rel, local_path):
@@ -244,7 +257,7 @@ class Location:
             self.fs.get_file(self.key(rel), local_path)
         except FileNotFoundError:
             raise
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "read") from None
 
 
@@ -299,3 +312,23 @@ def listing(url, options=None):
            if k.startswith(root) and v.get("type") != "directory"]
     out.sort()
     return out
+
+
+def local_copy(url, name, storage_options=None):
+    """A fresh local copy of the object url/name (removed when the process ends); None when there is none."""
+    fd, path = tempfile.mkstemp(prefix="lowlight-gpu-", suffix="-" + name.replace("/", "_"))
+    os.close(fd)
+    atexit.register(_remove_quietly, path)
+    try:
+        Location(url, storage_options).download(name, path)
+    except FileNotFoundError:
+        _remove_quietly(path)
+        return None
+    return path
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass

@@ -16,14 +16,11 @@ from ..manifest import read_rows
 MANIFEST = "manifest.jsonl"
 
 
-_COPIES = {}  # URL -> a local copy of a dataset's small file (manifest.jsonl), made once per process
-
-
 def manifest_path(output_dir, storage_options=None):
     """OUTPUT/manifest.jsonl (a local copy for an output on object storage), or ConfigError (one line) when the
     dataset has none."""
     if storage.is_url(output_dir):
-        path = local_copy(output_dir, MANIFEST, storage_options)
+        path = storage.local_copy(output_dir, MANIFEST, storage_options)
         if path is None:
             raise ConfigError(f"output: no {MANIFEST} in '{output_dir}'; generate the dataset first "
                               "(or --merge its shards)")
@@ -33,33 +30,6 @@ def manifest_path(output_dir, storage_options=None):
         raise ConfigError(f"output: no {MANIFEST} in '{output_dir}'; generate the dataset first "
                           "(or --merge its shards)")
     return path
-
-
-def local_copy(url, name, storage_options=None):
-    """A local copy of the object url/name, downloaded once per process; None when there is none."""
-    key = storage.join(url, name)
-    path = _COPIES.get(key)
-    if path is None or not os.path.isfile(path):
-        import atexit
-        import tempfile
-
-        fd, path = tempfile.mkstemp(prefix="lowlight-gpu-", suffix="-" + name)
-        os.close(fd)
-        atexit.register(_remove_quietly, path)
-        try:
-            storage.Location(url, storage_options).download(name, path)
-        except FileNotFoundError:
-            _remove_quietly(path)
-            return None
-        _COPIES[key] = path
-    return path
-
-
-def _remove_quietly(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def read_text(output_dir, name, storage_options=None):
