@@ -506,3 +506,21 @@ def test_sharded_jobs_over_a_url_list_on_the_bucket_equal_the_local_run(s3_env, 
     pipeline.merge(conf)
     assert dataset_files(out) == whole
     assert sum(pipeline.run(conf, shard=(i, 2)).skipped for i in range(2)) == len(GOOD)  # resume by stat_url
+
+
+def test_a_url_list_sources_and_output_all_on_the_bucket_shard_merge_and_verify(s3_env, run_cli, tree, whole):
+    from test_object_storage import bucket_bytes
+
+    bucket = s3_env.bucket()
+    url = upload(tree, f"s3://{bucket}/photos")
+    listed = f"s3://{bucket}/lists/photos.lst"
+    storage.filesystem(listed).pipe_file(storage.strip(listed), "".join(
+        f"{url}/{rel}\n" for rel in every_file(tree)).encode())
+    io = ["--set", f"input={listed}", "--set", f"input_root={url}", "--set", f"output=s3://{bucket}/out",
+          "--set", "workers=1"]
+    for i in range(2):
+        assert run_cli(*io, "--shard", f"{i}/2").code == 3  # the undecodable files are errors rows
+    assert run_cli(*io, "--merge").code == 3
+    assert bucket_bytes(f"s3://{bucket}/out") == {k: v for k, v in whole.items() if k != "meta_info.txt"}
+    verified = run_cli(*io, "--verify")
+    assert verified.code == 0 and "all match" in verified.out, verified
