@@ -34,6 +34,8 @@ from .sources import ScanStats, Source, output_names
 OUTSIDE = "outside-input-root"  # the folder of the errors rows of lines outside input_root
 PARQUET_EXTRA = "pip install 'lowlight-gpu[parquet]'"
 _BACK_CHUNK = 256  # bytes first read back when looking for the line before a cut (one line, usually)
+_URL_BLOCK = 1 << 20  # bytes per ranged GET of a Parquet list at a URL (s3fs's default, 50 MiB, reads whole lists)
+_URL_CHUNK = 256 << 10  # bytes per ranged GET of a text list at a URL
 _GROUPS_KEPT = 3  # Parquet row groups held at a time (a cut's look back and forward, and the current one)
 
 
@@ -129,6 +131,61 @@ class _Counted:
         self.stats.bytes_read += len(line)
         self.stats.lines_read += bool(line)
         return line
+
+
+class _Ranged:
+    """A text list at a URL as a read-only file: ranged GETs of _URL_CHUNK bytes, read ahead in order."""
+
+    def __init__(self, fs, key, size, stats):
+        self.fs, self.key, self.size, self.stats = fs, key, size, stats
+        self.pos, self.buf, self.buf_start = 0, b"", 0
+
+    def seek(self, pos, whence=0):
+        self.pos = self.size + pos if whence == os.SEEK_END else pos
+        return self.pos
+
+    def tell(self):
+        return self.pos
+
+    def _fill(self, n):
+        """Make the buffer hold [pos, pos + n) (as far as the object goes), fetching what it lacks."""
+        end = min(self.size, self.pos + n)
+        buf_end = self.buf_start + len(self.buf)
+        if self.buf_start <= self.pos and end <= buf_end:
+            return
+        if self.buf_start <= self.pos < buf_end:  # keep the rest of the buffer, fetch what follows it
+            keep, start = self.buf[self.pos - self.buf_start:], buf_end
+        else:
+            keep, start = b"", self.pos
+        data = self.fs.cat_file(self.key, start=start, end=min(self.size, max(end, start + _URL_CHUNK)))
+        self.stats.bytes_fetched += len(data)
+        self.buf, self.buf_start = keep + data, self.pos
+
+    def read(self, n=-1):
+        n = self.size - self.pos if n < 0 else n
+        self._fill(n)
+        out = self.buf[self.pos - self.buf_start:self.pos - self.buf_start + n]
+        self.pos += len(out)
+        return out
+
+    def readline(self):
+        pieces = []
+        while self.pos < self.size:
+            self._fill(1)
+            off = self.pos - self.buf_start
+            nl = self.buf.find(b"\n", off)
+            piece = self.buf[off:] if nl < 0 else self.buf[off:nl + 1]
+            self.pos += len(piece)
+            pieces.append(piece)
+            if nl >= 0:
+                break
+        return b"".join(pieces)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _line_before(f, s, key):
@@ -261,12 +318,16 @@ def import_pyarrow(path):
     return pq
 
 
-def _open(path, options):
-    """The list file opened for binary reading (a local file, or an object read by ranged requests)."""
+def _open(path, options, stats, parquet=False):
+    """The list file opened for binary reading: a local file, or an object read by ranged GETs (_Ranged for a
+    text list; for Parquet, an fsspec file reading blocks of _URL_BLOCK)."""
     try:
-        if storage.is_url(path):
-            return storage.filesystem(path, options).open(storage.strip(path), "rb")
-        return open(path, "rb")
+        if not storage.is_url(path):
+            return open(path, "rb")
+        fs, key = storage.filesystem(path, options), storage.strip(path)
+        if parquet:
+            return fs.open(key, "rb", block_size=_URL_BLOCK, cache_type="readahead")
+        return _Ranged(fs, key, fs.size(key), stats)
     except FileNotFoundError:
         raise ConfigError(f"input: list '{path}' does not exist; set input to a list file or a folder") from None
     except OSError as exc:
@@ -331,7 +392,7 @@ def _read_share(config, shard, key, stats):
     """The entries of this job's share of the list config.input (text lines as bytes, Parquet values)."""
     if config.input.lower().endswith(".parquet"):
         pq = import_pyarrow(config.input)
-        with _open(config.input, config.storage_options) as f:
+        with _open(config.input, config.storage_options, stats, parquet=True) as f:
             try:
                 pf = pq.ParquetFile(f)
             except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
@@ -339,9 +400,16 @@ def _read_share(config, shard, key, stats):
             if config.input_column not in pf.schema_arrow.names:
                 raise ConfigError(f"input_column: '{config.input_column}' is not a column of '{config.input}' "
                                   f"(it has {', '.join(pf.schema_arrow.names)}); set input_column")
-            return list(_parquet_share(_Rows(pf, config.input_column, stats), shard, key))
-    with _open(config.input, config.storage_options) as raw:
+            values = list(_parquet_share(_Rows(pf, config.input_column, stats), shard, key))
+            stats.bytes_fetched += _fetched(f)
+            return values
+    with _open(config.input, config.storage_options, stats) as raw:
         return list(_text_share(_Counted(raw, stats), _size(raw), shard, key))
+
+
+def _fetched(f):
+    """The bytes an fsspec file's ranged GETs brought (0 for a local file)."""
+    return getattr(getattr(f, "cache", None), "total_requested_bytes", 0) or 0
 
 
 def scan_list(config, shard=(0, 1), stats=None):

@@ -524,3 +524,31 @@ def test_a_url_list_sources_and_output_all_on_the_bucket_shard_merge_and_verify(
     assert bucket_bytes(f"s3://{bucket}/out") == {k: v for k, v in whole.items() if k != "meta_info.txt"}
     verified = run_cli(*io, "--verify")
     assert verified.code == 0 and "all match" in verified.out, verified
+
+
+def test_a_job_fetches_about_its_share_of_a_list_on_the_bucket(s3_env):
+    count, block = 8, input_lists._URL_CHUNK
+    lines = [f"{'folder-with-a-long-name-' * 3}{f:05d}/img{j:02d}.png" for f in range(2000) for j in range(40)]
+    body = "".join(line + "\n" for line in lines).encode()
+    listed = f"s3://{s3_env.bucket()}/big.txt"
+    storage.filesystem(listed).pipe_file(storage.strip(listed), body)
+    assert len(body) > 24 * block
+    for i in (0, 5):
+        got, stats = share(fake_config(listed, root="s3://elsewhere/photos"), (i, count))
+        assert stats.bytes_read <= len(body) / count + 2 * (2 * input_lists._BACK_CHUNK + 40 * 90)
+        # ranged GETs of whole chunks: its share, and about two chunks at each cut
+        assert 0 < stats.bytes_fetched <= len(body) / count + 6 * input_lists._URL_CHUNK, stats.bytes_fetched
+        assert stats.bytes_fetched < len(body) / 3
+        assert len(got) == pytest.approx(len(lines) / count, rel=0.1)
+
+
+def test_a_parquet_list_on_the_bucket_gives_the_local_lists_shares(s3_env, tmp_path):
+    ids = many_ids(60, 10)
+    local = write_parquet(tmp_path / "l.parquet", ids, row_group_size=50)
+    listed = f"s3://{s3_env.bucket()}/l.parquet"
+    storage.filesystem(listed).pipe_file(storage.strip(listed), local.read_bytes())
+    for shard in ((0, 1), (1, 4), (3, 4)):
+        here, here_stats = share(fake_config(local, root="/photos"), shard)
+        there, there_stats = share(fake_config(listed, root="/photos"), shard)
+        assert [(s.rel, s.out_rel) for s in there] == [(s.rel, s.out_rel) for s in here]
+        assert there_stats.lines_read == here_stats.lines_read and there_stats.bytes_fetched > 0
