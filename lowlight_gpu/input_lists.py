@@ -349,7 +349,8 @@ def _below(rel, prefixes):
 
 def _output_ids(config, root):
     """The folder ids ('out/') of the current output when it lies below root, so its files are never inputs."""
-    rel, _, error = locate(config.output, root)
+    out = config.output if storage.is_url(config.output) else os.path.abspath(config.output)
+    rel, _, error = locate(out, root)
     return () if error or rel in ("", ".") else (rel + "/",)
 
 
