@@ -166,8 +166,8 @@ def section(body, where, n_files):
     outro = ("On object storage, a folder URL is listed with one paged LIST (a request per 1000 objects) by every "
              "job, so N jobs over M objects make N x M / 1000 requests; a list job reads its range with ranged GETs "
              "of 256 KiB (a Parquet list: of 1 MiB blocks), so it fetches its share and about two GETs more per "
-             "cut (tests/test_input_lists.py checks it on a real S3 server). How a list is cut, and why it should keep each folder's lines together: "
-             "[usage.md](usage.md#input-lists).")
+             "cut (tests/test_input_lists.py checks it on a real S3 server). How a list is cut, and why it should "
+             "keep each folder's lines together: [usage.md](usage.md#input-lists).")
     return f"{SECTION}\n\n{textwrap.fill(intro, 110)}\n\n{body}\n\n{textwrap.fill(outro, 110)}\n"
 
 

@@ -74,7 +74,7 @@ class ScanStats:
     entries_seen: int = 0
     bytes_read: int = 0
     lines_read: int = 0
-    bytes_fetched: int = 0  # a list at a URL: the bytes its ranged GETs brought (whole blocks of input_lists')
+    bytes_fetched: int = 0  # a list at a URL: the bytes its ranged GETs fetched
     partial: bool = False  # found counts only this job's share (an input list's range), not the whole input
 
     def add(self, reason, rel=None):
