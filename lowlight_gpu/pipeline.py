@@ -428,7 +428,7 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     head = itertools.islice(sources, limit) if limit is not None else sources
     store = containers.open_store(config, shard)
     items = ((src, _intact_in(store, prior.pop(src.rel))) for src in head)
-    writer = job.journal_writer(*shard) if job is not None else manifest.ShardWriter(config.output, *shard)
+    writer = job.journal_writer(*shard, store) if job is not None else manifest.ShardWriter(config.output, *shard)
     ctx = RunContext(config, backend, encoder, workers if executor == "encode-pool" else 0,
                      job.store if job is not None else None)
     try:

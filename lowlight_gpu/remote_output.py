@@ -21,6 +21,7 @@ Nothing of ``storage_options`` is written: run.json, done-markers and rows hold 
 """
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -33,7 +34,7 @@ import time
 from . import manifest, storage
 from .errors import LockHeld
 
-PIECE_SECONDS = 2.0  # at most this much of a job's finished work is redone after a SIGKILL (plus a pair)
+PIECE_SECONDS = 1.0  # at most this much of a job's finished work is redone after a SIGKILL (plus a pair)
 PIECE_ROWS = 256
 HEARTBEAT_SECONDS = 60.0
 LEASE_SECONDS = 600.0  # a lock whose holder is on another host and silent this long is taken over
@@ -188,9 +189,10 @@ class Job:
         self._get(rel)  # another job's record wins, as on a local disk; the caller checks it again
         return False
 
-    def journal_writer(self, index, count):
-        """A manifest.ShardWriter whose journal lines go up to the bucket in pieces."""
-        return PieceWriter(self, index, count)
+    def journal_writer(self, index, count, staging=None):
+        """A manifest.ShardWriter whose journal lines go up to the bucket in pieces; staging, a container's
+        writer (tars.TarStaging), has its full staging tars sent before the rows that point at them."""
+        return PieceWriter(self, index, count, staging)
 
     def commit_shard(self, index, count):
         """Upload a finished shard: its tars, part and errors part; drop its pieces, staging tars and tars it no
@@ -270,9 +272,11 @@ class Job:
 class PieceWriter(manifest.ShardWriter):
     """ShardWriter that sends its new journal lines to the bucket as numbered pieces."""
 
-    def __init__(self, job, index, count):
+    def __init__(self, job, index, count, staging=None):
         super().__init__(job.work, index, count)
         self.job = job
+        self.staging = staging
+        self.segments_sent = {rel for rel in job.fetched if ".seg-" in rel}  # downloaded: on the bucket already
         self.sent = 0           # bytes of the local journal already sent
         self.piece = 0
         self.last = time.monotonic()
@@ -292,12 +296,24 @@ class PieceWriter(manifest.ShardWriter):
             data = f.read()
         cut = data.rfind(b"\n") + 1  # whole lines only
         if cut:
+            self._send_segments()
             self.piece += 1
             name = f"{os.path.basename(self.journal_path)}.p{self.piece:06d}"
             self.job.store.write(f"{manifest.PARTS}/{name}", data[:cut])
             self.sent += cut
         self.unsent = 0
         self.last = time.monotonic()
+
+    def _send_segments(self):
+        """Upload this job's closed staging tars not sent yet (an open one is still growing)."""
+        if self.staging is None:
+            return
+        growing = {seg.rel for seg in getattr(self.staging, "open", {}).values()}
+        for path in sorted(glob.glob(os.path.join(self.job.parts, f"{self.tag}.seg-*.tar"))):
+            rel = f"{manifest.PARTS}/{os.path.basename(path)}"
+            if rel not in growing and rel not in self.segments_sent:
+                self.job.store.upload(path, rel)
+                self.segments_sent.add(rel)
 
     def abandon(self):
         try:

@@ -50,6 +50,15 @@ def local_bytes(folder):
 
 
 @pytest.fixture
+def run_cli(run_cli):
+    """The conftest run_cli with workers=1: threads, no worker processes to start per run."""
+    def run(*args, defaults=True):
+        return run_cli(*args, "--set", "workers=1", defaults=defaults) if defaults else run_cli(*args, defaults=False)
+
+    return run
+
+
+@pytest.fixture
 def photos(tmp_path):
     """A small input tree with one undecodable file (an errors row)."""
     folder = tmp_path / "in"
@@ -99,7 +108,7 @@ def test_a_missing_shard_is_named_and_nothing_is_merged(s3, s3_env, run_cli, pho
 def test_sigkill_mid_run_then_resume_gives_the_bytes_of_an_uninterrupted_run(s3, s3_env, run_cli, tmp_path):
     """The killed job's journal pieces are reused; pairs PUT after the last piece are redone, same bytes."""
     photos = tmp_path / "many"
-    write_images(photos, {f"d{i % 4}/img{i:03d}.png": (40, 32) for i in range(600)})
+    write_images(photos, {f"d{i % 4}/img{i:03d}.png": (32, 24) for i in range(250)})
     local = tmp_path / "local"
     assert run_cli("--set", f"input={photos}", "--set", f"output={local}").code == 0
     url = f"s3://{s3.bucket()}/killed"
