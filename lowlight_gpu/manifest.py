@@ -255,8 +255,12 @@ class ShardWriter:
         self.errors.flush()
         self.n_errors += 1
 
-    def finish(self, marker):
-        """Promote the journal to the shard's part, drop older journals, and write the done-marker last."""
+    def finish(self, marker, before_done=None):
+        """Promote the journal to the shard's part, drop older journals, and write the done-marker last.
+
+        before_done(part path), when given, runs once the part is in place and before the done-marker exists
+        (a job building its own container files: a job killed meanwhile is not done, and is run again).
+        """
         self.rows.close()
         self.errors.close()
         # A finished part is trusted on size alone by later runs, so the outputs it lists must be on disk
@@ -266,6 +270,8 @@ class ShardWriter:
         replace_if_changed(self.errors_tmp, os.path.join(self.parts, f"{self.tag}.errors.jsonl"))
         for p in self.old_journals:
             _remove(p)
+        if before_done is not None:
+            before_done(os.path.join(self.parts, f"{self.tag}.jsonl"))
         marker = dict(marker, pairs=self.n_rows, errors=self.n_errors)
         write_atomic(os.path.join(self.parts, f"{self.tag}.done"), (dumps(marker) + "\n").encode())
 

@@ -24,18 +24,40 @@ blocks, padded to a 10240-byte record).
 import glob
 import heapq
 import os
+import re
 import tarfile
 import zlib
 
 from .. import manifest, paths
 from ..errors import MergeError, UntrustedDataset
+from ..fsutil import flush_to_disk, replace_if_changed
 from ..fsutil import remove_if_present as _remove
-from ..fsutil import replace_if_changed
 from .naming import PAYLOAD, SHARDS, public, split_prefix
 
 MTIME = 0
 MODE = 0o644
 SEGMENT_GLOB = "{tag}.seg-*.tar"
+# shards/{split}-{k:06d}.tar (global boundaries) and shards/{split}-{job:05d}-{k:06d}.tar (a job's own tars):
+# split names are data, train, val and test, so the two forms never overlap.
+GLOBAL_RE = re.compile(r"(?P<split>[A-Za-z0-9_]+)-(?P<k>\d{6})\.tar")
+JOB_RE = re.compile(r"(?P<split>[A-Za-z0-9_]+)-(?P<job>\d{5})-(?P<k>\d{6})\.tar")
+
+
+def global_name(split, k):
+    """shards/ name of the k-th tar of split in one sequence over the whole dataset."""
+    return f"{SHARDS}/{split}-{k:06d}.tar"
+
+
+def job_namer(index):
+    """The shards/ names of job index's own tars: (split, k) -> shards/{split}-{index:05d}-{k:06d}.tar."""
+    return lambda split, k: f"{SHARDS}/{split}-{index:05d}-{k:06d}.tar"
+
+
+def job_of(rel):
+    """The job index in a per-job tar's name (shards/train-00003-000001.tar -> 3), or None for any other file."""
+    folder, _, name = (rel or "").rpartition("/")
+    m = JOB_RE.fullmatch(name)
+    return int(m.group("job")) if m and folder == SHARDS else None
 
 
 def member_header(name, size):
@@ -100,12 +122,15 @@ class Segment:
 class TarStaging:
     """A job's writer for the webdataset container (and for LMDB shard jobs): samples into staging segments."""
 
-    def __init__(self, root, shard, shard_pairs, with_json=True):
+    def __init__(self, root, shard, shard_pairs, with_json=True, job_tars=False):
         self.root = root
         self.tag = manifest.shard_tag(*shard)
-        # A whole run sees every pair in manifest order, so it cuts its segments where the final shards start
-        # and assembly can link them; a shard job cannot know the global positions and cuts every S samples.
-        self.aligned = shard[1] == 1
+        # job_tars: this job assembles its own final tars when it ends (publish), from its own samples.
+        self.job = shard[0] if job_tars else None
+        # A whole run (or a job that makes its own tars) sees every pair of its tars in order, so it cuts its
+        # segments where those tars start and assembly can link them; a shard job of a global-boundaries run
+        # cannot know the global positions and cuts every S samples.
+        self.aligned = shard[1] == 1 or job_tars
         self.shard_pairs = shard_pairs
         self.with_json = with_json
         self.open = {}        # split -> Segment
@@ -125,6 +150,11 @@ class TarStaging:
 
             return readers.committed(self.root, row, from_journal,
                                    lambda db: readers.environment(os.path.join(self.root, db)))
+        at = (row.get(manifest.STATE) or {}).get("at")
+        if self.job is not None and isinstance(at, list) and at and job_of(at[0]) not in (None, self.job):
+            # Another job's tar (of an earlier run with another job count): that job may rewrite or delete it
+            # at any time, so its pair is made again here (the same bytes) rather than read from there.
+            return False
         return sample_intact(self.root, row, from_journal)
 
     def put(self, row, reused=False):
@@ -173,6 +203,17 @@ class TarStaging:
     def salvage(self):
         """After an interrupt: every sample's row was journaled as it was written; none is pending."""
         return []
+
+    def publish(self, part_path):
+        """A job with its own tars, once its part is final: build them from its samples and point the part at them.
+
+        Called before the job's done-marker is written: a job killed before then is simply run again.
+        """
+        if self.job is None:
+            return
+        built = assemble(self.root, [part_path], self.shard_pairs, name=job_namer(self.job), durable=True)
+        sweep_job(self.root, self.job, set(built))
+        self.used = set(built)  # every staging segment is spent now: cleanup deletes them
 
     def cleanup(self):
         """After the job's part is final: delete this job's segments that no row points at."""
@@ -338,10 +379,19 @@ def _numbered(rows, i):
         yield row, i
 
 
-def assemble(root, part_paths, shard_pairs):
-    """Build shards/ from the samples the parts point at (staged or in earlier shards), then rewrite the parts.
+def merge_assemble(root, part_paths, shard_pairs):
+    """--merge (or the end of a whole run): one tar sequence over the dataset; returns dataset.json's view."""
+    built = assemble(root, part_paths, shard_pairs)
+    _sweep(root, part_paths, set(built))
+    return describe(built, shard_pairs)
 
-    Returns dataset.json's view of the shards.
+
+def assemble(root, part_paths, shard_pairs, name=global_name, durable=False):
+    """Build tars name(split, k) from the samples the parts point at (staged or in earlier tars), then rewrite
+    the parts to point at them; returns the built tars' names, in order.
+
+    The k-th tar of a split holds the parts' samples k*S .. k*S+S-1 of that split, in manifest order.
+    durable: push the tars to stable storage before a part names them (a job's parts are trusted on size).
     """
     os.makedirs(os.path.join(root, SHARDS), exist_ok=True)
     temps = [os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".tmp") for p in part_paths]
@@ -352,7 +402,7 @@ def assemble(root, part_paths, shard_pairs):
             split = split_prefix(row.get("split"))
             position = positions.get(split, 0)
             positions[split] = position + 1
-            rel = f"{SHARDS}/{split}-{position // shard_pairs:06d}.tar"
+            rel = name(split, position // shard_pairs)
             build = current.get(split)
             if build is None or build.rel != rel:
                 if build is not None:
@@ -381,11 +431,11 @@ def assemble(root, part_paths, shard_pairs):
     for move in moves:
         if move is not None:
             move()
+    if durable and any(move is not None for move in moves):
+        flush_to_disk(os.path.join(root, SHARDS))
     for tmp, path in zip(temps, part_paths):
         replace_if_changed(tmp, path)
-    built = [build.rel for build in builds]
-    _sweep(root, part_paths, set(built))
-    return describe(built, shard_pairs)
+    return [build.rel for build in builds]
 
 
 def _copy_range(src, dst, start, length):
@@ -420,13 +470,23 @@ def _link_into_place(source, final):
 
 
 def _sweep(root, part_paths, kept):
-    """Delete spent staging segments of the merged jobs and final shards this assembly did not produce."""
+    """Delete spent staging segments of the merged jobs and global-boundary tars this assembly did not produce.
+
+    Per-job tars (shards/{split}-JJJJJ-KKKKKK.tar) are never swept here: only their own job replaces them.
+    """
     for part in part_paths:
         tag = os.path.basename(part)[: -len(".jsonl")]
         for path in glob.glob(os.path.join(root, manifest.PARTS, SEGMENT_GLOB.format(tag=tag))):
             _remove(path)
     for path in glob.glob(os.path.join(root, SHARDS, "*-[0-9][0-9][0-9][0-9][0-9][0-9].tar")):
-        if f"{SHARDS}/{os.path.basename(path)}" not in kept:
+        if GLOBAL_RE.fullmatch(os.path.basename(path)) and f"{SHARDS}/{os.path.basename(path)}" not in kept:
+            _remove(path)
+
+
+def sweep_job(root, index, kept):
+    """Delete job index's own tars that its latest assembly did not produce (it had more samples before)."""
+    for path in glob.glob(os.path.join(root, SHARDS, f"*-{index:05d}-[0-9][0-9][0-9][0-9][0-9][0-9].tar")):
+        if JOB_RE.fullmatch(os.path.basename(path)) and f"{SHARDS}/{os.path.basename(path)}" not in kept:
             _remove(path)
 
 
@@ -441,3 +501,45 @@ def describe(shard_rels, shard_pairs):
         pattern = f"{SHARDS}/{split}-000000.tar" if n == 1 else f"{SHARDS}/{split}-{{000000..{n - 1:06d}}}.tar"
         shards[split] = {"count": n, "urls": pattern}
     return {"shard_pairs": shard_pairs, "shards": shards}
+
+
+def describe_jobs(root, part_paths, shard_pairs):
+    """dataset.json's view of the tars each job of a job-boundaries run built, from the parts alone (no tar is read).
+
+    Every row must point at its own job's tars (row ``shard`` and ``_state.at``), and every tar named must
+    exist: otherwise a MergeError names the job to run again.
+    """
+    jobs = len(part_paths)
+    names = {}  # split -> {job: [tar names in order]}
+    for job, part in enumerate(part_paths):
+        rerun = f"run --shard {job}/{jobs} again"
+        for row in manifest.read_rows(part):
+            rel, at = row.get("shard"), (row.get(manifest.STATE) or {}).get("at")
+            if job_of(rel) != job or not isinstance(at, list) or not at or at[0] != rel:
+                raise MergeError(f"cannot merge: '{part}' has a row outside job {job}'s own tars "
+                                 f"({row.get('source')} in {rel or (at or [None])[0]}); {rerun}")
+            made = names.setdefault(split_prefix(row.get("split")), {}).setdefault(job, [])
+            if not made or made[-1] != rel:
+                made.append(rel)
+    shards = {}
+    for split in sorted(names):
+        rels = [rel for job in sorted(names[split]) for rel in names[split][job]]
+        for rel in rels:
+            if not os.path.isfile(os.path.join(root, rel)):
+                raise MergeError(f"cannot merge: '{rel}' is gone; run --shard {job_of(rel)}/{jobs} again")
+        shards[split] = {"count": len(rels), "urls": job_pattern(split, names[split], jobs) or rels}
+    return {"shard_pairs": shard_pairs, "tar_boundaries": "job", "jobs": jobs, "shards": shards}
+
+
+def job_pattern(split, per_job, jobs):
+    """One brace pattern for the per-job tars {job: [names]} of split when it names exactly them, else None."""
+    counts = {len(per_job.get(job, [])) for job in range(jobs)}
+    if len(counts) != 1 or 0 in counts:
+        return None
+    (n,) = counts
+    expected = [job_namer(job)(split, k) for job in range(jobs) for k in range(n)]
+    if [rel for job in range(jobs) for rel in per_job[job]] != expected:
+        return None
+    job_part = f"{{{0:05d}..{jobs - 1:05d}}}"
+    k_part = f"{0:06d}" if n == 1 else f"{{{0:06d}..{n - 1:06d}}}"
+    return f"{SHARDS}/{split}-{job_part}-{k_part}.tar"
