@@ -255,14 +255,17 @@ class ShardWriter:
         self.errors.flush()
         self.n_errors += 1
 
-    def finish(self, marker, before_done=None):
+    def finish(self, marker, publish=None):
         """Promote the journal to the shard's part, drop older journals, and write the done-marker last.
 
-        before_done(part path), when given, runs once the part is in place and before the done-marker exists
-        (a job building its own container files: a job killed meanwhile is not done, and is run again).
+        publish(journal path), when given, runs once the journal is complete and before it is flushed and
+        promoted: a job that builds its own container files there (and points its rows at them) gets them
+        onto stable storage by the same flush, and a job killed meanwhile is not done and is run again.
         """
         self.rows.close()
         self.errors.close()
+        if publish is not None:
+            publish(self.journal_path)
         # A finished part is trusted on size alone by later runs, so the outputs it lists must be on disk
         # before it exists, not only in this node's page cache.
         flush_to_disk(self.parts)
@@ -270,8 +273,6 @@ class ShardWriter:
         replace_if_changed(self.errors_tmp, os.path.join(self.parts, f"{self.tag}.errors.jsonl"))
         for p in self.old_journals:
             _remove(p)
-        if before_done is not None:
-            before_done(os.path.join(self.parts, f"{self.tag}.jsonl"))
         marker = dict(marker, pairs=self.n_rows, errors=self.n_errors)
         write_atomic(os.path.join(self.parts, f"{self.tag}.done"), (dumps(marker) + "\n").encode())
 

@@ -388,7 +388,7 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     prior.drain()
     writer.finish({"fingerprint": config.fingerprint(), "version": __version__, "limit": limit, **codecs,
                    **containers.boundaries_record(config), "skipped": result.scan.counts},
-                  before_done=store.publish)  # a webdataset job of N > 1 builds its own tars there (tars.py)
+                  publish=store.publish)  # a webdataset job of N > 1 builds its own tars there (tars.py)
     store.cleanup()
     if shard[1] == 1:
         with locks.OutputLock(config.output).acquire_merge():

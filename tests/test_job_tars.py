@@ -247,11 +247,14 @@ def progress(outcome):
     if moment == "mid-job" and len(made) == 2:
         os.kill(os.getpid(), signal.SIGKILL)
 
-def flush(path=None):  # after the job's tars are moved into place, before its part points at them
+link = tars._link_into_place
+
+def link_then_die(source, final):  # once a first tar is in place, before the job's rows point at it
+    link(source, final)
     os.kill(os.getpid(), signal.SIGKILL)
 
 if moment == "in-publish":
-    tars.flush_to_disk = flush
+    tars._link_into_place = link_then_die
 pipeline.run(load_config(None, sys.argv[4:]), shard=(index, count), progress=progress)
 """
 

@@ -30,7 +30,7 @@ import zlib
 
 from .. import manifest, paths
 from ..errors import MergeError, UntrustedDataset
-from ..fsutil import flush_to_disk, replace_if_changed
+from ..fsutil import replace_if_changed
 from ..fsutil import remove_if_present as _remove
 from .naming import PAYLOAD, SHARDS, public, split_prefix
 
@@ -204,14 +204,17 @@ class TarStaging:
         """After an interrupt: every sample's row was journaled as it was written; none is pending."""
         return []
 
-    def publish(self, part_path):
-        """A job with its own tars, once its part is final: build them from its samples and point the part at them.
+    def publish(self, journal_path):
+        """A job with its own tars, once its journal is complete: build them from its samples, point the rows at them.
 
-        Called before the job's done-marker is written: a job killed before then is simply run again.
+        Called before the journal is flushed to disk and promoted to the job's part (manifest.ShardWriter): a job
+        killed before then is run again, reusing its samples wherever they are (segments or these tars).
         """
         if self.job is None:
             return
-        built = assemble(self.root, [part_path], self.shard_pairs, name=job_namer(self.job), durable=True)
+        for path in glob.glob(os.path.join(self.root, manifest.PARTS, f".{self.tag}.journal-*.jsonl.tmp")):
+            _remove(path)  # the rewrite of an earlier journal by a publish that was killed
+        built = assemble(self.root, [journal_path], self.shard_pairs, name=job_namer(self.job))
         sweep_job(self.root, self.job, set(built))
         self.used = set(built)  # every staging segment is spent now: cleanup deletes them
 
@@ -386,12 +389,11 @@ def merge_assemble(root, part_paths, shard_pairs):
     return describe(built, shard_pairs)
 
 
-def assemble(root, part_paths, shard_pairs, name=global_name, durable=False):
+def assemble(root, part_paths, shard_pairs, name=global_name):
     """Build tars name(split, k) from the samples the parts point at (staged or in earlier tars), then rewrite
     the parts to point at them; returns the built tars' names, in order.
 
     The k-th tar of a split holds the parts' samples k*S .. k*S+S-1 of that split, in manifest order.
-    durable: push the tars to stable storage before a part names them (a job's parts are trusted on size).
     """
     os.makedirs(os.path.join(root, SHARDS), exist_ok=True)
     temps = [os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".tmp") for p in part_paths]
@@ -431,8 +433,6 @@ def assemble(root, part_paths, shard_pairs, name=global_name, durable=False):
     for move in moves:
         if move is not None:
             move()
-    if durable and any(move is not None for move in moves):
-        flush_to_disk(os.path.join(root, SHARDS))
     for tmp, path in zip(temps, part_paths):
         replace_if_changed(tmp, path)
     return [build.rel for build in builds]
