@@ -8,7 +8,11 @@ runs on a fresh copy of the jobs' output (a merge is not repeatable in place: th
 tars built), in turn for job and global within each repetition; medians over the repetitions.  N = 1 is
 a whole run stopped before its own merge, so its --merge does what the end of a whole run does.
 
-Usage: python benchmarks/bench_merge.py [--count 2000] [--size 32x24] [--repeat 3] [--shard-pairs 100]
+Two input trees: a few thousand tiny PNGs (many pairs, so the per-pair cost of the merge shows) and about a
+hundred photo-like 768x512 JPEGs (pairs of about a megabyte, so the fraction of the dataset shows).
+
+Usage: python benchmarks/bench_merge.py [--count 2000] [--size 32x24] [--photos 120] [--jobs 1,8,64]
+                                        [--repeat 3] [--shard-pairs 100]
 """
 
 import argparse
@@ -26,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks.common import REPO, machine  # noqa: E402
+from benchmarks.common import REPO, machine, make_photo_crops  # noqa: E402
 
 WRAPPER = r"""
 import json, sys, time
@@ -107,10 +111,44 @@ def tars_bytes(out):
     return sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder) if n.endswith(".tar"))
 
 
+def measure(inputs, tmp, label, counts, repeat, shard_pairs):
+    """Rows of the table for one input tree: (label, N, boundaries, pairs, dataset bytes, medians, moved, report)."""
+    rows = []
+    for n in counts:
+        prepared = {}
+        for boundaries in ("job", "global"):
+            out = os.path.join(tmp, f"pre-{n}-{boundaries}")
+            t0 = time.perf_counter()
+            run_jobs(sets(inputs, out, boundaries, shard_pairs), n)
+            prepared[boundaries] = out
+            print(f"  {label}, N={n} {boundaries}: {n} job(s) in {time.perf_counter() - t0:.1f} s", flush=True)
+        results = {b: [] for b in prepared}
+        for r in range(repeat):
+            for boundaries, pre in prepared.items():  # in turn, so load from other users hits both alike
+                out = os.path.join(tmp, f"merge-{n}-{boundaries}-{r}")
+                shutil.copytree(pre, out)
+                measured = measured_merge(sets(inputs, out, boundaries, shard_pairs))
+                measured["dataset"] = tars_bytes(out)
+                measured["pairs"] = sum(1 for _ in open(os.path.join(out, "manifest.jsonl"), encoding="utf-8"))
+                results[boundaries].append(measured)
+                shutil.rmtree(out)
+        for boundaries, runs in results.items():
+            med = {k: statistics.median(m["merge"][k] for m in runs) for k in ("rchar", "wchar", "seconds")}
+            rep = statistics.median(m["report"]["rchar"] + m["report"]["wchar"] for m in runs)
+            dataset, pairs = runs[0]["dataset"], runs[0]["pairs"]
+            rows.append((label, n, boundaries, pairs, dataset, med, med["rchar"] + med["wchar"], rep))
+            print(f"  {label}, N={n} {boundaries}: read {med['rchar']} B, wrote {med['wchar']} B, "
+                  f"{med['seconds']:.2f} s; dataset {dataset} B", flush=True)
+        for out in prepared.values():
+            shutil.rmtree(out)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--count", type=int, default=2000, help="images in the tree")
-    ap.add_argument("--size", default="32x24", help="WxH of each image")
+    ap.add_argument("--count", type=int, default=2000, help="tiny images in the first tree")
+    ap.add_argument("--size", default="32x24", help="WxH of each tiny image")
+    ap.add_argument("--photos", type=int, default=120, help="photo-like 768x512 JPEGs in the second tree (0: none)")
     ap.add_argument("--jobs", default="1,8,64", help="shard job counts N")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--shard-pairs", type=int, default=100)
@@ -118,44 +156,23 @@ def main():
     args = ap.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     counts = [int(n) for n in args.jobs.split(",")]
-    print(f"machine: {machine()}; {args.count} images of {args.size}; noise off; shard_pairs {args.shard_pairs}; "
-          f"median of {args.repeat}")
+    print(f"machine: {machine()}; noise off; shard_pairs {args.shard_pairs}; median of {args.repeat}")
+    rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        inputs = make_tree(os.path.join(tmp, "in"), args.count, size)
-        rows = []
-        for n in counts:
-            prepared = {}
-            for boundaries in ("job", "global"):
-                out = os.path.join(tmp, f"pre-{n}-{boundaries}")
-                t0 = time.perf_counter()
-                run_jobs(sets(inputs, out, boundaries, args.shard_pairs), n)
-                prepared[boundaries] = out
-                print(f"  N={n} {boundaries}: {n} job(s) in {time.perf_counter() - t0:.1f} s", flush=True)
-            results = {b: [] for b in prepared}
-            for r in range(args.repeat):
-                for boundaries, pre in prepared.items():  # in turn, so load from other users hits both alike
-                    out = os.path.join(tmp, f"merge-{n}-{boundaries}-{r}")
-                    shutil.copytree(pre, out)
-                    measured = measured_merge(sets(inputs, out, boundaries, args.shard_pairs))
-                    measured["dataset"] = tars_bytes(out)
-                    measured["pairs"] = sum(1 for _ in open(os.path.join(out, "manifest.jsonl"), encoding="utf-8"))
-                    results[boundaries].append(measured)
-                    shutil.rmtree(out)
-            for boundaries, runs in results.items():
-                med = {k: statistics.median(m["merge"][k] for m in runs) for k in ("rchar", "wchar", "seconds")}
-                rep = statistics.median(m["report"]["rchar"] + m["report"]["wchar"] for m in runs)
-                dataset, pairs = runs[0]["dataset"], runs[0]["pairs"]
-                moved = med["rchar"] + med["wchar"]
-                rows.append((n, boundaries, pairs, dataset, med, moved, rep))
-                print(f"  N={n} {boundaries}: read {med['rchar']} B, wrote {med['wchar']} B, {med['seconds']:.2f} s; "
-                      f"dataset {dataset} B", flush=True)
+        label = f"{args.count} tiny PNGs {args.size}"
+        rows += measure(make_tree(os.path.join(tmp, "tiny"), args.count, size), tmp, label, counts, args.repeat,
+                        args.shard_pairs)
+        if args.photos:
+            label = f"{args.photos} photo crops 768x512"
+            inputs = make_photo_crops(os.path.join(tmp, "photos"), args.photos, (768, 512))
+            rows += measure(inputs, tmp, label, counts, args.repeat, args.shard_pairs)
     print()
-    print("| N jobs | tar_boundaries | pairs | dataset (tars) | merge read | merge written | per pair | "
+    print("| input tree | N jobs | tar_boundaries | pairs | dataset (tars) | merge read | merge written | per pair | "
           "of the dataset | merge wall time | end report (read+written) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for n, boundaries, pairs, dataset, med, moved, rep in rows:
-        print(f"| {n} | {boundaries} | {pairs} | {dataset / 1e6:.2f} MB | {med['rchar'] / 1e6:.2f} MB | "
-              f"{med['wchar'] / 1e6:.2f} MB | {moved / pairs / 1e3:.2f} kB | {100 * moved / dataset:.1f}% | "
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, n, boundaries, pairs, dataset, med, moved, rep in rows:
+        print(f"| {label} | {n} | {boundaries} | {pairs} | {dataset / 1e6:.2f} MB | {med['rchar'] / 1e6:.2f} MB | "
+              f"{med['wchar'] / 1e6:.2f} MB | {moved / pairs / 1e3:.2f} kB | {100 * moved / dataset:.2f}% | "
               f"{med['seconds']:.2f} s | {rep / 1e6:.2f} MB |")
 
 

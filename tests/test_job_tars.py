@@ -300,3 +300,44 @@ def test_other_tar_boundaries_than_recorded_are_refused(inputs, runs, run_cli, t
     assert json.loads((out / "parts" / "run.json").read_text())["tar_boundaries"] == "job"
     marker = json.loads((out / "parts" / f"shard-00000-of-{JOBS:05d}.done").read_text())
     assert marker["tar_boundaries"] == "job"
+
+
+def test_jobs_without_pairs_and_a_damaged_job_tar(tmp_path):
+    """Jobs with no sources of their own make no tar (dataset.json then lists the names); a truncated tar of a
+    finished job is redone by that job's rerun, to the same bytes."""
+    from conftest import write_image
+
+    inp = tmp_path / "in"
+    for i in range(3):
+        write_image(inp / f"p{i}.png", 9, 7, seed=i)
+    out, jobs = tmp_path / "out", 6
+    sets = ["save.shard_pairs=1", "split=null"]
+    for i in range(jobs):
+        run_job(inp, out, (i, jobs), *sets)
+    merge(inp, out, *sets)
+    owners = {shard_of(f"p{i}.png", jobs) for i in range(3)}
+    assert len(owners) < jobs  # some jobs own no source
+    rows = read_jsonl(out / "manifest.jsonl")
+    assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(r["shard"][len("shards/"):] for r in rows)
+    urls = json.loads((out / "dataset.json").read_text())["container"]["shards"]["data"]["urls"]
+    assert urls == sorted(r["shard"] for r in rows)  # no brace pattern is exact: the list of names
+    assert len(PairDataset(str(out))) == 3
+    before = tree(out)
+    job = tars.job_of(rows[0]["shard"])
+    damaged = out / rows[0]["shard"]
+    damaged.write_bytes(damaged.read_bytes()[:700])
+    owned = sum(shard_of(f"p{i}.png", jobs) == job for i in range(3))
+    assert run_job(inp, out, (job, jobs), *sets).skipped == owned - 1  # the damaged tar's one pair is redone
+    assert tree(out) == before
+
+
+def test_a_job_does_not_reuse_a_sample_from_another_jobs_tar(runs):
+    """Rows of another job count's run: a sample in a tar of another index is made again, never read from there
+    (that job may replace its tars at any time); one in the job's own tars is reused."""
+    _, jobs = runs
+    row = read_jsonl(jobs / "parts" / f"shard-00001-of-{JOBS:05d}.jsonl")[0]
+    assert tars.job_of(row["_state"]["at"][0]) == 1
+    own = tars.TarStaging(str(jobs), (1, 4), 2, job_tars=True)
+    other = tars.TarStaging(str(jobs), (2, 4), 2, job_tars=True)
+    merged = tars.TarStaging(str(jobs), (2, 4), 2, job_tars=False)  # global boundaries: reads it, as before
+    assert own.check(row, True) and not other.check(row, True) and merged.check(row, True)
