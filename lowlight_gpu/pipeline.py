@@ -36,6 +36,7 @@ class RunContext:
     backend: str
     encoder: encode.Encoder = None  # resolved once per run (run_record.resolve_codecs); None: from config.save.encoder
     encode_processes: int = 0  # > 0: encode and write in a pool of this many processes (choose_executor)
+    stage: tuple = None  # (job tag, run id): a Dask worker writes a tar sample itself (containers.worker_staging)
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,10 @@ def synthesize_and_write(src, decoded, ctx):
         row = rows.with_raw(rows.build_row(src, decoded, params, plan, split_name, ran, {}), raw_plan)
         payload = [(containers.image_tag(o.role, o.t, config), o.rel, data)
                    for o, data in zip(plan + raw_plan, encoded + raws)]
-        return containers.attach(row, payload, src.out_rel, config.save.container)
+        row = containers.attach(row, payload, src.out_rel, config.save.container)
+        if ctx.stage is not None:  # a Dask worker: the bytes stay on the shared output, only the row travels
+            return containers.stage_on_worker(config, ctx.stage, row)
+        return row
     outputs = [(os.path.join(config.output, o.rel), rgb) for o, rgb in zip(plan, images)]
     files = dict(zip([o.rel for o in plan], in_encode_pool(ctx, write_pngs, outputs, decoded.alpha, encoder)))
     files.update(write_bytes(config.output, raw_plan, render_raw(backend, decoded.rgb, params, raw_plan)))
@@ -336,10 +340,11 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     unlistable = []  # ids of folders the scan could not list: pairs below them are not "gone"
     sources = _watch(sources, unlistable)
     head = itertools.islice(sources, limit) if limit is not None else sources
-    store = containers.open_store(config, shard)
+    store = containers.open_store(config, shard, engine, workers)
     items = ((src, _intact_in(store, prior.pop(src.rel))) for src in head)
     writer = manifest.ShardWriter(config.output, *shard)
-    ctx = RunContext(config, backend, encoder, workers if executor == "encode-pool" else 0)
+    ctx = RunContext(config, backend, encoder, workers if executor == "encode-pool" else 0,
+                     containers.worker_staging(config, shard, engine))
     try:
         with interrupts.deferred():  # Ctrl-C, SIGTERM: noted, then raised between pairs (check)
             for outcome in execute(items, ctx, workers, engine, executor):
@@ -393,7 +398,8 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     if shard[1] == 1:
         with locks.OutputLock(config.output).acquire_merge():
             result.merged = merging.merge(config.output, dataset_info(config), count=1,
-                                          prepare=functools.partial(containers.assemble, config))
+                                          prepare=functools.partial(containers.assemble, config,
+                                                                    remote=getattr(store, "remote", None)))
             result.meta_info_left_out = containers.write_meta_info(config).left_out
     result.removed = remove_gone(config, shard, prior.passed, unlistable, result.scan)
     result.seconds = time.perf_counter() - start

@@ -341,3 +341,79 @@ def test_a_job_does_not_reuse_a_sample_from_another_jobs_tar(runs):
     other = tars.TarStaging(str(jobs), (2, 4), 2, job_tars=True)
     merged = tars.TarStaging(str(jobs), (2, 4), 2, job_tars=False)  # global boundaries: reads it, as before
     assert own.check(row, True) and not other.check(row, True) and merged.check(row, True)
+
+
+@pytest.mark.parametrize("count,scheduler", [(1, True), (JOBS, True), (1, False)])
+def test_dask_workers_write_the_samples_and_build_the_tars(inputs, runs, tmp_path, monkeypatch, count, scheduler):
+    """With the Dask engine the workers stage each sample on the shared output and (given a scheduler's address)
+    build the final tars: only rows reach the run's process, and the tars are those of a run without Dask (a
+    whole run, or JOBS jobs).  A LocalCluster's workers share this machine: they send the bytes, as before."""
+    distributed = pytest.importorskip("distributed")
+    from lowlight_gpu import pipeline
+    from lowlight_gpu.containers import PAYLOAD
+    from lowlight_gpu.distributed import DaskEngine
+
+    whole, jobs = runs
+    out = tmp_path / "out"
+    came_back, real_put = [], tars.TarStaging.put
+    planned, real_plan = [], tars._Plan.__init__
+
+    def put(self, row, reused=False):
+        came_back.append(PAYLOAD in row)
+        return real_put(self, row, reused)
+
+    def plan(self, root, rel):  # a tar planned here and built by a task on the cluster (tars.build_tar)
+        planned.append(rel)
+        real_plan(self, root, rel)
+
+    monkeypatch.setattr(tars.TarStaging, "put", put)
+    monkeypatch.setattr(tars._Plan, "__init__", plan)
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        for i in range(count):
+            engine = DaskEngine(cluster.scheduler_address) if scheduler else DaskEngine(None, processes=False)
+            result = pipeline.run(config_of(inputs, out, "distributed.engine=dask"), shard=(i, count), engine=engine)
+            assert result.errors == 0
+    if count > 1:
+        merge(inputs, out)
+    reference = whole if count == 1 else jobs
+    if scheduler:
+        assert came_back and not any(came_back)  # no image bytes came back to the run's process
+    else:
+        assert came_back and all(came_back)  # the bytes came here, as without Dask
+    if scheduler:
+        assert sorted(planned) == sorted(tree(reference)) and len(planned) > 1  # one task per tar
+    else:
+        assert not planned  # built here
+    assert tree(out) == tree(reference)
+    assert (out / "manifest.jsonl").read_bytes() == (reference / "manifest.jsonl").read_bytes()
+    assert not list((out / "parts").glob("*.seg-*")) and not list(out.rglob(".*.tmp"))
+
+
+def test_samples_staged_by_dask_workers_are_reused_after_an_interrupt(inputs, runs, tmp_path):
+    """An interrupted Dask run's journal points at its workers' staging tars: a rerun (here without Dask)
+    checks and reuses those samples and builds the tars of an uninterrupted job."""
+    distributed = pytest.importorskip("distributed")
+    from lowlight_gpu import pipeline
+    from lowlight_gpu.distributed import DaskEngine
+
+    _, jobs = runs
+    out, job = tmp_path / "out", 0
+    made = []
+
+    def stop_after_three(outcome):
+        made.append(outcome)
+        if len(made) == 3:
+            raise KeyboardInterrupt
+
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(config_of(inputs, out, "distributed.engine=dask"), shard=(job, JOBS),
+                         progress=stop_after_three, engine=DaskEngine(cluster.scheduler_address))
+    journal = read_jsonl(next((out / "parts").glob(f"shard-{job:05d}-of-{JOBS:05d}.journal-*.jsonl")))
+    assert len(journal) == 3 and all("-w" in r["_state"]["at"][0] for r in journal)
+    again = run_job(inputs, out, (job, JOBS))
+    assert again.skipped == 3 and again.errors == 0
+    assert tree(out) == {rel: data for rel, data in tree(jobs).items() if tars.job_of(rel) == job}
+    assert not list((out / "parts").glob("*.seg-*"))

@@ -39,8 +39,8 @@ from .naming import (  # noqa: F401 - the package's public names
 )
 
 
-def open_store(config, shard):
-    """The main-process writer of a run of one shard (index, count)."""
+def open_store(config, shard, engine=None, workers=1):
+    """The main-process writer of a run of one shard (index, count); engine: the run's Dask engine, or None."""
     container = config.save.container
     if container == "files":
         return FilesStore()
@@ -50,8 +50,42 @@ def open_store(config, shard):
         return lmdbs.LmdbStore(config.output)
     # A shard job of an LMDB run stages its samples in tar segments: one LMDB must have one writer, so
     # --merge puts them into the databases.  A webdataset run always stages: see tars.py.
+    remote = None
+    if container == "webdataset" and _cluster(engine):
+        # The cluster's workers staged the samples: each final tar is built by a task there too.
+        def remote(calls):
+            return engine.run(calls, workers)
     return tars.TarStaging(config.output, shard, config.save.shard_pairs,
-                           with_json=container == "webdataset", job_tars=job_tars(config, shard))
+                           with_json=container == "webdataset", job_tars=job_tars(config, shard), remote=remote)
+
+
+def _cluster(engine):
+    """Whether engine is a Dask engine on a scheduler given by address, whose workers may be other machines.
+
+    A LocalCluster started for the run (no address) works on this machine: its workers send the bytes here,
+    and the tars are made here, exactly as without Dask (staging tars linked, not copied).
+    """
+    return engine is not None and getattr(engine, "address", None) is not None
+
+
+def worker_staging(config, shard, engine):
+    """What a Dask worker needs to stage a webdataset sample itself (stage_on_worker): (job tag, run id), or None
+    when the bytes go back to the run's writer (no cluster of its own, or another container)."""
+    if not _cluster(engine) or config.save.container != "webdataset":
+        return None
+    import uuid
+
+    from .. import manifest
+
+    return (manifest.shard_tag(*shard), uuid.uuid4().hex)
+
+
+def stage_on_worker(config, stage, row):
+    """On a Dask worker: write a new row's sample into the worker's own staging tar; returns the row (no bytes)."""
+    from . import tars
+
+    tag, run_id = stage
+    return tars.stage_on_worker(config.output, tag, run_id, row)
 
 
 class FilesStore:
@@ -106,10 +140,10 @@ def job_tars(config, shard):
     return config.save.container == "webdataset" and config.save.tar_boundaries == "job" and shard[1] > 1
 
 
-def assemble(config, part_paths):
+def assemble(config, part_paths, remote=None):
     """After every shard is done, before the manifest is merged: build the final containers from the parts.
 
-    Returns the container's entry for dataset.json.
+    Returns the container's entry for dataset.json.  remote: build the tars on the Dask cluster (open_store).
     """
     container = config.save.container
     info = {"type": container}
@@ -122,7 +156,7 @@ def assemble(config, part_paths):
         if job_tars(config, (0, count)):  # each job built its own tars: describe them, copy nothing
             info.update(tars.describe_jobs(config.output, part_paths, config.save.shard_pairs))
         else:
-            info.update(tars.merge_assemble(config.output, part_paths, config.save.shard_pairs))
+            info.update(tars.merge_assemble(config.output, part_paths, config.save.shard_pairs, remote))
     elif container == "lmdb":
         from . import lmdbs
 

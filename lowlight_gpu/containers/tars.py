@@ -26,11 +26,13 @@ import heapq
 import os
 import re
 import tarfile
+import threading
+import uuid
 import zlib
 
 from .. import manifest, paths
 from ..errors import MergeError, UntrustedDataset
-from ..fsutil import replace_if_changed
+from ..fsutil import replace_if_changed, same_bytes
 from ..fsutil import remove_if_present as _remove
 from .naming import PAYLOAD, SHARDS, public, split_prefix
 
@@ -122,8 +124,9 @@ class Segment:
 class TarStaging:
     """A job's writer for the webdataset container (and for LMDB shard jobs): samples into staging segments."""
 
-    def __init__(self, root, shard, shard_pairs, with_json=True, job_tars=False):
+    def __init__(self, root, shard, shard_pairs, with_json=True, job_tars=False, remote=None):
         self.root = root
+        self.remote = remote  # build the final tars on the Dask cluster (assemble)
         self.tag = manifest.shard_tag(*shard)
         # job_tars: this job assembles its own final tars when it ends (publish), from its own samples.
         self.job = shard[0] if job_tars else None
@@ -167,16 +170,12 @@ class TarStaging:
             if at:  # (an LMDB pair merged earlier has none: it is in the databases)
                 self.used.add(at[0])
             return [row]
-        payload = row.pop(PAYLOAD)
-        members = [(name, data) for name, data, _ in payload]
-        if self.with_json:
-            members.append((f"{row['key']}.json", (manifest.dumps(public(row)) + "\n").encode("utf-8")))
+        if PAYLOAD not in row:  # staged by the Dask worker that made it (stage_on_worker): only its place came
+            self.used.add(row[manifest.STATE]["at"][0])
+            return [row]
+        members, dbs = sample_members(row, self.with_json)
         segment = self._segment(split, position)
-        offset = segment.write_sample(members)
-        dbs = [db for _, _, db in payload] + [None] * (len(members) - len(payload))
-        state = row[manifest.STATE]
-        state["members"] = [[name, len(data), crc(data), db] for (name, data), db in zip(members, dbs)]
-        state["at"] = [segment.rel, offset]
+        record_place(row, members, dbs, segment.rel, segment.write_sample(members))
         self.used.add(segment.rel)
         return [row]
 
@@ -214,7 +213,7 @@ class TarStaging:
             return
         for path in glob.glob(os.path.join(self.root, manifest.PARTS, f".{self.tag}.journal-*.jsonl.tmp")):
             _remove(path)  # the rewrite of an earlier journal by a publish that was killed
-        built = assemble(self.root, [journal_path], self.shard_pairs, name=job_namer(self.job))
+        built = assemble(self.root, [journal_path], self.shard_pairs, name=job_namer(self.job), remote=self.remote)
         sweep_job(self.root, self.job, set(built))
         self.used = set(built)  # every staging segment is spent now: cleanup deletes them
 
@@ -229,6 +228,53 @@ class TarStaging:
         for segment in self.open.values():
             segment.close(finished=False)
         self.open.clear()
+
+
+def sample_members(row, with_json=True):
+    """([(member name, bytes)], [database or None]) of a new row's sample; takes the payload off the row."""
+    payload = row.pop(PAYLOAD)
+    members = [(name, data) for name, data, _ in payload]
+    if with_json:
+        members.append((f"{row['key']}.json", (manifest.dumps(public(row)) + "\n").encode("utf-8")))
+    return members, [db for _, _, db in payload] + [None] * (len(members) - len(payload))
+
+
+def record_place(row, members, dbs, rel, offset):
+    """Note in a row's private state its sample's members and where they were written."""
+    state = row[manifest.STATE]
+    state["members"] = [[name, len(data), crc(data), db] for (name, data), db in zip(members, dbs)]
+    state["at"] = [rel, offset]
+
+
+_WORKER_SEGMENTS = {}  # (root, tag) -> (run id, Segment) of this process, shared by its threads
+_WORKER_LOCK = threading.Lock()
+
+
+def stage_on_worker(root, tag, run_id, row, with_json=True):
+    """On a Dask worker: append a new row's sample to this process's own staging segment of job tag, and
+    return the row with its place instead of its bytes (so no image travels to the run's process).
+
+    A segment is ``parts/{tag}.seg-000000-w{hex}.tar``, one per worker process and run (run_id): samples are
+    appended whole and flushed before the row is returned, so the journal never names a torn one, and a
+    retried task only leaves an unnamed copy (deleted when the job ends).
+    """
+    members, dbs = sample_members(row, with_json)
+    with _WORKER_LOCK:
+        held = _WORKER_SEGMENTS.get((root, tag))
+        if held is None or held[0] != run_id:
+            if held is not None:
+                held[1].close(finished=False)
+            rel = f"{manifest.PARTS}/{tag}.seg-000000-w{uuid.uuid4().hex[:16]}.tar"
+            held = _WORKER_SEGMENTS[(root, tag)] = (run_id, Segment(root, rel))
+        segment = held[1]
+        try:
+            offset = segment.write_sample(members)
+        except BaseException:  # the file may hold part of this sample: never append after it
+            del _WORKER_SEGMENTS[(root, tag)]
+            segment.close(finished=False)
+            raise
+    record_place(row, members, dbs, segment.rel, offset)
+    return row
 
 
 def _segment_number(path):
@@ -342,7 +388,7 @@ class _ShardBuild:
                                       "run the shard that wrote it again") from None
 
     def finish(self):
-        """End the shard; returns the rename that puts it in place, or None when it is in place already."""
+        """End the shard; returns the move that puts it in place (_move), or None when it is in place already."""
         final = os.path.join(self.root, self.rel)
         if self.fd is None:
             source = paths.join(self.root, self.pending[0], paths.TAR, what="_state.at")
@@ -353,14 +399,14 @@ class _ShardBuild:
             if whole and os.path.abspath(source) == os.path.abspath(final):
                 return None  # a rerun changes nothing
             if whole:  # a whole run's segment that is exactly this shard: link it, no copy
-                return lambda: _link_into_place(source, final)
+                return ("link", source, final)
             self._spill()
         end = trailer(self.length)
         while end:
             end = end[os.write(self.fd, end):]
         os.close(self.fd)
         self.fd = None
-        return lambda: replace_if_changed(self.tmp, final)
+        return ("replace", self.tmp, final)
 
     def abandon(self):
         """Drop the temporary file after a failure."""
@@ -382,23 +428,27 @@ def _numbered(rows, i):
         yield row, i
 
 
-def merge_assemble(root, part_paths, shard_pairs):
+def merge_assemble(root, part_paths, shard_pairs, remote=None):
     """--merge (or the end of a whole run): one tar sequence over the dataset; returns dataset.json's view."""
-    built = assemble(root, part_paths, shard_pairs)
+    built = assemble(root, part_paths, shard_pairs, remote=remote)
     _sweep(root, part_paths, set(built))
     return describe(built, shard_pairs)
 
 
-def assemble(root, part_paths, shard_pairs, name=global_name):
+def assemble(root, part_paths, shard_pairs, name=global_name, remote=None):
     """Build tars name(split, k) from the samples the parts point at (staged or in earlier tars), then rewrite
     the parts to point at them; returns the built tars' names, in order.
 
     The k-th tar of a split holds the parts' samples k*S .. k*S+S-1 of that split, in manifest order.
+    remote(calls), when given, runs (fn, args, kwargs) calls elsewhere and yields their results in order (the
+    Dask engine's run): each tar is then built by one such call (build_tar) on the cluster, from the shared
+    output, and this process only plans them, renames them into place and rewrites the parts.
     """
     os.makedirs(os.path.join(root, SHARDS), exist_ok=True)
     temps = [os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".tmp") for p in part_paths]
     outs = [open(t, "w", encoding="utf-8") for t in temps]
     builds, moves, current, positions = [], [], {}, {}
+    Build = _ShardBuild if remote is None else _Plan
     try:
         for row, i in merged_rows(part_paths):
             split = split_prefix(row.get("split"))
@@ -409,7 +459,7 @@ def assemble(root, part_paths, shard_pairs, name=global_name):
             if build is None or build.rel != rel:
                 if build is not None:
                     moves.append(build.finish())
-                build = current[split] = _ShardBuild(root, rel)
+                build = current[split] = Build(root, rel)
                 builds.append(build)
             state = row.get(manifest.STATE) or {}
             if not state.get("at") or not state.get("members"):
@@ -422,6 +472,8 @@ def assemble(root, part_paths, shard_pairs, name=global_name):
         for f in outs:
             f.close()
         moves += [build.finish() for build in current.values()]
+        if remote is not None:
+            moves = list(remote((build_tar, (root, b.rel, b.ranges), {}) for b in builds))
     except BaseException:
         for f, t in zip(outs, temps):
             f.close()
@@ -431,11 +483,65 @@ def assemble(root, part_paths, shard_pairs, name=global_name):
         raise
     # Only now is anything replaced: every copy above read its sources (staged or earlier shards) first.
     for move in moves:
-        if move is not None:
-            move()
+        _move(move)
     for tmp, path in zip(temps, part_paths):
         replace_if_changed(tmp, path)
     return [build.rel for build in builds]
+
+
+class _Plan:
+    """A tar to be built elsewhere (build_tar on a Dask worker): its samples' byte ranges, in order."""
+
+    def __init__(self, root, rel):
+        self.root, self.rel = root, rel
+        self.ranges = []
+        self.length = 0
+
+    def add(self, rel, start, length):
+        """Append a sample's bytes; returns its offset in the final tar."""
+        offset = self.length
+        self.ranges.append((rel, start, length))
+        self.length += length
+        return offset
+
+    def finish(self):
+        """Nothing to move yet: build_tar says what."""
+        return None
+
+    def abandon(self):
+        """Nothing was written here."""
+
+
+def build_tar(root, rel, ranges):
+    """Build tar rel of root from [(file, start, length)] under its temporary name (on a Dask worker, next to
+    the shared output); returns the move that puts it in place, as a tuple of paths (no bytes travel back)."""
+    build = _ShardBuild(root, rel)
+    try:
+        for file_rel, start, length in ranges:
+            build.add(file_rel, start, length)
+        move = build.finish()
+    except BaseException:
+        build.abandon()
+        raise
+    if move is not None and move[0] == "replace":
+        if same_bytes(move[1], move[2]):  # compared here, where the bytes are, not where the moves are made
+            _remove(move[1])
+            return None
+        return ("rename",) + move[1:]
+    return move
+
+
+def _move(move):
+    """Put a built tar in place: None (in place already), link, replace (unless unchanged) or rename."""
+    if move is None:
+        return
+    kind, source, final = move
+    if kind == "link":
+        _link_into_place(source, final)
+    elif kind == "replace":
+        replace_if_changed(source, final)
+    else:
+        os.replace(source, final)
 
 
 def _copy_range(src, dst, start, length):
