@@ -417,3 +417,26 @@ def test_samples_staged_by_dask_workers_are_reused_after_an_interrupt(inputs, ru
     assert again.skipped == 3 and again.errors == 0
     assert tree(out) == {rel: data for rel, data in tree(jobs).items() if tars.job_of(rel) == job}
     assert not list((out / "parts").glob("*.seg-*"))
+
+
+def test_a_job_merge_refuses_a_part_whose_rows_point_at_staging_tars(inputs, tmp_path, run_cli):
+    """A job part whose rows still name staging tars (made before save.tar_boundaries, or cut short): --merge
+    says which job to run again, exit 2, and writes no manifest."""
+    out = tmp_path / "out"
+    for i in range(JOBS):
+        run_job(inputs, out, (i, JOBS), "save.tar_boundaries=global")
+    run_json = out / "parts" / "run.json"
+    body = json.loads(run_json.read_text())
+    del body["tar_boundaries"]  # as a release before the key wrote it
+    run_json.write_text(json.dumps(body) + "\n")
+    for done in (out / "parts").glob("*.done"):
+        marker = json.loads(done.read_text())
+        del marker["tar_boundaries"]
+        done.write_text(json.dumps(marker) + "\n")
+    res = run_cli(*[f"--set={s}" for s in [f"input={inputs}", f"output={out}", *SETS]], "--merge")
+    assert res.code == 2 and "run --shard 0/3 again" in res.err and len(res.err.strip().splitlines()) == 1, res
+    assert not (out / "manifest.jsonl").exists()
+    for i in range(JOBS):  # the fix it names: each job again, which builds its own tars from its staged samples
+        assert run_job(inputs, out, (i, JOBS)).skipped > 0
+    merge(inputs, out)
+    assert json.loads((out / "dataset.json").read_text())["container"]["tar_boundaries"] == "job"

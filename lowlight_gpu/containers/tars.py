@@ -628,7 +628,8 @@ def describe_jobs(root, part_paths, shard_pairs):
             rel, at = row.get("shard"), (row.get(manifest.STATE) or {}).get("at")
             if job_of(rel) != job or not isinstance(at, list) or not at or at[0] != rel:
                 raise MergeError(f"cannot merge: '{part}' has a row outside job {job}'s own tars "
-                                 f"({row.get('source')} in {rel or (at or [None])[0]}); {rerun}")
+                                 f"({row.get('source')} in {rel or (at or [None])[0]}); {rerun} (a job of "
+                                 "a release before save.tar_boundaries staged its tars for a global merge)")
             made = names.setdefault(split_prefix(row.get("split")), {}).setdefault(job, [])
             if not made or made[-1] != rel:
                 made.append(rel)
