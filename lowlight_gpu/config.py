@@ -365,6 +365,9 @@ FIELDS = (
     Field("save.encoder", "auto", str, _one_of("auto", "fpng", "pillow")),
     Field("save.container", "files", str, _one_of("files", "webdataset", "lmdb")),
     Field("save.shard_pairs", 1000, int, _int_in(1, None, _AT_LEAST_1)),
+    # Where a sharded webdataset run's tars end: each job's own (job) or one sequence over the dataset (global).
+    # No sample's bytes or row depends on it, so it is not fingerprinted; run.json records it (run_record).
+    Field("save.tar_boundaries", "job", str, _one_of("job", "global"), fingerprinted=False),
     Field("save.raw", False, bool, _bool),
     Field("distributed.engine", "none", str, _one_of("none", "dask"), fingerprinted=False),
     Field("distributed.address", None, Optional[str], _address, fingerprinted=False),
@@ -453,6 +456,7 @@ class SaveConfig:
     encoder: str = "auto"
     container: str = "files"
     shard_pairs: int = 1000
+    tar_boundaries: str = "job"
     raw: bool = False
 
 

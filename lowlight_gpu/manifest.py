@@ -275,10 +275,17 @@ class ShardWriter:
         self.errors.flush()
         self.n_errors += 1
 
-    def finish(self, marker):
-        """Promote the journal to the shard's part, drop older journals, and write the done-marker last."""
+    def finish(self, marker, publish=None):
+        """Promote the journal to the shard's part, drop older journals, and write the done-marker last.
+
+        publish(journal path), when given, runs once the journal is complete and before it is flushed and
+        promoted: a job that builds its own container files there (and points its rows at them) gets them
+        onto stable storage by the same flush, and a job killed meanwhile is not done and is run again.
+        """
         self.rows.close()
         self.errors.close()
+        if publish is not None:
+            publish(self.journal_path)
         # A finished part is trusted on size alone by later runs, so the outputs it lists must be on disk
         # before it exists, not only in this node's page cache.
         flush_to_disk(self.parts)

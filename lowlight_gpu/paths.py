@@ -8,7 +8,8 @@ it.  The rule, in two halves:
 * lexical (``problem``, ``check_row``): a path is a string, relative, with no ``..`` (also between
   backslashes), no empty or ``.`` component and no NUL byte, and names a file of the layout for its role:
   an image or raw mosaic (``.png`` / ``.npy``, not under ``parts/`` or ``shards/``, no hidden component), a tar
-  (``parts/<tag>.seg-K.tar`` or ``shards/NAME-NNNNNN.tar``) or an LMDB folder (``NAME.lmdb``);
+  (``parts/<tag>.seg-K.tar``, a Dask worker's ``parts/<tag>.seg-K-wHEX.tar``, or ``shards/NAME-NNNNNN.tar``)
+  or an LMDB folder (``NAME.lmdb``);
 * on disk (``Root.path``): every folder on the way resolves inside the resolved root (no escape through a
   symbolic link), and what the path names, when it exists, is a regular file (a folder for an LMDB), not a
   link.
@@ -25,7 +26,7 @@ from .errors import UntrustedDataset
 IMAGE, TAR, DATABASE, SOURCE, MEMBER = "image", "tar", "database", "source", "member"
 IMAGE_EXTENSIONS = (".png", ".npy")
 PRIVATE_FOLDERS = ("parts", "shards")  # the tool's own files: never an image, never removed as one
-_TAR_RE = re.compile(r"parts/shard-\d+-of-\d+\.seg-\d+\.tar|shards/[A-Za-z0-9_-]+-\d{6}\.tar")
+_TAR_RE = re.compile(r"parts/shard-\d+-of-\d+\.seg-\d+(?:-w[0-9a-f]+)?\.tar|shards/[A-Za-z0-9_-]+-\d{6}\.tar")
 SOMEWHERE = "a file of the output folder"  # where a refused path came from, when the caller cannot say
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_-]+")
 # The usual honest path in one match (components that do not start with a dot; no backslash, no NUL):

@@ -38,6 +38,7 @@ class RunContext:
     encoder: encode.Encoder = None  # resolved once per run (run_record.resolve_codecs); None: from config.save.encoder
     encode_processes: int = 0  # > 0: encode and write in a pool of this many processes (choose_executor)
     store: object = None  # the storage.Location of an output on object storage: images go there, not to disk
+    stage: tuple = None  # (job tag, run id): a Dask worker writes a tar sample itself (containers.worker_staging)
 
     @property
     def images(self):
@@ -207,7 +208,10 @@ def synthesize_and_write(src, decoded, ctx):
         row = rows.with_raw(rows.build_row(src, decoded, params, plan, split_name, ran, {}), raw_plan)
         payload = [(containers.image_tag(o.role, o.t, config), o.rel, data)
                    for o, data in zip(plan + raw_plan, encoded + raws)]
-        return containers.attach(row, payload, src.out_rel, config.save.container)
+        row = containers.attach(row, payload, src.out_rel, config.save.container)
+        if ctx.stage is not None:  # a Dask worker: the bytes stay on the shared output, only the row travels
+            return containers.stage_on_worker(config, ctx.stage, row)
+        return row
     if ctx.store is not None:  # object storage: one PUT per image, from this worker
         outputs = [(o.rel, rgb) for o, rgb in zip(plan, images)]
         sizes = in_encode_pool(ctx, write_pngs, outputs, decoded.alpha, encoder, ctx.store)
@@ -426,11 +430,12 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
     unlistable = []  # ids of folders the scan could not list: pairs below them are not "gone"
     sources = _watch(sources, unlistable)
     head = itertools.islice(sources, limit) if limit is not None else sources
-    store = containers.open_store(config, shard)
+    store = containers.open_store(config, shard, engine, workers)
     items = ((src, _intact_in(store, prior.pop(src.rel))) for src in head)
     writer = job.journal_writer(*shard, store) if job is not None else manifest.ShardWriter(config.output, *shard)
     ctx = RunContext(config, backend, encoder, workers if executor == "encode-pool" else 0,
-                     job.store if job is not None else None)
+                     job.store if job is not None else None,
+                     containers.worker_staging(config, shard, engine) if job is None else None)
     try:
         with interrupts.deferred():  # Ctrl-C, SIGTERM: noted, then raised between pairs (check)
             for outcome in execute(items, ctx, workers, engine, executor):
@@ -478,17 +483,18 @@ def _run_locked(config, shard, limit, progress, engine, backend, encoder, codecs
         result.rebuilt = list(getattr(store, "rebuilt", []))
     prior.drain()
     marker = {"fingerprint": config.fingerprint(), "version": __version__, "limit": limit, **codecs,
-              "skipped": result.scan.counts}
+              **containers.boundaries_record(config), "skipped": result.scan.counts}
     if result.scan.partial:
         marker["skipped_share"] = True  # counts of this job's share of an input list: --merge adds them up
-    writer.finish(marker)
+    writer.finish(marker, publish=store.publish)  # a webdataset job of N > 1 builds its own tars there (tars.py)
     store.cleanup()
     if job is not None and shard[1] > 1:
         job.commit_shard(*shard)
     if shard[1] == 1:
         with locks.OutputLock(config.output).acquire_merge():
             result.merged = merging.merge(config.output, dataset_info(config), count=1,
-                                          prepare=functools.partial(containers.assemble, config))
+                                          prepare=functools.partial(containers.assemble, config,
+                                                                    remote=getattr(store, "remote", None)))
             result.meta_info_left_out = containers.write_meta_info(config).left_out
         if job is not None:
             job.commit_shard(*shard)
@@ -560,15 +566,15 @@ def merge(config):
             if live:
                 raise LockHeld(f"output '{config.output}' is in use: " + "; ".join(live))
             job.fetch_parts(None)
-            merged = _merge(dataclasses.replace(config, output=job.work))
+            merged = _merge(dataclasses.replace(config, output=job.work), set(job.store.list("shards")))
             job.commit_merge()
             return merged
     finally:
         job.close()
 
 
-def _merge(config):
-    """merge() of a local output folder."""
+def _merge(config, stored=None):
+    """merge() of a local output folder; stored: the tar names of an output on object storage."""
     config = absolute_paths(config)
     fsutil.allow_open_files()  # the parts of every shard job are read (and rewritten) side by side
     manifest.check_folders(config.output)  # before a lock file is made in parts/
@@ -583,7 +589,7 @@ def _merge(config):
                          "shard jobs")
     with locks.OutputLock(config.output).acquire_merge():  # one merge at a time (a whole run's merge too)
         merged = merging.merge(config.output, dataset_info(config), fingerprint=config.fingerprint(),
-                               prepare=functools.partial(containers.assemble, config))
+                               prepare=functools.partial(containers.assemble, config, stored=stored))
         merged["meta_info_left_out"] = containers.write_meta_info(config).left_out
     return merged
 

@@ -1,7 +1,7 @@
 """A run's identity and compatibility: what run.json and dataset.json record, and the checks before a run writes.
 
 An output folder holds one dataset: one config (its fingerprint), one revision of the model (FORMAT_VERSION),
-one input, one encoder and one decoder.  A run records them in parts/run.json before it writes (record_run)
+one input, one encoder and one decoder (and, for webdataset, one save.tar_boundaries).  A run records them in parts/run.json before it writes (record_run)
 and refuses a folder that recorded others (check_output), naming the difference; preflight makes every
 check a run makes before its first write, and --dry-run makes the same.
 """
@@ -74,6 +74,7 @@ def record_run(config, codecs=None):
         body["input_root"] = input_lists.root_of(config)
     if codecs is not None:
         body.update(codecs)
+    body.update(containers.boundaries_record(config))
     try:
         recorded = manifest.claim_run(config.output, body)
     except ValueError:
@@ -130,6 +131,9 @@ def _check_recorded(config, recorded, codecs=None):
                 f"{key}: folder '{config.output}' was written with {role} {_codec_label(was)}, this run would use "
                 f"{_codec_label(now)}; install {_codec_label(was)} here (the pixels would match, the bytes not), "
                 "or choose a new output folder")
+    refused = containers.boundaries_refusal(recorded, config, f"folder '{config.output}'")
+    if refused:
+        raise ConfigError(refused)
 
 
 def _codec_label(record):

@@ -279,7 +279,9 @@ def lmdb_sets(root):
 
 @pytest.mark.parametrize("container", ["webdataset", "lmdb"])
 def test_two_shards_plus_merge_equal_a_whole_run(run_cli, inputs, tmp_path, container):
-    sets = [f"save.container={container}", "save.shard_pairs=2", "split={train: 0.6, val: 0.4}"]
+    # global: one tar sequence over the dataset, built by --merge (tests/test_job_tars.py: each job's own)
+    sets = [f"save.container={container}", "save.shard_pairs=2", "split={train: 0.6, val: 0.4}",
+            "save.tar_boundaries=global"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     run_pipeline(inputs, whole, *sets)
     for i in range(2):
@@ -455,7 +457,7 @@ def test_lmdb_rows_reach_the_journal_only_once_committed(tmp_path, monkeypatch):
 
 
 def test_merging_many_shard_jobs_passes_a_low_soft_open_file_limit(inputs, tmp_path):
-    """A tar merge reads and rewrites every job's part side by side: more files than a low soft limit allows."""
+    """A global tar merge reads and rewrites every job's part side by side: more files than a low soft limit allows."""
     resource = pytest.importorskip("resource")
     if not os.path.isdir("/proc/self/fd"):
         pytest.skip("needs /proc to count open files")
@@ -465,11 +467,13 @@ def test_merging_many_shard_jobs_passes_a_low_soft_open_file_limit(inputs, tmp_p
         pytest.skip(f"hard limit on open files too low here ({hard})")
     out = tmp_path / "out"
     for i in range(count):
-        run_pipeline(inputs, out, "save.container=webdataset", "noise.model=none", shard=(i, count))
+        run_pipeline(inputs, out, "save.container=webdataset", "noise.model=none", "save.tar_boundaries=global",
+                     shard=(i, count))
     low = len(os.listdir("/proc/self/fd")) + count  # open now, plus fewer than the merge's 2 x count
     resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
     try:
-        counts = merge_pipeline(inputs, out, "save.container=webdataset", "noise.model=none")
+        counts = merge_pipeline(inputs, out, "save.container=webdataset", "noise.model=none",
+                                "save.tar_boundaries=global")
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > low  # raised to the hard limit
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -477,6 +481,7 @@ def test_merging_many_shard_jobs_passes_a_low_soft_open_file_limit(inputs, tmp_p
     # Under a hard limit that is too low as well: one line that says what to do, exit 4, no traceback.
     res = subprocess.run([sys.executable, str(REPO_ROOT / "generate.py"), "--set", f"input={inputs}",
                           "--set", f"output={out}", "--set", "save.container=webdataset", "--set", "noise.model=none",
+                          "--set", "save.tar_boundaries=global",
                           "--merge"], capture_output=True, text=True, timeout=120,
                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (count, count)))
     assert res.returncode == 4, res.stderr

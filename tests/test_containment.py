@@ -69,7 +69,8 @@ def write_rows(path, rows):
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """One input and honest outputs made from it: a whole run, two files shards, two webdataset shards."""
+    """One input and honest outputs made from it: a whole run, two files shards, two webdataset shards (staged
+    until --merge: save.tar_boundaries global)."""
     base = tmp_path_factory.mktemp("containment")
     inp = base / "in"
     for i, name in enumerate(SOURCES):
@@ -78,7 +79,8 @@ def made(tmp_path_factory):
     cfg.write_text("# defaults\n", encoding="utf-8")
     outs = {}
     for name, shards, extra in (("whole", 1, []), ("shards", 2, []),
-                                ("tars", 2, ["save.container=webdataset", "save.shard_pairs=2"]),
+                                ("tars", 2, ["save.container=webdataset", "save.shard_pairs=2",
+                                              "save.tar_boundaries=global"]),
                                 ("lmdb", 1, ["save.container=lmdb"])):
         out = base / name
         config = load_config(cfg, ["backend=numpy", "workers=1", f"input={inp}", f"output={out}", *extra])
@@ -88,7 +90,8 @@ def made(tmp_path_factory):
     merged = base / "tars_merged"
     shutil.copytree(outs["tars"], merged)
     pipeline.merge(load_config(cfg, ["backend=numpy", f"input={inp}", f"output={merged}",
-                                     "save.container=webdataset", "save.shard_pairs=2"]))
+                                     "save.container=webdataset", "save.shard_pairs=2",
+                                     "save.tar_boundaries=global"]))
     outs["tars_merged"] = merged
     return {"base": base, "input": inp, "config": cfg, **outs}
 
@@ -361,7 +364,8 @@ def test_merge_refuses_a_crafted_part(capsys, case, name):
     source, craft = MERGE_CASES[name]
     copy_output(case, source)
     file_name, row = craft(case)
-    extra = ["save.container=webdataset", "save.shard_pairs=2"] if source == "tars" else []
+    extra = ["save.container=webdataset", "save.shard_pairs=2", "save.tar_boundaries=global"] \
+        if source == "tars" else []
     before = snapshot(case["tmp"])
     code, _, err = run(capsys, argv(case, "--merge", config_extra=extra))
     assert_refused(code, err, file_name, row)
@@ -438,7 +442,7 @@ READ_CASES = {
     "lmdb-dotdot": ("lmdb", _manifest_edit(lambda r, c: r.update(high="../outside.lmdb"))),
     "lmdb-symlink": ("lmdb", _database_symlink),
 }
-TAR_SETTINGS = ["save.container=webdataset", "save.shard_pairs=2"]
+TAR_SETTINGS = ["save.container=webdataset", "save.shard_pairs=2", "save.tar_boundaries=global"]
 SETTINGS = {"tars_merged": TAR_SETTINGS, "lmdb": ["save.container=lmdb"]}
 
 

@@ -238,3 +238,28 @@ def test_a_bucket_that_does_not_exist_stops_in_one_line(s3, s3_env, run_cli, pho
     result = run_cli("--set", f"input={photos}", "--set", f"output=s3://no-such-bucket-{os.getpid()}/x")
     assert result.code in (2, 4)
     assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_webdataset_jobs_on_a_bucket_write_their_own_tars_and_the_merge_downloads_none(s3, s3_env, run_cli, photos,
+                                                                                       tmp_path, monkeypatch):
+    from lowlight_gpu import storage
+
+    url = f"s3://{s3.bucket()}/jobs"
+    local = tmp_path / "local"
+    keys = ["--set", "save.container=webdataset", "--set", "save.shard_pairs=2"]
+    for out in (local, url):
+        for i in range(3):
+            assert run_cli("--set", f"input={photos}", "--set", f"output={out}", *keys, "--shard", f"{i}/3").code \
+                in (0, 3)
+    fetched = []
+    download = storage.Location.download
+    monkeypatch.setattr(storage.Location, "download",
+                        lambda self, rel, path: (fetched.append(rel), download(self, rel, path))[1])
+    for out in (local, url):
+        assert run_cli("--set", f"input={photos}", "--set", f"output={out}", *keys, "--merge").code == 3
+    assert fetched and not [rel for rel in fetched if rel.endswith(".tar")]  # parts only: no image byte moved
+    got = bucket_bytes(url)
+    assert got == local_bytes(local)
+    assert sorted(k for k in got if k.endswith(".tar"))[0].startswith("shards/data-00000-")
+    info = json.loads(got["dataset.json"])["container"]
+    assert info["tar_boundaries"] == "job" and info["jobs"] == 3

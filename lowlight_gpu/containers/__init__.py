@@ -30,6 +30,8 @@ null], ...]`` in write order) and ``at``: ``[file, offset]`` of the sample in a 
 segment or a final shard), or null for bytes already in the final LMDBs.
 """
 
+import os
+
 from .naming import (  # noqa: F401 - the package's public names
     CONTAINERS, SHARDS, NO_SPLIT, LMDB_MISSING, PAYLOAD, LMDB_MAX_KEY, HASHED_KEY_MARK, sample_key,
     out_rel_of, lmdb_key, out_rel_of_row, image_tag, member_name, database_of, split_prefix, needs_writer,
@@ -37,8 +39,8 @@ from .naming import (  # noqa: F401 - the package's public names
 )
 
 
-def open_store(config, shard):
-    """The main-process writer of a run of one shard (index, count)."""
+def open_store(config, shard, engine=None, workers=1):
+    """The main-process writer of a run of one shard (index, count); engine: the run's Dask engine, or None."""
     container = config.save.container
     if container == "files":
         return FilesStore()
@@ -48,8 +50,42 @@ def open_store(config, shard):
         return lmdbs.LmdbStore(config.output)
     # A shard job of an LMDB run stages its samples in tar segments: one LMDB must have one writer, so
     # --merge puts them into the databases.  A webdataset run always stages: see tars.py.
+    remote = None
+    if container == "webdataset" and _cluster(engine):
+        # The cluster's workers staged the samples: each final tar is built by a task there too.
+        def remote(calls):
+            return engine.run(calls, workers)
     return tars.TarStaging(config.output, shard, config.save.shard_pairs,
-                           with_json=container == "webdataset")
+                           with_json=container == "webdataset", job_tars=job_tars(config, shard), remote=remote)
+
+
+def _cluster(engine):
+    """Whether engine is a Dask engine on a scheduler given by address, whose workers may be other machines.
+
+    A LocalCluster started for the run (no address) works on this machine: its workers send the bytes here,
+    and the tars are made here, exactly as without Dask (staging tars linked, not copied).
+    """
+    return engine is not None and getattr(engine, "address", None) is not None
+
+
+def worker_staging(config, shard, engine):
+    """What a Dask worker needs to stage a webdataset sample itself (stage_on_worker): (job tag, run id), or None
+    when the bytes go back to the run's writer (no cluster of its own, or another container)."""
+    if not _cluster(engine) or config.save.container != "webdataset":
+        return None
+    import uuid
+
+    from .. import manifest
+
+    return (manifest.shard_tag(*shard), uuid.uuid4().hex)
+
+
+def stage_on_worker(config, stage, row):
+    """On a Dask worker: write a new row's sample into the worker's own staging tar; returns the row (no bytes)."""
+    from . import tars
+
+    tag, run_id = stage
+    return tars.stage_on_worker(config.output, tag, run_id, row)
 
 
 class FilesStore:
@@ -71,6 +107,9 @@ class FilesStore:
         """After an interrupt: nothing is pending."""
         return []
 
+    def publish(self, part_path):
+        """The files are final where the workers wrote them."""
+
     def cleanup(self):
         """Nothing is staged."""
 
@@ -78,23 +117,72 @@ class FilesStore:
         """Nothing to close."""
 
 
-def assemble(config, part_paths):
+def boundaries_record(config):
+    """{"tar_boundaries": ...} that run.json and the done-markers record for a webdataset run; {} otherwise."""
+    return {"tar_boundaries": config.save.tar_boundaries} if config.save.container == "webdataset" else {}
+
+
+def boundaries_refusal(recorded, config, where):
+    """Why config must not add to an output whose record (run.json, a done-marker) says other tar boundaries.
+
+    One line naming both values, or None.  A record without the key (from before it existed) made
+    global-style staging segments, which a job run's merge refuses on its own (tars.describe_jobs).
+    """
+    was, now = (recorded or {}).get("tar_boundaries"), boundaries_record(config).get("tar_boundaries")
+    if was is None or now is None or was == now:
+        return None
+    return (f"save.tar_boundaries: {where} was written with tar_boundaries {was}, this config has {now}; "
+            f"set save.tar_boundaries: {was} as the other jobs had it, or choose a new output folder")
+
+
+def job_tars(config, shard):
+    """Whether shard (index, count) of config assembles its own final tars (a webdataset job of N > 1 jobs)."""
+    return config.save.container == "webdataset" and config.save.tar_boundaries == "job" and shard[1] > 1
+
+
+def assemble(config, part_paths, remote=None, stored=None):
     """After every shard is done, before the manifest is merged: build the final containers from the parts.
 
-    Returns the container's entry for dataset.json.
+    Returns the container's entry for dataset.json.  remote: build the tars on the Dask cluster (open_store).
+    stored: the set of tar names on object storage (the jobs' tars are there, not in the work folder).
     """
     container = config.save.container
     info = {"type": container}
     if container == "webdataset":
         from . import tars
 
-        info.update(tars.assemble(config.output, part_paths, config.save.shard_pairs))
+        count = len(part_paths)
+        if count > 1:  # a whole run's tars are the same under both values: nothing to compare
+            _check_boundaries(config, part_paths)
+        if job_tars(config, (0, count)):  # each job built its own tars: describe them, copy nothing
+            info.update(tars.describe_jobs(config.output, part_paths, config.save.shard_pairs, stored))
+        else:
+            info.update(tars.merge_assemble(config.output, part_paths, config.save.shard_pairs, remote))
     elif container == "lmdb":
         from . import lmdbs
 
         check_available(container)
         info.update(lmdbs.assemble(config.output, part_paths))
     return info
+
+
+def _check_boundaries(config, part_paths):
+    """ConfigError (before anything is assembled) when a job's done-marker records other tar boundaries."""
+    import json
+
+    from ..errors import ConfigError
+
+    for part in part_paths:
+        done = part[: -len(".jsonl")] + ".done"
+        try:
+            with open(done, encoding="utf-8") as f:
+                marker = json.loads(f.read())
+        except (OSError, ValueError):
+            continue  # merging.merge has read every done-marker already; it says what is wrong with one
+        refused = boundaries_refusal(marker if isinstance(marker, dict) else {}, config,
+                                     f"parts/{os.path.basename(done)}")
+        if refused:
+            raise ConfigError(refused.replace("this config has", "this merge has"))
 
 
 def write_meta_info(config):

@@ -164,6 +164,9 @@ class LmdbStore:
         self.envs.clear()
         return rows
 
+    def publish(self, part_path):
+        """The databases are final (a whole run merges its own part)."""
+
     def cleanup(self):
         """Nothing is staged by a whole run."""
 
