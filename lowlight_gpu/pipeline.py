@@ -605,7 +605,17 @@ def dry_run(config, shard=(0, 1), limit=None, out=None, quiet=False):
     """Make the checks a run makes before writing (preflight: ConfigError, BackendUnavailable), then print what
     it would do, writing nothing; returns the number of sources."""
     out = out if out is not None else sys.stdout  # looked up per call, so redirected stdout is honoured
-    preflight(config, quiet=quiet, shard=shard)
+    if remote_output.is_remote(config):  # the checks read the bucket's run.json and done-markers (read only)
+        check_remote(config)
+        job = remote_output.Job(config.output, config.storage_options)
+        try:
+            with job.speaking_of_url():
+                job.fetch_record()
+                preflight(dataclasses.replace(config, output=job.work), quiet=quiet, shard=shard)
+        finally:
+            job.close()
+    else:
+        preflight(config, quiet=quiet, shard=shard)
     n = 0
     stats = ScanStats()
     for src in plan_sources(config, shard, None, stats):  # the whole tree, so the skip counts are complete

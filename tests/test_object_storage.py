@@ -103,6 +103,13 @@ def test_a_missing_shard_is_named_and_nothing_is_merged(s3, s3_env, run_cli, pho
     refused = run_cli("--set", f"input={photos}", "--set", f"output={url}", "--merge")
     assert refused.code == 2 and "shard 1/2 not done" in refused.err
     assert "manifest.jsonl" not in bucket_bytes(url)
+    before = bucket_bytes(url)
+    for extra in ([], ["--dry-run"]):  # another config is refused before anything is written, dry run or not
+        other = run_cli("--set", f"input={photos}", "--set", f"output={url}", "--set", "seed=9", "--shard", "1/2",
+                        *extra)
+        assert other.code == 2 and "different config" in other.err and url in other.err, other.err
+        assert "lowlight-gpu-work-" not in other.err
+    assert bucket_bytes(url) == before
 
 
 def test_sigkill_mid_run_then_resume_gives_the_bytes_of_an_uninterrupted_run(s3, s3_env, run_cli, tmp_path):
