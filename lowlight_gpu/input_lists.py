@@ -1,6 +1,8 @@
 """Input lists: ``input`` as a file of paths or URLs (.txt/.lst, one a line; .parquet, a column), read by shares.
 
-Ids.  ``input_root`` (default: the list's own folder) says what "relative" means: a relative line is taken below it;
+Ids.  ``input_root`` (by default: the deepest folder holding the list's first and last entries when they are
+absolute paths or URLs, which in a list kept in order holds every entry; else the list's own folder) says what
+"relative" means: a relative line is taken below it;
 an absolute path or a URL must lie below it, and its id is the part below it.  So ``s3://b/photos/a/x.jpg`` with
 input_root ``s3://b/photos`` has id ``a/x.jpg``, what a scan of that folder gives, and a list and a folder give the
 same pairs (seeds, names and output names all follow the id).  A line outside input_root is an errors row (its
@@ -44,13 +46,76 @@ def is_list(path):
     return is_input_list(path)
 
 
+_ROOTS = {}  # (list, input_column) -> the default root read off the list's ends, once per process
+
+
 def root_of(config):
-    """The folder ids are relative to: input_root, else the list's own folder (absolute when local)."""
+    """The folder ids are relative to: input_root when set; else, for a list whose first or last entry is an
+    absolute path or a URL, the deepest folder holding both (a sorted list's entries all lie between them, so
+    it holds every one: the folder a scan would start from); else the list's own folder."""
     root = config.input_root
     if root is None:
-        root = (config.input.rsplit("/", 1)[0] if storage.is_url(config.input)
+        here = (config.input.rsplit("/", 1)[0] if storage.is_url(config.input)
                 else os.path.dirname(os.path.abspath(config.input)))
+        key = (config.input if storage.is_url(config.input) else os.path.abspath(config.input), config.input_column)
+        if key not in _ROOTS:
+            _ROOTS[key] = _common_folder(_ends(config), here)
+        root = _ROOTS[key] or here
     return root.rstrip("/") if storage.is_url(root) else os.path.abspath(root)
+
+
+def _common_folder(ends, here):
+    """The deepest folder holding both ends (entries as text), or None when both are relative (or none)."""
+    if not ends or not any(storage.is_url(e) or os.path.isabs(e) for e in ends):
+        return None
+
+    def absolute(entry):
+        if storage.is_url(entry):
+            return entry
+        if os.path.isabs(entry):
+            return os.path.normpath(entry)
+        return storage.join(here, entry) if storage.is_url(here) else os.path.normpath(os.path.join(here, entry))
+
+    paths = [absolute(e) for e in ends]
+    if len({storage.scheme(p) for p in paths}) > 1:  # a URL and a local path: no common folder
+        return None
+    sep = "/" if storage.is_url(paths[0]) else os.sep
+    folders = [p.rsplit(sep, 1)[0].split(sep) for p in paths]
+    common = []
+    for parts in zip(*folders):
+        if len(set(parts)) > 1:
+            break
+        common.append(parts[0])
+    if storage.is_url(paths[0]) and len(common) < 3:  # 's3:', '', 'bucket' at least
+        return None
+    return sep.join(common) or sep
+
+
+def _ends(config):
+    """The first and last entries of the list as text ((), when it has none): two short reads, whatever its size."""
+    stats = ScanStats()
+    entry = lambda value: _text(value) if _text(value) and not _text(value).startswith("#") else None  # noqa: E731
+    if config.input.lower().endswith(".parquet"):
+        pq = import_pyarrow(config.input)
+        with _open(config.input, config.storage_options, stats, parquet=True) as f:
+            try:  # a file that is not Parquet, or without the column: the share's read says so in one line
+                rows = _Rows(pq.ParquetFile(f), config.input_column, stats)
+                n = len(rows)
+                first = next((e for e in (entry(rows.get(i)) for i in range(n)) if e), None)
+                last = next((e for e in (entry(rows.get(i)) for i in range(n - 1, -1, -1)) if e), None)
+            except (ValueError, TypeError, KeyError):
+                return ()
+    else:
+        with _open(config.input, config.storage_options, stats) as raw:
+            size = _size(raw)
+            first = None
+            while first is None:
+                line = raw.readline()
+                if not line:
+                    break
+                first = entry(line)
+            last = _line_before(raw, size, entry) if first is not None else None
+    return (first, last) if first is not None and last is not None else ()
 
 
 def _is_plain(line):

@@ -97,6 +97,20 @@ def test_text_list_gives_the_folder_runs_bytes(tree, whole, tmp_path):
     assert {r["high"] for r in rows} >= {"high/clash/x.jpg.png", "high/clash/x.png.png"}  # the clash rule held
 
 
+def test_a_list_of_absolute_paths_elsewhere_is_relative_to_their_common_folder(tree, whole, tmp_path):
+    """No input_root: a list whose entries are absolute (or URLs) takes the deepest folder holding its first and
+    last entry, which holds every entry of a list kept in order: the folder the same run from a scan reads."""
+    lines = [str(tree / rel) for rel in every_file(tree)]
+    for name, write in (("far.txt", lambda p: write_text_list(p, lines)),
+                        ("far.parquet", lambda p: write_parquet(p, lines))):
+        listed = write(tmp_path / "lists" / name) if (tmp_path / "lists").mkdir(exist_ok=True) is None else None
+        out = tmp_path / f"out-{name}"
+        result = pipeline.run(config(listed, out))
+        assert (result.pairs, result.errors) == (len(GOOD), len(BAD))
+        assert dataset_files(out) == whole
+        assert manifest.read_run(str(out))["input_root"] == str(tree)
+
+
 def test_verify_finds_a_listed_source_below_input_root(run_cli, tree, tmp_path):
     listed = write_text_list(tmp_path / "v.txt", [str(tree / "a.png"), "sub/b.jpg"])
     io = ["--set", f"input={listed}", "--set", f"input_root={tree}", "--set", f"output={tmp_path / 'out'}"]
@@ -500,7 +514,7 @@ def test_sharded_jobs_over_a_url_list_on_the_bucket_equal_the_local_run(s3_env, 
     storage.filesystem(listed).pipe_file(storage.strip(listed), "".join(
         f"{url}/{rel}\n" for rel in every_file(tree)).encode())
     out = tmp_path / "out"
-    conf = config(listed, out, f"input_root={url}")
+    conf = config(listed, out)  # no input_root: the common folder of the listed URLs, s3://bucket/photos
     for i in range(2):
         pipeline.run(conf, shard=(i, 2))
     pipeline.merge(conf)
