@@ -356,11 +356,13 @@ def remove_orphans(out_root, orphans, part, store=None):
     doomed = {rel: rec for _, files in orphans for rel, rec in files.items()}
     if not doomed:
         return 0
-    if store is not None:  # an output on object storage (the part is in the local work folder)
-        return _remove_stored_orphans(store, doomed, where, part)
-    root = paths.Root(out_root)
+    if store is None:  # every folder on the way inside the output, the file a regular one
+        root = paths.Root(out_root)
+        place = lambda rel: root.path(rel, paths.IMAGE, where[rel], "_state.files")  # noqa: E731
+    else:  # object storage (the part is in the local work folder): the lexical rule, a bucket has no links
+        place = lambda rel: paths.contained(rel, paths.IMAGE, where[rel], "_state.files")  # noqa: E731
     # Every path is checked (check_parts did so before the run; again here) before the first one is removed.
-    checked = {rel: root.path(rel, paths.IMAGE, where[rel], "_state.files") for rel in sorted(doomed)}
+    checked = {rel: place(rel) for rel in sorted(doomed)}
     for row in read_rows(part):
         files = (row.get(STATE) or {}).get("files")
         for rel in files if isinstance(files, dict) else ():
@@ -368,35 +370,30 @@ def remove_orphans(out_root, orphans, part, store=None):
     removed = 0
     for rel, (size, digest) in sorted(doomed.items()):
         path = checked[rel]
-        try:
-            if os.path.getsize(path) != size or file_digest(path) != digest:
-                continue
-        except OSError:  # gone already
-            continue
-        if paths.remove_regular(path):  # a regular file only: never a link, never a folder
+        if store is not None:
+            if _stored_holds(store, path, size, digest):
+                store.remove(path)
+                removed += 1
+        elif _file_holds(path, size, digest) and paths.remove_regular(path):  # never a link, never a folder
             removed += 1
             _remove_empty_parents(out_root, os.path.dirname(path))
     return removed
 
 
-def _remove_stored_orphans(store, doomed, where, part):
-    """remove_orphans for images on object storage: the same rule, lexical containment, one DELETE each."""
-    for rel in sorted(doomed):
-        paths.contained(rel, paths.IMAGE, where[rel], "_state.files")
-    for row in read_rows(part):
-        files = (row.get(STATE) or {}).get("files")
-        for rel in files if isinstance(files, dict) else ():
-            doomed.pop(rel, None)
-    removed = 0
-    for rel, (size, digest) in sorted(doomed.items()):
-        try:
-            if store.size(rel) != size or data_digest(store.read(rel)) != digest:
-                continue
-        except FileNotFoundError:
-            continue
-        store.remove(rel)
-        removed += 1
-    return removed
+def _file_holds(path, size, digest):
+    """Whether the file at path has this size and CRC-32 (False when it is gone)."""
+    try:
+        return os.path.getsize(path) == size and file_digest(path) == digest
+    except OSError:
+        return False
+
+
+def _stored_holds(store, rel, size, digest):
+    """Whether the object rel of store (a storage.Location) has this size and CRC-32 (False when it is gone)."""
+    try:
+        return store.size(rel) == size and data_digest(store.read(rel)) == digest
+    except FileNotFoundError:
+        return False
 
 
 def _remove_empty_parents(out_root, folder):

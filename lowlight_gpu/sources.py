@@ -263,7 +263,14 @@ def _listing(walk, folder, rel_prefix, linked, key=None, is_root=False):
 def _walk(root, skip, follow_symlinks, stats):
     """Yield every Source below root in sorted id order, depth-first without recursion."""
     walk = _Walk(root, skip, follow_symlinks, stats)
-    stack = [_listing(walk, root, "", False, is_root=True)]  # the root: never skipped, even if it holds a dataset
+    # The root: never skipped, even if it holds a dataset.
+    return _depth_first(_listing(walk, root, "", False, is_root=True), lambda item: _listing(walk, *item))
+
+
+def _depth_first(first, expand):
+    """Yield the Sources of a folder listing (first) and, in place, of each sub-folder item it yields
+    (expand(item) lists it): depth-first with a stack of listings, not recursion, so depth has no limit."""
+    stack = [first]
     while stack:
         item = next(stack[-1], None)
         if item is None:
@@ -271,7 +278,7 @@ def _walk(root, skip, follow_symlinks, stats):
         elif isinstance(item, Source):
             yield item
         else:
-            stack.append(_listing(walk, *item))
+            stack.append(expand(item))
 
 
 def scan(root, shard=(0, 1), skip=(), follow_symlinks=True, stats=None, options=None):
@@ -372,15 +379,8 @@ def _walk_url(root, skip, stats, options):
     stats.folders_listed += 1  # one listing (paged by the store: a request per 1000 objects)
     tree = folder_tree(listing)
     skip_ids = _url_prefixes(root, skip)
-    stack = [_url_folder(root, tree, "", skip_ids, stats, options, is_root=True)]
-    while stack:
-        item = next(stack[-1], None)
-        if item is None:
-            stack.pop()
-        elif isinstance(item, Source):
-            yield item
-        else:
-            stack.append(_url_folder(root, *item, skip_ids, stats, options))
+    yield from _depth_first(_url_folder(root, tree, "", skip_ids, stats, options, is_root=True),
+                            lambda item: _url_folder(root, *item, skip_ids, stats, options))
 
 
 def source_stat(src, options=None):
