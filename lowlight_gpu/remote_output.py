@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from . import manifest, storage
+from . import manifest, paths, storage
 from .errors import LockHeld
 
 PIECE_SECONDS = 1.0  # at most this much of a job's finished work is redone after a SIGKILL (plus a pair)
@@ -119,7 +119,13 @@ class Job:
                 self._get(rel)
 
     def _get(self, rel):
-        """Download one object to the same relative path in the work folder."""
+        """Download one object to the same relative path in the work folder.
+
+        rel comes from a listing or a part's row (data from whoever wrote the bucket): one that would leave the
+        work folder is not fetched, and the checks the run makes next (manifest.check_parts) name it.
+        """
+        if paths.problem(rel, paths.SOURCE):
+            return
         local = os.path.join(self.work, *rel.split("/"))
         os.makedirs(os.path.dirname(local), exist_ok=True)
         self.store.download(rel, local)

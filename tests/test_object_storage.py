@@ -270,3 +270,23 @@ def test_webdataset_jobs_on_a_bucket_write_their_own_tars_and_the_merge_download
     assert sorted(k for k in got if k.endswith(".tar"))[0].startswith("shards/data-00000-")
     info = json.loads(got["dataset.json"])["container"]
     assert info["tar_boundaries"] == "job" and info["jobs"] == 3
+
+
+def test_a_crafted_name_from_the_bucket_is_never_fetched_outside_the_work_folder(monkeypatch, tmp_path):
+    """Names come from listings and rows, written by whoever wrote the bucket: one that climbs out is skipped
+    (the run's own checks then refuse the part that names it)."""
+    from lowlight_gpu import remote_output, storage
+
+    monkeypatch.setenv("LOWLIGHT_GPU_WORK", str(tmp_path / "work"))
+    job = remote_output.Job("s3://bucket/out")
+    fetched = []
+    monkeypatch.setattr(storage.Location, "download",
+                        lambda self, rel, path: (fetched.append((rel, path)), Path(path).write_bytes(b"{}")))
+    try:
+        for rel in ("../evil.tar", "parts/../../evil.tar", "/etc/evil", "parts//x.jsonl"):
+            job._get(rel)
+        job._get("parts/run.json")
+        assert fetched == [("parts/run.json", os.path.join(job.work, "parts", "run.json"))]
+    finally:
+        job.close()
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
