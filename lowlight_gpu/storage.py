@@ -145,11 +145,9 @@ class Location:
         return join(self.url, rel)
 
     def write(self, rel, data: bytes):
-        """Put data at rel in one request (atomic on object storage), unless rel already holds exactly it."""
+        """Put data at rel in one request: a reader sees all of it or, before, what was there."""
         try:
             self.fs.pipe_file(self.key(rel), data)
-        except FileNotFoundError as exc:
-            raise _storage_error(exc, self.url_of(rel), "write") from None
         except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "write") from None
 
