@@ -98,6 +98,12 @@ def _freeze(value):
     return value
 
 
+def _one_get(url):
+    """cat_file options that read a whole object in one GET: s3fs otherwise sends a HEAD first (for the size,
+    to split a large object over concurrent ranged GETs), doubling the requests of many small reads."""
+    return {"max_concurrency": 1} if scheme(url) in ("s3", "s3a") else {}
+
+
 def _storage_error(exc, url, doing):
     """A StorageError (exit 4) for a failed request, naming the URL but no credential."""
     reason = _first_line(exc)
@@ -179,7 +185,7 @@ class Location:
     def read(self, rel) -> bytes:
         """The bytes of rel (FileNotFoundError when there is none)."""
         try:
-            return self.fs.cat_file(self.key(rel))
+            return self.fs.cat_file(self.key(rel), **_one_get(self.url))
         except FileNotFoundError:
             raise
         except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
@@ -191,7 +197,7 @@ class Location:
             return {}
         keys = {self.key(rel): rel for rel in rels}
         try:
-            found = self.fs.cat(list(keys), on_error="raise")
+            found = self.fs.cat(list(keys), on_error="raise", **_one_get(self.url))
         except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url, "read") from None
         return {keys[k]: v for k, v in found.items()}
@@ -263,7 +269,7 @@ def read_url(url, options=None) -> bytes:
     """The bytes of the object at url."""
     fs = filesystem(url, options)
     try:
-        return fs.cat_file(strip(url))
+        return fs.cat_file(strip(url), **_one_get(url))
     except FileNotFoundError:
         raise
     except OSError as exc:
