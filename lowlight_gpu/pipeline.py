@@ -352,7 +352,7 @@ def check_remote(config):
         raise ConfigError(f"output: '{config.output}' is on object storage, and save.container lmdb writes one "
                           "database file that needs a local folder; use save.container webdataset (tar shards), "
                           "or write the LMDB to a local output and copy it")
-    if config.save.container == "webdataset" and getattr(config.save, "tar_boundaries", "job") == "global":
+    if config.save.container == "webdataset" and config.save.tar_boundaries == "global":
         raise ConfigError(f"output: '{config.output}' is on object storage, and save.tar_boundaries global makes "
                           "--merge copy every image through one machine; use save.tar_boundaries job")
 
