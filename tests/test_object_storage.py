@@ -290,3 +290,16 @@ def test_a_crafted_name_from_the_bucket_is_never_fetched_outside_the_work_folder
     finally:
         job.close()
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
+
+
+@pytest.mark.parametrize("keys, says", [(["save.container=lmdb"], "save.container lmdb"),
+                                        (["save.container=webdataset", "save.tar_boundaries=global"],
+                                         "save.tar_boundaries global")])
+def test_what_a_bucket_cannot_take_is_refused_before_any_request(run_cli, photos, keys, says, monkeypatch):
+    from lowlight_gpu import storage
+
+    monkeypatch.setattr(storage, "filesystem", lambda *a, **k: pytest.fail("no request may be made"))
+    sets = [x for key in keys for x in ("--set", key)]
+    for extra in ([], ["--merge"], ["--dry-run"]):
+        result = run_cli("--set", f"input={photos}", "--set", "output=s3://bucket/out", *sets, *extra)
+        assert result.code == 2 and says in result.err and len(result.err.strip().splitlines()) == 1
