@@ -266,6 +266,8 @@ class Job:
     def close(self):
         """Release the lock (if held) and delete the work folder."""
         self._stop.set()
+        if self._beat is not None:  # a beat in flight must not put the lock back after it is removed
+            self._beat.join(timeout=30)
         if self.lock_rel is not None:
             try:
                 self.store.remove(self.lock_rel)
