@@ -199,7 +199,7 @@ def test_webdataset_on_a_bucket_reads_back_through_pair_dataset_and_webdataset(s
 
 
 def test_a_live_lock_on_the_bucket_refuses_a_second_job_and_a_dead_one_is_taken_over(s3, s3_env, run_cli,
-                                                                                       photos):
+                                                                                       photos, monkeypatch):
     import socket
 
     from lowlight_gpu import storage
@@ -215,8 +215,15 @@ def test_a_live_lock_on_the_bucket_refuses_a_second_job_and_a_dead_one_is_taken_
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     store.write(lock, json.dumps(dict(live, pid=dead.pid)).encode())
+    from lowlight_gpu import remote_output
+
+    beats = []
+    write = storage.Location.write
+    monkeypatch.setattr(remote_output, "HEARTBEAT_SECONDS", 0.01)  # many beats during the run
+    monkeypatch.setattr(storage.Location, "write",
+                        lambda self, rel, data: (beats.append(rel) if rel == lock else None, write(self, rel, data)))
     assert run_cli("--set", f"input={photos}", "--set", f"output={url}").code == 3
-    assert not store.exists(lock)
+    assert beats and not store.exists(lock)  # taken over, refreshed, and gone with the run, never put back
 
 
 def test_storage_options_reach_the_store_and_are_never_recorded(s3, s3_env, run_cli, photos, tmp_path,
