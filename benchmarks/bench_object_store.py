@@ -147,7 +147,7 @@ def main():
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     out = (f"{BEGIN}\nMeasured by `python benchmarks/bench_object_store.py --pairs {args.pairs} --jobs {args.jobs}` "
            f"on {machine} (SeaweedFS on loopback, CPU backend, workers=1; rows without a per-pair figure count what one "
-           f"command made; every read of a whole object is a HEAD then a GET, as s3fs makes it):\n\n{text}\n{END}")
+           f"command made):\n\n{text}\n{END}")
     print(out)
     if args.write:
         doc = DOC.read_text()
