@@ -211,6 +211,8 @@ def test_a_live_lock_on_the_bucket_refuses_a_second_job_and_a_dead_one_is_taken_
     store.write(lock, json.dumps(live).encode())
     refused = run_cli("--set", f"input={photos}", "--set", f"output={url}")
     assert refused.code == 5 and f"pid {os.getpid()}" in refused.err and url in refused.err
+    merging = run_cli("--set", f"input={photos}", "--set", f"output={url}", "--merge")
+    assert merging.code == 5 and "shard 0/1" in merging.err  # no merge while a shard job holds its lock
     assert "manifest.jsonl" not in bucket_bytes(url)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
