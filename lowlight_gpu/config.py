@@ -698,7 +698,9 @@ def apply_override(raw: dict, item: str) -> None:
     if not eq or not all(parts):
         raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
     # Only paths that name a known key (or a split part) are accepted, so typos fail here.
-    if key not in _LEAVES and key not in _SECTIONS and not (parts[0] == "split" and len(parts) == 2):
+    # split.NAME names a split; storage_options.a.b any fsspec option (the filesystem checks its names).
+    if key not in _LEAVES and key not in _SECTIONS and not (parts[0] == "split" and len(parts) == 2) \
+            and not (parts[0] == "storage_options" and len(parts) > 1):
         raise _unknown_key(key)
     try:
         value = parse_yaml(text)

@@ -7,6 +7,7 @@ pass storage_options say so.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -152,3 +153,16 @@ def test_unknown_scheme_is_refused_in_one_line():
 def test_s3_without_bucket_is_refused(url):
     with pytest.raises(ConfigError, match="names no bucket"):
         config_from_dict({"output": url})
+
+
+def test_set_reaches_inside_storage_options_and_nothing_else_is_opened_up():
+    from lowlight_gpu.config import load_config
+
+    cfg = load_config(None, ["input=/nowhere", "output=/nowhere/out", "storage_options={key: a}",
+                             "storage_options.client_kwargs.region_name=eu-west-1",
+                             "storage_options.endpoint_url=http://127.0.0.1:9000"], check_paths=False)
+    assert cfg.storage_options == {"key": "a", "client_kwargs": {"region_name": "eu-west-1"},
+                                   "endpoint_url": "http://127.0.0.1:9000"}
+    assert "storage_options" not in json.dumps(cfg.output_settings())  # not fingerprinted, never recorded
+    with pytest.raises(ConfigError, match="unknown config key 'seed.x'"):
+        load_config(None, ["seed.x=1"], check_paths=False)
