@@ -245,12 +245,12 @@ def write_bytes(out_root, plan, datas):
     """Write the bytes of each planned file (a layout.RawOutput) atomically; returns {rel: [size, digest]}.
 
     out_root: the output folder, or a storage.Location (one PUT per file)."""
+    if not isinstance(out_root, (str, os.PathLike)):
+        out_root.write_many({entry.rel: data for entry, data in zip(plan, datas)})
     files = {}
     for entry, data in zip(plan, datas):
         if isinstance(out_root, (str, os.PathLike)):
             fsutil.write_atomic(os.path.join(out_root, entry.rel), data)
-        else:
-            out_root.write(entry.rel, data)
         files[entry.rel] = [len(data), manifest.data_digest(data)]
     return files
 
@@ -263,14 +263,16 @@ def encode_pngs(images, alpha, encoder):
 def write_pngs(outputs, alpha, encoder, store=None):
     """Encode each (path, rgb) with alpha and write it atomically; returns [[size, digest], ...] in order.
 
-    store: a storage.Location, whose relative paths the outputs then name (one PUT per image)."""
+    store: a storage.Location, whose relative paths the outputs then name (one PUT per image, all of the
+    pair's in flight together)."""
+    if store is not None:
+        datas = {path: encoder.encode(rgb, alpha) for path, rgb in outputs}
+        store.write_many(datas)
+        return [[len(data), manifest.data_digest(data)] for data in datas.values()]
     sizes = []
     for path, rgb in outputs:
         data = encoder.encode(rgb, alpha)
-        if store is None:
-            fsutil.write_atomic(path, data)
-        else:
-            store.write(path, data)
+        fsutil.write_atomic(path, data)
         sizes.append([len(data), manifest.data_digest(data)])
     return sizes
 

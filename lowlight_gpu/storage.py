@@ -157,6 +157,15 @@ class Location:
         except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(rel), "write") from None
 
+    def write_many(self, items):
+        """write() each {rel: bytes}, the requests in flight together (a pair's images: one round trip)."""
+        if not items:
+            return
+        try:
+            self.fs.pipe({self.key(rel): data for rel, data in items.items()})
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
+            raise _storage_error(exc, self.url_of(next(iter(items))), "write") from None
+
     def create_exclusive(self, rel, data: bytes) -> bool:
         """Create rel with data only if no object is there; True when this call created it.
 
