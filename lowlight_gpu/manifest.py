@@ -229,13 +229,11 @@ def stored_files_intact(store, files, check_hashes):
     An object is whole or absent (one PUT each), so its size says it was written; the CRC, checked for a
     journal's rows, says it holds the recorded bytes and not another run's.
     """
-    for rel, (size, digest) in files.items():
+    for rel in files:
         paths.contained(rel, what="_state.files")
-        if store.size(rel) != size:
-            return False
-        if check_hashes and data_digest(store.read(rel)) != digest:
-            return False
-    return True
+    if store.sizes(list(files)) != [size for size, _ in files.values()]:
+        return False
+    return not check_hashes or all(data_digest(store.read(rel)) == digest for rel, (_, digest) in files.items())
 
 
 class ShardWriter:

@@ -43,6 +43,13 @@ def test_write_read_size_exists_remove(loc):
     loc.remove("a/one.bin")  # nothing there: no error
 
 
+def test_many_at_once(loc):
+    loc.write_many({"m/a.bin": b"aa", "m/b.bin": b"bbbb", "m/c/d.bin": b""})
+    assert loc.read_many(["m/a.bin", "m/c/d.bin"]) == {"m/a.bin": b"aa", "m/c/d.bin": b""}
+    assert loc.sizes(["m/a.bin", "m/none.bin", "m/b.bin", "m", "m/c/d.bin"]) == [2, None, 4, None, 0]
+    assert loc.sizes(["m/b.bin"]) == [4]
+
+
 def test_list_is_fresh_and_relative(loc):
     assert loc.list() == {}
     loc.write("x.json", b"{}")
