@@ -86,15 +86,21 @@ def test_a_whole_run_on_a_bucket_equals_a_local_run_then_resumes_and_verifies(s3
     assert verified.code == 0 and "all match" in verified.out
 
 
-def test_shard_jobs_and_a_merge_on_a_bucket_equal_a_whole_local_run(s3, s3_env, run_cli, photos, tmp_path):
-    url = f"s3://{s3.bucket()}/sharded"
+def test_shard_jobs_reading_and_writing_a_bucket_and_a_merge_equal_a_whole_local_run(s3, s3_env, run_cli, photos,
+                                                                                      tmp_path):
+    bucket = s3.bucket()
+    source = f"s3://{bucket}/photos"
+    fresh_fs().put(f"{photos}/", f"{bucket}/photos/", recursive=True)
+    url = f"s3://{bucket}/sharded"
     local = tmp_path / "local"
     run_cli("--set", f"input={photos}", "--set", f"output={local}")
     for i in range(3):
-        assert run_cli("--set", f"input={photos}", "--set", f"output={url}", "--shard", f"{i}/3").code in (0, 3)
-    merged = run_cli("--set", f"input={photos}", "--set", f"output={url}", "--merge")
-    assert merged.code == 3, merged.stderr  # the broken input is listed in errors.jsonl
+        assert run_cli("--set", f"input={source}", "--set", f"output={url}", "--shard", f"{i}/3").code in (0, 3)
+    merged = run_cli("--set", f"input={source}", "--set", f"output={url}", "--merge")
+    assert merged.code == 3, merged.err  # the broken input is listed in errors.jsonl
     assert bucket_bytes(url) == local_bytes(local)
+    verified = run_cli("--set", f"input={source}", "--set", f"output={url}", "--verify")
+    assert verified.code == 0 and "all match" in verified.out
 
 
 def test_a_missing_shard_is_named_and_nothing_is_merged(s3, s3_env, run_cli, photos):
