@@ -245,14 +245,13 @@ def write_bytes(out_root, plan, datas):
     """Write the bytes of each planned file (a layout.RawOutput) atomically; returns {rel: [size, digest]}.
 
     out_root: the output folder, or a storage.Location (one PUT per file)."""
-    if not isinstance(out_root, (str, os.PathLike)):
-        out_root.write_many({entry.rel: data for entry, data in zip(plan, datas)})
-    files = {}
-    for entry, data in zip(plan, datas):
-        if isinstance(out_root, (str, os.PathLike)):
-            fsutil.write_atomic(os.path.join(out_root, entry.rel), data)
-        files[entry.rel] = [len(data), manifest.data_digest(data)]
-    return files
+    datas = {entry.rel: data for entry, data in zip(plan, datas)}
+    if isinstance(out_root, (str, os.PathLike)):
+        for rel, data in datas.items():
+            fsutil.write_atomic(os.path.join(out_root, rel), data)
+    else:
+        out_root.write_many(datas)
+    return {rel: [len(data), manifest.data_digest(data)] for rel, data in datas.items()}
 
 
 def encode_pngs(images, alpha, encoder):

@@ -267,17 +267,21 @@ class Location:
 
     def list(self, prefix=""):
         """{rel: size} of every object below prefix (a folder's rel, '' for all), fresh from the store."""
+        return {rel: info.get("size") for rel, info in self.objects(prefix)}
+
+    def objects(self, prefix=""):
+        """[(rel, fsspec info)] of every object below prefix, fresh from the store: one paged LIST request per
+        1000 objects (the store's page), no request per object."""
         base = self.key(prefix).rstrip("/")
         try:
             self.fs.invalidate_cache(base)
             found = self.fs.find(base, detail=True)
         except FileNotFoundError:
-            return {}
+            return []
         except Exception as exc:  # noqa: BLE001 - botocore's own errors too (no endpoint, no credentials)
             raise _storage_error(exc, self.url_of(prefix), "list") from None
         root = strip(self.url) + "/"
-        return {k[len(root):]: v.get("size") for k, v in found.items()
-                if k.startswith(root) and v.get("type") != "directory"}
+        return [(k[len(root):], v) for k, v in found.items() if k.startswith(root) and v.get("type") != "directory"]
 
     def upload(self, local_path, rel):
         """Copy a local file to rel (multipart for a large one: no object exists until it completes)."""
@@ -331,22 +335,8 @@ def mtime_ns(info) -> int:
 
 
 def listing(url, options=None):
-    """[(rel, size, mtime_ns)] of every object below the folder url, sorted by rel: one paged LIST request
-    per 1000 objects (the store's page), no request per object."""
-    fs = filesystem(url, options)
-    base = strip(url)
-    try:
-        fs.invalidate_cache(base)
-        found = fs.find(base, detail=True)
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise _storage_error(exc, url, "list") from None
-    root = base + "/"
-    out = [(k[len(root):], v.get("size"), mtime_ns(v)) for k, v in found.items()
-           if k.startswith(root) and v.get("type") != "directory"]
-    out.sort()
-    return out
+    """[(rel, size, mtime_ns)] of every object below the folder url, sorted by rel (Location.objects)."""
+    return sorted((rel, info.get("size"), mtime_ns(info)) for rel, info in Location(url, options).objects())
 
 
 def local_copy(url, name, storage_options=None):
